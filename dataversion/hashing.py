@@ -1,0 +1,78 @@
+"""Every id in dataversion is computed here.
+
+Record ids are xxh3-128 of canonical content. Objects (commits, manifests, shards)
+are named by xxh3-128 of their bytes. The record-set digest of a snapshot is the sum
+modulo 2**128 of one hash per record entry (record id + metadata): it depends on what a
+snapshot holds, never on how the records are packed into shards, and it updates in
+O(change) when records are added or removed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import xxhash
+
+DIGEST_MOD = 1 << 128
+_SEP = b"\x00"
+
+
+def record_id_of_bytes(data: bytes | memoryview) -> bytes:
+    """The 16-byte record id of a payload: xxh3-128 of its bytes."""
+    return xxhash.xxh3_128_digest(data)
+
+
+def record_id_of_text(text: str) -> bytes:
+    """The record id of a text record: xxh3-128 of its UTF-8 bytes."""
+    return xxhash.xxh3_128_digest(text.encode("utf-8"))
+
+
+def object_id(data: bytes | memoryview) -> str:
+    """The name of a stored object: xxh3-128 of its bytes, 32 lowercase hex chars."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical JSON bytes: sorted keys, no whitespace, UTF-8. Same value, same bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def entry_hash(
+    record_id: bytes, modality: str, source: str | None, label: str | None, meta: str | None
+) -> int:
+    """Hash of one record entry (id + the metadata training sees), as an int < 2**128."""
+    h = xxhash.xxh3_128()
+    h.update(record_id)
+    for part in (modality, source, label, meta):
+        h.update(_SEP)
+        if part is not None:
+            h.update(part.encode("utf-8"))
+    return h.intdigest()
+
+
+def entries_digest(
+    record_ids: Iterable[bytes],
+    modalities: Iterable[str],
+    sources: Iterable[str | None],
+    labels: Iterable[str | None],
+    metas: Iterable[str | None],
+) -> int:
+    """Sum (mod 2**128) of the entry hashes of many records."""
+    total = 0
+    for rid, mod, src, lab, meta in zip(record_ids, modalities, sources, labels, metas):
+        total += entry_hash(rid, mod, src, lab, meta)
+    return total % DIGEST_MOD
+
+
+def digest_hex(value: int) -> str:
+    """A digest as 32 hex chars (how it is stored in commits and manifests)."""
+    return f"{value % DIGEST_MOD:032x}"
+
+
+def digest_int(value: str) -> int:
+    """Parse a stored digest."""
+    return int(value, 16)

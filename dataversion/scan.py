@@ -1,0 +1,149 @@
+"""Turning a local directory tree into records: one per file, one per JSONL line."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from .errors import BadInputError
+from .records import RECORD_SCHEMA, binary_record_ids, ids_to_array, text_record_ids
+from .sniff import sniff_modality
+
+JSONL_TEXT_FIELD = "text"
+
+
+@dataclass
+class Skipped:
+    source: str
+    reason: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"source": self.source, "reason": self.reason, "message": self.message}
+
+
+@dataclass
+class ScanResult:
+    table: pa.Table
+    inputs: int
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def walk_files(paths: list[str]) -> Iterator[tuple[str, str]]:
+    """(absolute path, source name) for every regular file under the given paths, sorted.
+
+    The source name is the path relative to the directory given (a file given directly is
+    named by its base name). Hidden files and directories (".git", ".DS_Store") are skipped.
+    """
+    for root in paths:
+        root_abs = os.path.abspath(root)
+        if os.path.isfile(root_abs):
+            yield root_abs, os.path.basename(root_abs)
+            continue
+        if not os.path.isdir(root_abs):
+            raise BadInputError(f"{root} does not exist")
+        found = []
+        for dirpath, dirnames, filenames in os.walk(root_abs):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                full = os.path.join(dirpath, name)
+                if os.path.isfile(full):
+                    found.append((full, os.path.relpath(full, root_abs).replace(os.sep, "/")))
+        found.sort(key=lambda t: t[1])
+        yield from found
+
+
+def jsonl_line_source(source: str, line_no: int) -> str:
+    return f"{source}#L{line_no}"
+
+
+def split_line_source(source: str) -> tuple[str, int] | None:
+    base, sep, line = source.rpartition("#L")
+    if sep and line.isdigit():
+        return base, int(line)
+    return None
+
+
+def scan_tree(paths: list[str], *, text_field: str = JSONL_TEXT_FIELD, progress=None) -> ScanResult:
+    """Read every file under `paths` into a record table (not yet deduplicated).
+
+    Never raises for a bad file: undecodable JSONL lines are skipped with a reason.
+    Text files that are not valid UTF-8 are kept as binary records (nothing is lost).
+    """
+    texts: list[str] = []
+    t_src: list[str] = []
+    t_meta: list[str | None] = []
+    blobs: list[bytes] = []
+    b_src: list[str] = []
+    b_mod: list[str] = []
+    skipped: list[Skipped] = []
+    inputs = 0
+    for full, source in walk_files(paths):
+        if progress is not None:
+            progress.update(1)
+        try:
+            with open(full, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            inputs += 1
+            skipped.append(Skipped(source, "unreadable", f"cannot read file: {e.strerror}"))
+            continue
+        modality = sniff_modality(source, data[:64])
+        if modality == "jsonl":
+            for line_no, raw_line in enumerate(data.splitlines(), start=1):
+                if not raw_line.strip():
+                    continue
+                inputs += 1
+                src = jsonl_line_source(source, line_no)
+                try:
+                    obj = json.loads(raw_line.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError) as e:
+                    skipped.append(Skipped(src, "bad_jsonl_line", f"line is not valid JSON: {e}"))
+                    continue
+                if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
+                    skipped.append(Skipped(src, "missing_text_field", f"line has no string field {text_field!r}"))
+                    continue
+                text = obj.pop(text_field)
+                texts.append(text)
+                t_src.append(src)
+                t_meta.append(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if obj else None)
+            continue
+        inputs += 1
+        if modality == "text":
+            try:
+                texts.append(data.decode("utf-8"))
+                t_src.append(source)
+                t_meta.append(None)
+                continue
+            except UnicodeDecodeError:
+                modality = "binary"
+        blobs.append(data)
+        b_src.append(source)
+        b_mod.append(modality)
+    table = _records_table(texts, t_src, t_meta, blobs, b_src, b_mod)
+    return ScanResult(table, inputs, skipped)
+
+
+def _records_table(texts, t_src, t_meta, blobs, b_src, b_mod) -> pa.Table:
+    text_arr = pa.array(texts, pa.large_string())
+    data_arr = pa.array(blobs, pa.large_binary())
+    n_t, n_b = len(texts), len(blobs)
+    ids = text_record_ids(text_arr) + binary_record_ids(data_arr)
+    return pa.table(
+        {
+            "record_id": ids_to_array(ids),
+            "modality": pa.array(["text"] * n_t + b_mod, pa.string()),
+            "source": pa.array(t_src + b_src, pa.string()),
+            "label": pa.nulls(n_t + n_b, pa.string()),
+            "meta": pa.array(t_meta + [None] * n_b, pa.string()),
+            "text": pa.concat_arrays([text_arr, pa.nulls(n_b, pa.large_string())]),
+            "data": pa.concat_arrays([pa.nulls(n_t, pa.large_binary()), data_arr]),
+        },
+        schema=RECORD_SCHEMA,
+    )

@@ -1,0 +1,40 @@
+"""Object stores: `open_store(url)` picks the backend from the URL scheme."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+from ..errors import BadInputError
+from .base import ObjectInfo, Store
+from .local import LocalStore
+from .memory import MemoryStore
+
+__all__ = ["ObjectInfo", "Store", "LocalStore", "MemoryStore", "open_store", "normalize_url"]
+
+
+def normalize_url(url: str) -> str:
+    """file:// for plain paths; other schemes unchanged."""
+    if "://" not in url:
+        return "file://" + os.path.abspath(os.path.expanduser(url))
+    return url
+
+
+def open_store(url: str, *, create: bool = False, **options: object) -> Store:
+    """Open the store a repository URL names: file://PATH, s3://BUCKET/PREFIX, memory://NAME."""
+    url = normalize_url(url)
+    u = urlparse(url)
+    if u.scheme == "file":
+        path = u.path if not u.netloc else "/" + u.netloc + u.path
+        if not path:
+            raise BadInputError(f"repository URL {url!r} names no directory")
+        return LocalStore(path, create=create)
+    if u.scheme in ("s3", "minio"):
+        from .s3 import S3Store
+
+        if not u.netloc:
+            raise BadInputError(f"repository URL {url!r} names no bucket", hint="use s3://BUCKET/PREFIX")
+        return S3Store(u.netloc, u.path.lstrip("/"), create=create, **options)  # type: ignore[arg-type]
+    if u.scheme == "memory":
+        return MemoryStore(u.netloc or "memory")
+    raise BadInputError(f"unsupported repository URL {url!r}", hint="use file://PATH or s3://BUCKET/PREFIX")

@@ -1,0 +1,76 @@
+"""The storage interface every backend implements, and the one place CAS semantics live.
+
+A store maps string keys ("commits/ab12...json") to immutable-or-CAS-updated bytes.
+Compare-and-swap is `put_if_absent` (create only) and `put_if_match` (replace only when
+the current version token is the one the caller read). Every ref, lease and pin update goes
+through these two methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch
+
+
+class Store(ABC):
+    """Abstract object store. Implementations: LocalStore (file://), S3Store (s3://), MemoryStore."""
+
+    url: str
+
+    def __init__(self) -> None:
+        # Requests sent to the backend, by verb: lets tests and `cache status` prove a warm
+        # cache sends no GETs.
+        self.stats: Counter[str] = Counter()
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The object's bytes. Raises NotFoundError if it does not exist."""
+
+    @abstractmethod
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and an opaque version token for `put_if_match`."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Write (or overwrite) the object whole; readers never see a partial object."""
+
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create the object only if no object has that key. Returns False if one existed."""
+
+    @abstractmethod
+    def put_if_match(self, key: str, data: bytes, token: str) -> None:
+        """Replace the object only if its version is still `token`; else ConflictError."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete the object; deleting a missing object is not an error."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with `prefix`, in no particular order."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object with this key exists."""
+
+    def local_path(self, key: str) -> str | None:
+        """A filesystem path holding the object, for zero-copy reads; None if remote."""
+        return None
+
+    def put_file(self, key: str, path: str) -> None:
+        """Upload a local file whole (default: read it and `put`)."""
+        with open(path, "rb") as f:
+            self.put(key, f.read())
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

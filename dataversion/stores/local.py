@@ -1,0 +1,152 @@
+"""file:// store: a directory on a local disk (the embedded default).
+
+Writes go to a temporary file in the same directory and are renamed into place, so a
+reader never sees a half-written object and a killed writer leaves only a temp file.
+Compare-and-swap takes an exclusive `flock` on a per-key lock file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+
+from ..errors import BadInputError, ConflictError, NotFoundError, StoreError
+from ..hashing import object_id
+from .base import ObjectInfo, Store
+
+_TMP_PREFIX = ".tmp-"
+
+
+class LocalStore(Store):
+    def __init__(self, root: str, *, create: bool = False):
+        super().__init__()
+        self.root = os.path.abspath(root)
+        self.url = "file://" + self.root
+        if create:
+            os.makedirs(self.root, exist_ok=True)
+        elif not os.path.isdir(self.root):
+            raise NotFoundError(f"no repository directory at {self.root}", hint="create it with `dataversion init`")
+
+    def _path(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise BadInputError(f"invalid object key {key!r}")
+        return os.path.join(self.root, key)
+
+    def get(self, key: str) -> bytes:
+        self.stats["GET"] += 1
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise NotFoundError(f"object {key} not found in {self.url}") from None
+        except IsADirectoryError:
+            raise NotFoundError(f"object {key} not found in {self.url}") from None
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)
+        return data, object_id(data)
+
+    def _write_temp(self, path: str, data: bytes) -> str:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp
+
+    def put(self, key: str, data: bytes) -> None:
+        self.stats["PUT"] += 1
+        path = self._path(key)
+        try:
+            tmp = self._write_temp(path, data)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise StoreError(f"cannot write {key} in {self.url}: {e.strerror}") from e
+
+    def put_file(self, key: str, path: str) -> None:
+        with open(path, "rb") as f:
+            self.put(key, f.read())
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        self.stats["PUT"] += 1
+        path = self._path(key)
+        tmp = self._write_temp(path, data)
+        try:
+            os.link(tmp, path)  # atomic create-only: fails if the name exists
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+
+    def put_if_match(self, key: str, data: bytes, token: str) -> None:
+        self.stats["PUT"] += 1
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with open(path, "rb") as f:
+                    current = object_id(f.read())
+            except FileNotFoundError:
+                raise ConflictError(f"{key} was deleted by another writer") from None
+            if current != token:
+                raise ConflictError(f"{key} was updated by another writer")
+            tmp = self._write_temp(path, data)
+            os.replace(tmp, path)
+
+    def delete(self, key: str) -> None:
+        self.stats["DELETE"] += 1
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        self.stats["LIST"] += 1
+        # Walk only the directory that can hold the prefix.
+        head, _, _ = prefix.rpartition("/")
+        base = os.path.join(self.root, head) if head else self.root
+        if not os.path.isdir(base):
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, self.root)
+            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+            for name in sorted(filenames):
+                if name.startswith(_TMP_PREFIX) or name.endswith(".lock"):
+                    continue
+                key = rel_dir + name
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def list_temp(self) -> Iterator[ObjectInfo]:
+        """Temp files left by killed writers (garbage for gc)."""
+        for dirpath, _, filenames in os.walk(self.root):
+            for name in filenames:
+                if name.startswith(_TMP_PREFIX):
+                    p = os.path.join(dirpath, name)
+                    try:
+                        st = os.stat(p)
+                    except FileNotFoundError:
+                        continue
+                    yield ObjectInfo(os.path.relpath(p, self.root).replace(os.sep, "/"), st.st_size, st.st_mtime)
+
+    def exists(self, key: str) -> bool:
+        self.stats["HEAD"] += 1
+        return os.path.isfile(self._path(key))
+
+    def local_path(self, key: str) -> str | None:
+        return self._path(key)
+
