@@ -276,6 +276,14 @@ class Repo:
         return self.read_blob(blob_id) if blob_id else None
 
     # ------------------------------------------------------------------ writing
+    def write_shards(self, table: pa.Table, target_bytes: int = TARGET_SHARD_BYTES) -> list[ShardRef]:
+        """Write a record table as shards (sorted, content-addressed) without committing.
+
+        For distributed writers: each worker writes the shards of its id range, the driver
+        passes the refs to `commit(prewritten_shards=...)`.
+        """
+        return self._write_shards(conform(table), target_bytes)[0]
+
     def _write_shards(self, table: pa.Table, target_bytes: int) -> tuple[list[ShardRef], int]:
         refs: list[ShardRef] = []
         written = 0
@@ -333,12 +341,15 @@ class Repo:
         expected_parent: str | None | type[...] = ...,
         allow_empty: bool = False,
         target_shard_bytes: int = TARGET_SHARD_BYTES,
+        prewritten_shards: list[ShardRef] | None = None,
     ) -> CommitResult:
         """Append `records` to `branch` (ids already present are not stored again) and/or remove some.
 
         - `remove_ids`: record ids to drop; `remove_where(table) -> mask` drops rows of the
           parent's shards read with `remove_columns` (e.g. by source prefix).
         - `expected_parent`: if given, the branch must still point there (None: must not exist).
+        - `prewritten_shards`: shards already written to the store by distributed workers
+          (see `write_shards`); the caller guarantees their records are new to the parent.
         Returns a CommitResult whose commit_id is None when nothing changed (unless allow_empty).
         Raises ConflictError if another writer moved the branch meanwhile.
         """
@@ -389,6 +400,11 @@ class Repo:
             new_refs, result.bytes_written = self._write_shards(new_table, target_shard_bytes)
             result.shards_written = len(new_refs)
             result.added = new_table.num_rows
+        for ref in prewritten_shards or ():
+            if not self.store.exists(shard_key(ref.id)):
+                raise NotFoundError(f"shard {ref.id} was not written before the commit")
+            new_refs.append(ref)
+            result.added += ref.live_rows
         if not result.added and not result.removed and not allow_empty:
             return result
 
@@ -430,9 +446,10 @@ class Repo:
 
         # 4. the ref: compare-and-swap from the tip we built on
         self.refs.set_if_equals(ref_name, current, commit_id, reason=f"commit: {message}".strip())
-        new_ids = ids_as_numpy(new_table.column("record_id")) if new_table is not None else np.empty(0, dtype="S16")
-        child = (parent_ids.with_removed(removed_ids) if len(removed_ids) else parent_ids).with_added(new_ids)
-        self._idsets.put(commit_id, child)
+        if not prewritten_shards:
+            new_ids = ids_as_numpy(new_table.column("record_id")) if new_table is not None else np.empty(0, dtype="S16")
+            child = (parent_ids.with_removed(removed_ids) if len(removed_ids) else parent_ids).with_added(new_ids)
+            self._idsets.put(commit_id, child)
         result.commit_id = commit_id
         return result
 
