@@ -27,7 +27,7 @@ class LocalStore(Store):
         if create:
             os.makedirs(self.root, exist_ok=True)
         elif not os.path.isdir(self.root):
-            raise NotFoundError(f"no repository directory at {self.root}", hint="create it with `dataversion init`")
+            raise NotFoundError(f"no dataversion repository at {self.url}: the directory does not exist", hint="create one with `dataversion init`")
 
     def _path(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):

@@ -1,0 +1,286 @@
+"""Repository operations, run unchanged on the local store and on the real S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from dataversion import Repo
+from dataversion.errors import AmbiguousRefError, BadInputError, ConflictError, NotFoundError
+from dataversion.records import ids_as_numpy, make_text_records
+from dataversion.shards import shard_key
+
+
+def write_tree(root, files: dict[str, bytes | str]) -> None:
+    for rel, content in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(content.encode() if isinstance(content, str) else content)
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
+
+
+@pytest.fixture
+def raw(tmp_path):
+    root = tmp_path / "raw"
+    write_tree(
+        root,
+        {
+            "a.txt": "alpha document",
+            "notes/b.md": "# beta\n",
+            "c.jsonl": '{"text": "line one", "lang": "en"}\n{"text": "line two"}\nnot json\n',
+            "cats/001.png": PNG,
+        },
+    )
+    return root
+
+
+@pytest.fixture
+def repo(repo_url):
+    return Repo.init(repo_url)
+
+
+def test_open_missing_repository_is_a_clear_error(repo_url):
+    with pytest.raises(NotFoundError, match="no dataversion repository"):
+        Repo.open(repo_url)
+
+
+def test_add_log_show_ls(repo, raw):
+    res = repo.add([str(raw)], message="first import")
+    assert res.added == 5 and res.commit_id
+    assert [s["source"] for s in res.skipped] == ["c.jsonl#L3"]
+    log = repo.log()
+    assert [c["message"] for c in log] == ["first import"]
+    assert log[0]["records"]["by_modality"] == {"image": 1, "text": 4}
+    assert log[0]["counts"]["inputs"] == 6 and log[0]["counts"]["rejected"] == 1
+    show = repo.show("main")
+    assert show["id"] == res.commit_id and show["refs"] == ["branch main"]
+    records = list(repo.ls("main"))
+    assert sorted(r["source"] for r in records) == ["a.txt", "c.jsonl#L1", "c.jsonl#L2", "cats/001.png", "notes/b.md"]
+    assert {r["modality"] for r in records} == {"text", "image"}
+
+
+def test_incremental_add_reuses_shards_and_skips_known_content(repo, raw):
+    first = repo.add([str(raw)])
+    again = repo.add([str(raw)])
+    assert again.commit_id is None and again.already_present == 5
+    write_tree(raw, {"new.txt": "brand new"})
+    second = repo.add([str(raw)])
+    assert second.added == 1 and second.already_present == 5
+    m1, m2 = repo.read_manifest(first.commit_id), repo.read_manifest(second.commit_id)
+    assert {s.id for s in m1.shards} <= {s.id for s in m2.shards}
+    assert second.bytes_written < sum(s.size for s in m1.shards) * 2
+
+
+def test_diff_counts_and_records(repo, raw):
+    repo.add([str(raw)])
+    write_tree(raw, {"d.txt": "delta"})
+    os.remove(raw / "a.txt")
+    repo.add([str(raw)], sync=True)
+    d = repo.diff("main~1", "main", records=True)
+    assert (d["added"], d["removed"]) == (1, 1)
+    assert d["by_modality"] == {"text": {"added": 1, "removed": 1}}
+    assert len(d["records"]["added"]) == 1 and len(d["records"]["removed"]) == 1
+    back = repo.diff("main", "main~1")
+    assert (back["added"], back["removed"]) == (1, 1)
+    assert repo.diff("main", "main")["added"] == 0
+
+
+def test_sync_makes_snapshot_equal_to_tree(repo, raw, tmp_path):
+    repo.add([str(raw)])
+    os.remove(raw / "cats/001.png")
+    write_tree(raw, {"a.txt": "alpha document, edited"})
+    res = repo.add([str(raw)], sync=True)
+    assert res.removed == 2 and res.added == 1
+    sources = sorted(r["source"] for r in repo.ls("main"))
+    assert sources == ["a.txt", "c.jsonl#L1", "c.jsonl#L2", "notes/b.md"]
+    out = tmp_path / "out"
+    repo.checkout("main", str(out))
+    assert (out / "a.txt").read_text() == "alpha document, edited"
+    assert not (out / "cats").exists()
+
+
+def test_rm_by_id_and_by_source(repo, raw):
+    repo.add([str(raw)])
+    rid = next(r["record_id"] for r in repo.ls("main") if r["source"] == "a.txt")
+    assert repo.rm(ids=[rid]).removed == 1
+    assert repo.rm(source_prefixes=["c.jsonl"]).removed == 2
+    assert sorted(r["source"] for r in repo.ls("main")) == ["cats/001.png", "notes/b.md"]
+    assert repo.log()[0]["records"]["count"] == 2
+    assert repo.verify()["ok"]
+
+
+def test_checkout_roundtrip(repo, raw, tmp_path):
+    repo.add([str(raw)])
+    out = tmp_path / "out"
+    info = repo.checkout("main", str(out))
+    assert info["records"] == 5
+    assert (out / "a.txt").read_text() == "alpha document"
+    assert (out / "cats/001.png").read_bytes() == PNG
+    lines = [json.loads(x) for x in (out / "c.jsonl").read_text().splitlines()]
+    assert lines == [{"text": "line one", "lang": "en"}, {"text": "line two"}]
+
+
+def test_checkout_refuses_paths_outside_the_directory(repo, tmp_path):
+    repo.commit(make_text_records(["ok", "evil"], sources=["fine.txt", "../../evil.txt"]), message="m")
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(BadInputError, match="outside"):
+        repo.checkout("main", str(out))
+    assert not (tmp_path / "evil.txt").exists()
+    assert list(out.iterdir()) == []  # nothing half-written
+    repo.commit(make_text_records(["abs"], sources=["/etc/passwd-copy"]), message="m2")
+    with pytest.raises(BadInputError):
+        repo.checkout("main", str(out))
+
+
+def test_ref_syntax(repo, raw):
+    c1 = repo.add([str(raw)]).commit_id
+    write_tree(raw, {"x.txt": "x"})
+    c2 = repo.add([str(raw)]).commit_id
+    assert repo.resolve("main") == c2
+    assert repo.resolve("main~1") == c1 == repo.resolve("main~")
+    assert repo.resolve(c2[:8]) == c2
+    assert repo.resolve(c1) == c1
+    repo.create_tag("v1", "main~1")
+    assert repo.resolve("v1") == c1
+    with pytest.raises(NotFoundError, match="unknown ref"):
+        repo.resolve("nope")
+    with pytest.raises(NotFoundError):
+        repo.resolve("main~5")
+
+
+def test_ambiguous_prefix(repo, raw):
+    repo.add([str(raw)])
+    # two commit objects whose ids share an 8-char prefix (planted directly in the store)
+    repo.store.put("commits/deadbeef" + "0" * 24 + ".json", b"{}")
+    repo.store.put("commits/deadbeef" + "1" * 24 + ".json", b"{}")
+    with pytest.raises(AmbiguousRefError, match="ambiguous"):
+        repo.resolve("deadbeef")
+
+
+def test_tags_never_move_and_branches_do(repo, raw):
+    c1 = repo.add([str(raw)]).commit_id
+    repo.create_tag("v1", "main")
+    write_tree(raw, {"y.txt": "y"})
+    repo.add([str(raw)])
+    with pytest.raises(ConflictError, match="tags never move"):
+        repo.create_tag("v1", "main")
+    assert repo.tags() == {"v1": c1}
+    repo.create_branch("dev", "v1")
+    assert repo.branches()["dev"] == c1
+    with pytest.raises(ConflictError):
+        repo.create_branch("dev", "main")
+    repo.delete_branch("dev")
+    assert "dev" not in repo.branches()
+
+
+def test_reset_is_recorded_in_reflog(repo, raw):
+    c1 = repo.add([str(raw)]).commit_id
+    write_tree(raw, {"z.txt": "z"})
+    c2 = repo.add([str(raw)]).commit_id
+    assert repo.reset("main", c1) == (c2, c1)
+    assert repo.resolve("main") == c1
+    last = repo.reflog("main")[-1]
+    assert (last["old"], last["new"]) == (c2, c1) and last["reason"].startswith("reset")
+
+
+def test_revert(repo, raw):
+    repo.add([str(raw)])
+    write_tree(raw, {"w.txt": "w"})
+    os.remove(raw / "a.txt")
+    repo.add([str(raw)], sync=True)
+    res = repo.revert("main")
+    assert (res.added, res.removed) == (1, 1)
+    assert repo.diff("main~2", "main")["added"] == 0 and repo.diff("main~2", "main")["removed"] == 0
+    assert repo.verify()["ok"]
+
+
+def test_stale_parent_is_a_conflict(repo, raw):
+    c1 = repo.add([str(raw)]).commit_id
+    write_tree(raw, {"q.txt": "q"})
+    repo.add([str(raw)])
+    with pytest.raises(ConflictError):
+        repo.commit(make_text_records(["late"]), expected_parent=c1)
+
+
+def test_verify_names_corrupt_and_missing_objects(repo, raw):
+    res = repo.add([str(raw)])
+    assert repo.verify()["ok"]
+    shard = repo.read_manifest(res.commit_id).shards[0]
+    data = bytearray(repo.store.get(shard_key(shard.id)))
+    data[len(data) // 2] ^= 0xFF
+    repo.store.put(shard_key(shard.id), bytes(data))
+    report = Repo.open(repo.url).verify()
+    assert not report["ok"]
+    assert report["bad"][0]["object"] == shard_key(shard.id)
+    assert "corrupt" in report["bad"][0]["problem"]
+    repo.store.delete(shard_key(shard.id))
+    report = Repo.open(repo.url).verify("main")
+    assert "missing" in report["bad"][0]["problem"]
+
+
+def test_verify_detects_payload_that_does_not_match_its_id(repo):
+    """A shard re-written with a forged payload (and renamed to its new hash) is caught."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataversion.hashing import object_id
+
+    res = repo.commit(make_text_records(["genuine"]), message="m")
+    manifest = repo.read_manifest(res.commit_id)
+    shard = manifest.shards[0]
+    table = pq.read_table(pa.BufferReader(repo.store.get(shard_key(shard.id))))
+    forged = table.set_column(table.schema.get_field_index("text"), "text", pa.array(["forged"], pa.large_string()))
+    buf = io.BytesIO()
+    pq.write_table(forged, buf)
+    # point a repo at the forged bytes under the name the manifest expects
+    repo.store.put(shard_key(shard.id), buf.getvalue())
+    report = Repo.open(repo.url).verify()
+    assert not report["ok"]
+    assert object_id(buf.getvalue()) != shard.id
+
+
+def test_gc_keeps_reachable_and_young_objects(repo, raw):
+    repo.add([str(raw)])
+    # leftovers of a commit that never reached its ref
+    orphan = make_text_records(["orphan record"])
+    refs = repo.write_shards(orphan)
+    assert repo.gc(dry_run=True)["deleted"] == 0  # younger than the grace period
+    d = repo.gc(dry_run=True, grace_seconds=0)
+    assert shard_key(refs[0].id) in d["objects"]
+    repo.gc(grace_seconds=0)
+    assert not repo.store.exists(shard_key(refs[0].id))
+    assert Repo.open(repo.url).verify()["ok"]
+
+
+def test_reset_away_commits_stay_reachable_through_reflog(repo, raw):
+    c1 = repo.add([str(raw)]).commit_id
+    write_tree(raw, {"r.txt": "r"})
+    c2 = repo.add([str(raw)]).commit_id
+    repo.reset("main", c1)
+    repo.gc(grace_seconds=0)
+    assert repo.read_manifest(c2).records.count == 6
+    assert Repo.open(repo.url).verify(c2)["ok"]
+
+
+def test_empty_repo_log_says_what_to_do(repo):
+    with pytest.raises(NotFoundError, match="no commits yet"):
+        repo.log()
+
+
+def test_commit_counts_and_idset_after_rm_and_readd(repo):
+    repo.commit(make_text_records(["a", "b", "c"]), message="1")
+    rid = ids_as_numpy(make_text_records(["b"]).column("record_id"))
+    repo.rm(ids=[rid[0:1].tobytes().hex()])
+    res = repo.commit(make_text_records(["b", "d"]), message="2")
+    assert res.added == 2  # "b" was removed, so it is new again
+    assert repo.log()[0]["records"]["count"] == 4
+    fresh = Repo.open(repo.url)
+    assert fresh.record_ids(fresh.resolve("main")).contains(np.array([rid[0]], dtype="S16")).all()
