@@ -20,12 +20,31 @@ def _contains_sorted(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
     return haystack[pos] == needles
 
 
+def _sorted_unique(ids: np.ndarray) -> np.ndarray:
+    if len(ids) < 2 or (ids[1:] > ids[:-1]).all():
+        return ids
+    from .shards import sort_order
+
+    s = ids[sort_order(ids)]
+    return s[np.concatenate([[True], s[1:] != s[:-1]])]
+
+
+def _merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Union of two sorted unique arrays (a stable sort of two runs is a linear merge)."""
+    if not len(a):
+        return b
+    if not len(b):
+        return a
+    s = np.sort(np.concatenate([a, b]), kind="stable")
+    return s[np.concatenate([[True], s[1:] != s[:-1]])]
+
+
 class IdSet:
     __slots__ = ("_base", "_delta")
 
     def __init__(self, base: np.ndarray | None = None, delta: np.ndarray | None = None, *, presorted: bool = False):
         base = np.empty(0, dtype="S16") if base is None else base
-        self._base = base if presorted else np.unique(base)
+        self._base = base if presorted else _sorted_unique(base)
         self._delta = np.empty(0, dtype="S16") if delta is None else delta
 
     def __len__(self) -> int:
@@ -42,9 +61,12 @@ class IdSet:
         """A new set that also holds `ids` (this one is unchanged)."""
         if len(ids) == 0:
             return self
-        delta = np.union1d(self._delta, ids)
+        ids = _sorted_unique(ids)
+        if len(ids) > _MERGE_AT and not len(self._base) and not len(self._delta):
+            return IdSet(ids, presorted=True)
+        delta = _merge(self._delta, ids)
         if len(delta) > _MERGE_AT:
-            return IdSet(np.union1d(self._base, delta), presorted=True)
+            return IdSet(_merge(self._base, delta), presorted=True)
         return IdSet(self._base, delta, presorted=True)
 
     def with_removed(self, ids: np.ndarray) -> IdSet:

@@ -28,11 +28,15 @@ from .refs import HEADS, TAGS, Refs, default_author, short_ref, validate_ref_nam
 from .shards import (
     TARGET_SHARD_BYTES,
     decode_shard,
-    encode_shard,
+    describe_shard,
     entries_digest_of,
+    entry_limbs,
+    first_occurrences,
+    limbs_digest,
     live_rows,
     modality_counts,
-    plan_shards,
+    parquet_bytes,
+    plan_shard_rows,
     shard_key,
 )
 from .stores import Store, normalize_url, open_store
@@ -285,16 +289,31 @@ class Repo:
         return self._write_shards(conform(table), target_bytes)[0]
 
     def _write_shards(self, table: pa.Table, target_bytes: int) -> tuple[list[ShardRef], int]:
+        # Worker threads gather, encode and store each shard (Arrow, Parquet and file I/O
+        # release the GIL) while this thread hashes the entries of every row: both cores busy.
+        from concurrent.futures import ThreadPoolExecutor
+
+        def encode_and_store(rows: np.ndarray) -> tuple[pa.Table, bytes, int]:
+            part = table.take(pa.array(rows))
+            data = parquet_bytes(part)
+            key = shard_key(object_id(data))
+            if self.store.exists(key):
+                return part, data, 0
+            self.store.put(key, data)
+            return part, data, len(data)
+
         refs: list[ShardRef] = []
         written = 0
-        for part in plan_shards(table, target_bytes):
-            enc = encode_shard(part)
-            key = shard_key(enc.ref.id)
-            if not self.store.exists(key):
-                self.store.put(key, enc.data)
-                written += len(enc.data)
-            refs.append(enc.ref)
-            self._shard_ids.put(enc.ref.id, ids_as_numpy(part.column("record_id")).copy())
+        order, cuts = plan_shard_rows(table, target_bytes)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(encode_and_store, order[a:b]) for a, b in cuts]
+            limbs = entry_limbs(table)
+            for (a, b), fut in zip(cuts, futures):
+                part, data, n = fut.result()
+                written += n
+                ref = describe_shard(part, data, limbs_digest(limbs[order[a:b]]))
+                refs.append(ref)
+                self._shard_ids.put(ref.id, ids_as_numpy(part.column("record_id")).copy())
         return refs, written
 
     def _mark_deleted(self, shards: list[ShardRef], remove: Callable[[ShardRef, np.ndarray], np.ndarray]) -> tuple[list[ShardRef], int, np.ndarray]:
@@ -384,9 +403,7 @@ class Repo:
         if records is not None and records.num_rows:
             table = conform(records)
             ids = ids_as_numpy(table.column("record_id"))
-            _, first = np.unique(ids, return_index=True)
-            keep = np.zeros(len(ids), dtype=bool)
-            keep[first] = True
+            keep = first_occurrences(ids)
             remaining = parent_ids.with_removed(removed_ids) if len(removed_ids) else parent_ids
             present = remaining.contains(ids)
             result.already_present = int((keep & present).sum())

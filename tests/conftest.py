@@ -31,7 +31,7 @@ ACCESS_KEY = "dataversion-test"
 SECRET_KEY = "dataversion-test-secret"
 
 _START_TIMEOUT_S = 60.0
-_STOP_GRACE_S = 5.0  # a graceful `weed server` shutdown takes ~25 s; the data is throwaway
+_STOP_GRACE_S = 3.0  # a graceful `weed server` shutdown takes ~25 s; the data is throwaway
 _START_ATTEMPTS = 3  # a free port can be taken by someone else before weed binds it
 _GRPC_OFFSET = 10000  # every weed server also listens on its port + 10000 (gRPC)
 
@@ -60,6 +60,10 @@ class S3Server:
         name = f"test-{uuid.uuid4().hex[:16]}"
         self.client().make_bucket(name)
         return name
+
+
+class _PortTaken(RuntimeError):
+    """weed lost one of its ports to another process between our check and its bind."""
 
 
 def find_weed() -> str | None:
@@ -112,7 +116,7 @@ def _set_parent_death_signal() -> None:
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -213,9 +217,11 @@ def _start_weed(weed: str, workdir: Path) -> tuple[subprocess.Popen, S3Server, l
     except BaseException as e:
         _stop(proc)
         _remove_unix_sockets(ports)
-        raise RuntimeError(
+        tail = _log_tail(log)
+        error = _PortTaken if "address already in use" in tail else RuntimeError
+        raise error(
             f"SeaweedFS did not start: {e}\ncommand: {' '.join(cmd)}\n"
-            f"--- last lines of {log} ---\n{_log_tail(log)}"
+            f"--- last lines of {log} ---\n{tail}"
         ) from e
     return proc, server, ports
 
@@ -235,15 +241,14 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             pytest.fail(msg + "; S3 tests must run in CI", pytrace=False)
         pytest.skip(msg)
     workdir = tmp_path_factory.mktemp("seaweedfs")
-    errors = []
-    for _ in range(_START_ATTEMPTS):
+    for attempt in range(1, _START_ATTEMPTS + 1):
         try:
             proc, server, ports = _start_weed(weed, workdir)
             break
         except RuntimeError as e:
-            errors.append(str(e))
-    else:
-        pytest.fail("\n\n".join(errors), pytrace=False)
+            if isinstance(e, _PortTaken) and attempt < _START_ATTEMPTS:
+                continue
+            pytest.fail(str(e), pytrace=False)
     try:
         yield server
     finally:
@@ -265,7 +270,7 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 
 @pytest.fixture
 def s3_repo_url(s3_env: S3Server) -> str:
-    """"s3://<fresh empty bucket>/repo", with the environment pointing at the test server."""
+    """A fresh "s3://<empty bucket>/repo" URL, with the environment pointing at the server."""
     return f"s3://{s3_env.new_bucket()}/repo"
 
 

@@ -1,0 +1,552 @@
+"""PyTorch integration: a loader pinned to one commit, with exact O(1) resume.
+
+    loader = SnapshotLoader("s3://datasets/web", ref="main", batch_size=256, num_workers=4)
+    for epoch in range(start_epoch, 10):
+        loader.set_epoch(epoch)
+        for batch in loader:          # batch["record_id"]: list of 32-char hex strings
+            ...
+            save_checkpoint("ckpt.pt", loader=loader, model=model.state_dict())
+
+The order of samples is `dataversion.order` (a pure function of commit, seed, epoch); the
+loader's state is (commit, seed, epoch, position) where position counts samples consumed
+globally. Each DataLoader worker builds whole batches (Arrow `take` on decoded shards) and
+sends one batch object per step; workers die with their parent (PR_SET_PDEATHSIG plus a
+parent-pid watchdog), so a SIGKILLed trainer leaves no process behind.
+
+Batches are `Batch` dicts: "record_id" (list of hex strings, always present) and one list
+per requested column ("text", "label", ... ; "data" as bytes), with attributes `epoch`,
+`index` (batch number of this rank in the epoch) and `position` (the global position once
+this batch is consumed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.utils.data as tud
+
+from . import order as order_mod
+from .cache import Prefetcher, ReadTier, open_tier
+from .errors import BadInputError, DataversionError
+from .records import ids_as_numpy
+from .repo import Repo
+from .shards import decode_shard, live_rows
+
+__all__ = ["Batch", "SnapshotDataset", "SnapshotLoader", "save_checkpoint", "load_checkpoint", "read_checkpoint"]
+
+STATE_FORMAT = 1
+RECORD_COLUMNS = ("modality", "source", "label", "meta", "text", "data")
+
+
+class Batch(dict):
+    """One batch: column name -> list (record_id: hex strings), plus where it lies in the order."""
+
+    epoch: int = 0
+    index: int = 0
+    position: int = 0
+
+
+def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None or world_size is not None:
+        world = 1 if world_size is None else int(world_size)
+        return (0 if rank is None else int(rank)), world
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+# ---------------------------------------------------------------------------- orphans
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this process exit when `parent_pid` dies, even if it is blocked in a write."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="dataversion-parent-watchdog", daemon=True).start()
+
+
+class _WorkerInit:
+    """worker_init_fn: die with the parent, then the user's own init."""
+
+    def __init__(self, parent_pid: int, user_fn: Callable[[int], None] | None):
+        self.parent_pid, self.user_fn = parent_pid, user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        _die_with_parent(self.parent_pid)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+# ---------------------------------------------------------------------------- dataset
+class SnapshotDataset(tud.IterableDataset):
+    """An IterableDataset over one commit that yields whole `Batch`es in the pure order.
+
+    Use with `DataLoader(dataset, batch_size=None, collate_fn=lambda b: b)`; after each batch
+    the training loop consumed, call `dataset.consumed(batch)` so that `state_dict()` is
+    exact (`SnapshotLoader` does both for you). Every `__iter__` starts at the current
+    (epoch, position).
+    """
+
+    def __init__(
+        self,
+        repo: str | Repo,
+        ref: str = "main",
+        *,
+        batch_size: int = 256,
+        shuffle: bool = True,
+        seed: int = 0,
+        columns: list[str] | None = None,
+        window: int = order_mod.DEFAULT_WINDOW,
+        rank: int | None = None,
+        world_size: int | None = None,
+        remainder: str = "pad",
+        cache: str | ReadTier | None = "auto",
+        prefetch: int = 2,
+        decoded_cache_bytes: int = 512 * 1024**2,
+        format: str = "python",
+    ):
+        super().__init__()
+        self.repo = repo if isinstance(repo, Repo) else Repo.open(repo)
+        self.url = self.repo.url
+        self.ref = ref
+        self.commit_id = self.repo.resolve(ref)  # NotFoundError here, never mid-epoch
+        shards = self.repo.read_manifest(self.commit_id).shards
+        self.shards = [(s.id, s.rows, tuple(s.deleted)) for s in shards]
+        self.sizes = tuple(s.live_rows for s in shards)
+        self.num_records = sum(self.sizes)
+        if remainder not in order_mod.REMAINDER_POLICIES:
+            raise BadInputError(f"remainder must be one of {order_mod.REMAINDER_POLICIES}, not {remainder!r}")
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise BadInputError("batch_size must be >= 1")
+        self.shuffle, self.seed, self.window, self.remainder = bool(shuffle), int(seed), int(window), remainder
+        self.rank, self.world_size = _distributed(rank, world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise BadInputError(f"rank {self.rank} is not in [0, {self.world_size})")
+        cols = list(columns) if columns is not None else list(RECORD_COLUMNS)
+        unknown = [c for c in cols if c not in RECORD_COLUMNS and c != "record_id"]
+        if unknown:
+            raise BadInputError(f"unknown columns {unknown}; records have {['record_id', *RECORD_COLUMNS]}")
+        self.columns = [c for c in cols if c != "record_id"]
+        self.tier = open_tier(cache, self.repo.store)
+        self.prefetch = int(prefetch)
+        self.decoded_cache_bytes = int(decoded_cache_bytes)
+        self.epoch = 0
+        self.position = 0
+        self._resume_pending = False
+        self._pid = os.getpid()
+        if format not in ("python", "arrow"):
+            raise BadInputError(f"format must be 'python' or 'arrow', not {format!r}")
+        self.format = format
+        self._raw = False  # SnapshotLoader: workers send Arrow, the main process converts
+
+    # -- pickling into workers: no live connections travel --------------------------------
+    def __getstate__(self) -> dict:
+        d = dict(self.__dict__)
+        d["repo"] = None
+        return d
+
+    def _store(self):
+        if self.repo is None or self._pid != os.getpid():
+            self.repo = Repo.open(self.url)
+            self._pid = os.getpid()
+        return self.repo.store
+
+    # -- state ----------------------------------------------------------------------------
+    def order(self, epoch: int | None = None) -> order_mod.EpochOrder:
+        """The pure order of an epoch (default: the current one)."""
+        return order_mod.EpochOrder(self.sizes, seed=self.seed, epoch=self.epoch if epoch is None else epoch,
+                                    shuffle=self.shuffle, window=self.window)
+
+    def plan(self, start: int | None = None) -> order_mod.RankPlan:
+        return order_mod.RankPlan(self.num_records, self.position if start is None else start, self.batch_size,
+                                  self.world_size, self.rank, self.remainder)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch. The epoch restored by `load_state_dict` keeps its position; any
+        other epoch starts at its beginning."""
+        epoch = int(epoch)
+        if epoch != self.epoch or not self._resume_pending:
+            if epoch != self.epoch or self.position >= self.num_records:
+                self.position = 0
+            self._resume_pending = False
+        self.epoch = epoch
+
+    def consumed(self, batch: Batch) -> None:
+        """Record that the training loop consumed `batch` (the state moves past it)."""
+        self.epoch, self.position = batch.epoch, batch.position
+        self._resume_pending = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "repo": self.url,
+            "commit": self.commit_id,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self.position,
+            "num_records": self.num_records,
+            "shuffle": self.shuffle,
+            "window": self.window,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "remainder": self.remainder,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, allow_dataset_change: bool = False) -> None:
+        """Restore (seed, epoch, position). Refuses another commit unless allowed; then the
+        epoch is kept and the position restarts at 0 (positions of another commit mean nothing)."""
+        if not isinstance(state, dict) or "commit" not in state or "position" not in state:
+            raise BadInputError("not a dataversion loader state (no commit/position)")
+        self.epoch = int(state["epoch"])
+        if state["commit"] != self.commit_id:
+            if not allow_dataset_change:
+                raise DataversionError(
+                    f"checkpoint was trained on commit {state['commit']} but this loader is pinned to commit {self.commit_id}",
+                    hint="open the loader at the checkpoint's commit, or pass allow_dataset_change=True",
+                )
+            warnings.warn(
+                f"dataset changed from commit {state['commit']} to {self.commit_id}: epoch {self.epoch} restarts at position 0",
+                RuntimeWarning, stacklevel=2,
+            )
+            self.position = 0
+        else:
+            if (state.get("shuffle", self.shuffle), state.get("window", self.window)) != (self.shuffle, self.window):
+                warnings.warn("restoring shuffle/window from the checkpoint (they define the order)", RuntimeWarning, stacklevel=2)
+            self.seed = int(state["seed"])
+            self.shuffle = bool(state.get("shuffle", self.shuffle))
+            self.window = int(state.get("window", self.window))
+            self.position = min(int(state["position"]), self.num_records)
+        self._resume_pending = True
+
+    # -- iteration (runs in each worker) -------------------------------------------------
+    def _begin(self) -> order_mod.RankPlan:
+        """Where an iteration starts: the restored position, or 0 after a finished epoch."""
+        if self.position >= self.num_records and not self._resume_pending:
+            self.position = 0
+        self._resume_pending = False
+        return self.plan()
+
+    def __iter__(self) -> Iterator[Batch]:
+        plan = self._begin()
+        info = tud.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        reader = _BatchReader(self, self.order())
+        try:
+            for i in plan.worker_batches(wid, nw):
+                raw = reader.batch(plan, i)
+                yield raw if self._raw else raw.to_batch(self.format)
+        finally:
+            reader.close()
+
+
+class _BatchReader:
+    """Builds batches in one process: positions -> (shard, row) -> Arrow take, shards decoded once."""
+
+    def __init__(self, ds: SnapshotDataset, order: order_mod.EpochOrder):
+        self.ds, self.order = ds, order
+        self.store = ds._store()
+        self.tables: OrderedDict[int, pa.Table] = OrderedDict()
+        self.table_bytes = 0
+        self.read_cols = ["record_id", *ds.columns]
+        start_shards = order.shards_from(ds.position)
+        self.shard_rank = {s: i for i, s in enumerate(start_shards)}
+        self.prefetcher = (
+            Prefetcher(ds.tier, self.store, [ds.shards[s][0] for s in start_shards], ds.prefetch)
+            if ds.prefetch > 0 and start_shards else None
+        )
+
+    def close(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.stop()
+
+    def _table(self, s: int) -> pa.Table:
+        t = self.tables.get(s)
+        if t is not None:
+            self.tables.move_to_end(s)
+            return t
+        shard_id, rows, deleted = self.ds.shards[s]
+        if self.prefetcher is not None and s in self.shard_rank:
+            self.prefetcher.advance(self.shard_rank[s])
+        buf = self.ds.tier.read(self.store, shard_id)
+        t = decode_shard(buf, shard_id, self.read_cols)
+        if t.num_rows != rows:
+            from .errors import CorruptObjectError
+
+            raise CorruptObjectError(f"shard {shard_id} has {t.num_rows} rows, its manifest says {rows}")
+        t = live_rows(t, deleted).combine_chunks()
+        self.tables[s] = t
+        self.table_bytes += t.nbytes
+        while self.table_bytes > self.ds.decoded_cache_bytes and len(self.tables) > 1:
+            _, old = self.tables.popitem(last=False)
+            self.table_bytes -= old.nbytes
+        return t
+
+    def batch(self, plan: order_mod.RankPlan, i: int) -> _RawBatch:
+        flat = self.order.flat_at(plan.batch_positions(i))
+        shard, row = self.order.flat_to_shard_row(flat)
+        uniq = np.unique(shard)
+        if len(uniq) == 1:
+            table = self._table(int(uniq[0])).take(pa.array(row))
+        else:
+            tables = {int(s): self._table(int(s)) for s in uniq}
+            perm = np.argsort(shard, kind="stable")
+            parts = [tables[int(s)].take(pa.array(row[shard == s])) for s in uniq]
+            inverse = np.empty_like(perm)
+            inverse[perm] = np.arange(len(perm))
+            table = pa.concat_tables(parts).combine_chunks().take(pa.array(inverse))
+        batch = table.combine_chunks().to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
+        return _RawBatch(batch, self.ds.epoch, i, plan.position_after(i))
+
+
+class _RawBatch:
+    """What a worker sends: one Arrow record batch (pickled as whole buffers) + its place."""
+
+    __slots__ = ("table", "epoch", "index", "position")
+
+    def __init__(self, table: pa.RecordBatch, epoch: int, index: int, position: int):
+        self.table, self.epoch, self.index, self.position = table, epoch, index, position
+
+    def __reduce__(self):
+        return (_RawBatch, (self.table, self.epoch, self.index, self.position))
+
+    def to_batch(self, fmt: str) -> Batch:
+        """Python lists ("python") or Arrow arrays ("arrow"); record_id always hex strings."""
+        out = Batch()
+        raw = ids_as_numpy(self.table.column(0)).tobytes().hex()
+        out["record_id"] = [raw[k : k + 32] for k in range(0, len(raw), 32)]
+        for name, col in zip(self.table.schema.names[1:], self.table.columns[1:]):
+            out[name] = col.to_pylist() if fmt == "python" else col
+        out.epoch, out.index, out.position = self.epoch, self.index, self.position
+        return out
+
+
+# ---------------------------------------------------------------------------- loader
+class SnapshotLoader:
+    """A DataLoader over one commit (resolved once, at construction) with exact resume.
+
+    Arguments beyond the dataset's (see `SnapshotDataset`) go to torch's DataLoader
+    (num_workers, prefetch_factor, timeout, multiprocessing_context, worker_init_fn).
+    """
+
+    def __init__(
+        self,
+        repo: str | Repo,
+        ref: str = "main",
+        *,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        columns: list[str] | None = None,
+        window: int = order_mod.DEFAULT_WINDOW,
+        rank: int | None = None,
+        world_size: int | None = None,
+        remainder: str = "pad",
+        cache: str | ReadTier | None = "auto",
+        prefetch: int = 2,
+        format: str = "python",
+        worker_init_fn: Callable[[int], None] | None = None,
+        **dataloader_kwargs: Any,
+    ):
+        self.dataset = SnapshotDataset(
+            repo, ref, batch_size=batch_size, shuffle=shuffle, seed=seed, columns=columns, window=window,
+            rank=rank, world_size=world_size, remainder=remainder, cache=cache, prefetch=prefetch,
+            format=format,
+        )
+        self.dataset._raw = True
+        self.num_workers = int(num_workers)
+        if dataloader_kwargs.pop("persistent_workers", False):
+            raise BadInputError("persistent_workers is not supported: each epoch's workers start at its position")
+        self._dl_kwargs = dataloader_kwargs
+        self._worker_init_fn = worker_init_fn
+
+    @property
+    def commit_id(self) -> str:
+        return self.dataset.commit_id
+
+    @property
+    def repo(self) -> Repo:
+        return self.dataset.repo
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    @property
+    def position(self) -> int:
+        return self.dataset.position
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any], *, allow_dataset_change: bool = False) -> None:
+        self.dataset.load_state_dict(state, allow_dataset_change=allow_dataset_change)
+
+    def __len__(self) -> int:
+        """Batches left in the current epoch for this rank."""
+        ds = self.dataset
+        start = ds.position if (ds.position < ds.num_records or ds._resume_pending) else 0
+        return ds.plan(start).num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        ds = self.dataset
+        plan = ds._begin()
+        if plan.num_batches == 0:
+            return
+        ds._resume_pending = True  # the workers' copies start where we do
+        dl = tud.DataLoader(
+            ds,
+            batch_size=None,
+            collate_fn=_identity,
+            num_workers=self.num_workers,
+            worker_init_fn=_WorkerInit(os.getpid(), self._worker_init_fn) if self.num_workers else self._worker_init_fn,
+            **self._dl_kwargs,
+        )
+        it = iter(dl)
+        ds._resume_pending = False
+        try:
+            for expected, raw in enumerate(it):
+                batch = raw.to_batch(ds.format)
+                if batch.index != expected or batch.epoch != ds.epoch:
+                    raise RuntimeError(f"loader out of order: got batch {batch.index} of epoch {batch.epoch}, expected {expected} of {ds.epoch}")
+                ds.consumed(batch)
+                yield batch
+        finally:
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _write_atomic(path: str, data: bytes) -> None:
+    if path.startswith("s3://"):
+        from .stores.s3 import S3Store
+
+        bucket, _, key = path[len("s3://"):].partition("/")
+        if not key:
+            raise BadInputError(f"checkpoint path {path!r} names no object key")
+        S3Store(bucket).put(key, data)  # one PUT: readers see the old or the new object
+        return
+    path = os.path.abspath(os.path.expanduser(path))
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_bytes(path: str) -> bytes:
+    if path.startswith("s3://"):
+        from .stores.s3 import S3Store
+
+        bucket, _, key = path[len("s3://"):].partition("/")
+        return S3Store(bucket).get(key)
+    with open(os.path.expanduser(path), "rb") as f:
+        return f.read()
+
+
+def save_checkpoint(
+    path: str,
+    loader: SnapshotLoader | SnapshotDataset | None = None,
+    *,
+    run: str | None = None,
+    step: int | None = None,
+    record: bool | None = None,
+    **states: Any,
+) -> dict[str, Any]:
+    """Write a checkpoint atomically (temp file + rename locally, one whole PUT on s3://).
+
+    `states` (model=..., optimizer=...) are saved beside the loader's state under their
+    names. `run`/`step` are stored in the checkpoint's metadata; `record` is reserved for
+    lineage recording. Returns the metadata written.
+    """
+    meta: dict[str, Any] = {
+        "loader": loader.state_dict() if loader is not None else None,
+        "run": run,
+        "step": step,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    reserved = {"dataversion"} & states.keys()
+    if reserved:
+        raise BadInputError(f"state name {sorted(reserved)} is reserved")
+    buf = io.BytesIO()
+    torch.save({"dataversion": meta, **states}, buf)
+    _write_atomic(path, buf.getvalue())
+    return meta
+
+
+def read_checkpoint(path: str, *, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
+    """The raw checkpoint dict (dataversion metadata under "dataversion")."""
+    try:
+        data = torch.load(io.BytesIO(_read_bytes(path)), map_location=map_location, weights_only=weights_only)
+    except FileNotFoundError:
+        raise DataversionError(f"no checkpoint at {path}") from None
+    except (RuntimeError, EOFError, ValueError) as e:  # torch raises these for non-checkpoints
+        raise BadInputError(f"{path} is not a readable checkpoint: {e}") from e
+    if not isinstance(data, dict) or "dataversion" not in data:
+        raise BadInputError(f"{path} is not a dataversion checkpoint")
+    return data
+
+
+def load_checkpoint(
+    path: str,
+    loader: SnapshotLoader | SnapshotDataset | None = None,
+    *,
+    allow_dataset_change: bool = False,
+    map_location: Any = "cpu",
+    weights_only: bool = True,
+) -> dict[str, Any]:
+    """Restore the loader (epoch, position, seed) and return the other saved states.
+
+    Refuses a checkpoint of another commit (the error names both) unless
+    `allow_dataset_change=True`. A following `set_epoch(restored_epoch)` keeps the position.
+    """
+    data = read_checkpoint(path, map_location=map_location, weights_only=weights_only)
+    meta = data.pop("dataversion")
+    if loader is not None:
+        if meta.get("loader") is None:
+            raise BadInputError(f"{path} was saved without a loader state")
+        loader.load_state_dict(meta["loader"], allow_dataset_change=allow_dataset_change)
+    return data
