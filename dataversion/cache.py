@@ -6,14 +6,18 @@ to the shard id; a corrupt copy is re-fetched once, then CorruptObjectError name
 
 Tiers (all picklable: DataLoader workers receive them and open their own connections):
 - `StoreRead`: no cache. For file:// stores the shard file is read in place.
-- `LocalDiskCache`: a directory of shards named by id, size-bounded with LRU eviction
+- `LocalDiskCache` (the default): a directory of shards named by id, plus their decoded
+  Arrow IPC copies (memory-mapped by every worker: decoded once per machine, not once per
+  worker and epoch). Shards of file:// stores are read in place, only decoded copies are
+  written. Size-bounded with LRU eviction
   (last use = file mtime). Safe across processes: downloads go to a temp file renamed into
   place, one fetch per shard at a time (flock per shard), eviction under a directory lock.
   Hit/miss/eviction counters live in `stats.json` beside the shards.
 - `AlluxioCache`: reads through Alluxio workers (`alluxiofs`). When they cannot be reached,
   it warns once and reads from the object store instead.
 
-`open_tier(spec)` builds a tier from "auto" | "local" | "none" | "alluxio" | a tier.
+`open_tier(spec)` builds a tier from "auto" (= "local", or DATAVERSION_CACHE) | "local" |
+"none" | "alluxio" | a tier.
 `warm(repo, ref, tier)` and `status(tier)` are what `dataversion cache` prints.
 """
 
@@ -36,7 +40,7 @@ import pyarrow as pa
 
 from .errors import BadInputError, CorruptObjectError, NotFoundError
 from .hashing import object_id
-from .shards import shard_key
+from .shards import decode_shard, shard_key
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,10 @@ class ReadTier:
         """Make the shard local/cached without reading it; True if it had to be fetched."""
         return False
 
+    def read_table(self, store: Any, shard_id: str) -> pa.Table:
+        """The shard decoded (all rows, all columns, one chunk per column)."""
+        return decode_shard(self.read(store, shard_id), shard_id).combine_chunks()
+
     def status(self) -> dict[str, Any]:
         return {"tier": self.name}
 
@@ -123,10 +131,12 @@ class LocalDiskCache(ReadTier):
         env_max = os.environ.get("DATAVERSION_CACHE_MAX_BYTES")
         self.max_bytes = int(max_bytes if max_bytes is not None else (env_max or DEFAULT_MAX_BYTES))
         self._verified: set[str] = set()
+        self._verified_sidecars: set[str] = set()
+        self._in_place = StoreRead()
         os.makedirs(os.path.join(self.root, "locks"), exist_ok=True)
 
     def __getstate__(self) -> dict:
-        return {"root": self.root, "max_bytes": self.max_bytes, "_verified": set()}
+        return {"root": self.root, "max_bytes": self.max_bytes, "_verified": set(), "_verified_sidecars": set(), "_in_place": StoreRead()}
 
     def __repr__(self) -> str:
         return f"LocalDiskCache({self.root!r}, max_bytes={self.max_bytes})"
@@ -186,6 +196,8 @@ class LocalDiskCache(ReadTier):
         return buf
 
     def read(self, store: Any, shard_id: str, *, fetch=None) -> pa.Buffer:
+        if fetch is None and store.local_path(shard_key(shard_id)) is not None:
+            return self._in_place.read(store, shard_id)  # already on a local disk: no copy
         buf = self._open_cached(shard_id)
         if buf is not None:
             self._bump(hits=1)
@@ -197,9 +209,62 @@ class LocalDiskCache(ReadTier):
         return buf
 
     def ensure(self, store: Any, shard_id: str, *, fetch=None) -> bool:
+        if fetch is None and store.local_path(shard_key(shard_id)) is not None:
+            return False
         if self.contains(shard_id):
             return False
         return self._fill(store, shard_id, fetch)
+
+    # -- decoded sidecars ----------------------------------------------------------------
+    # Decoding Parquet costs more than everything else a worker does per epoch, and every
+    # worker needs every shard. So the first reader writes the decoded shard as an
+    # uncompressed Arrow IPC file beside it ("<id>.arrow", with its xxh3 in "<id>.arrow.sum");
+    # later readers memory-map it: no decode, no copy, pages shared by all processes.
+    def _sidecar(self, shard_id: str) -> str:
+        return os.path.join(self.root, shard_id[:2], shard_id + ".arrow")
+
+    def _open_sidecar(self, shard_id: str) -> pa.Table | None:
+        path = self._sidecar(shard_id)
+        try:
+            buf = pa.memory_map(path).read_buffer()
+            with open(path + ".sum") as f:
+                expected = f.read().strip()
+            os.utime(path)
+        except FileNotFoundError:
+            return None
+        if shard_id not in self._verified_sidecars:
+            if object_id(memoryview(buf)) != expected:
+                log.warning("decoded copy of shard %s is corrupt; decoding it again", shard_id)
+                for p in (path, path + ".sum"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(p)
+                return None
+            self._verified_sidecars.add(shard_id)
+        return pa.ipc.open_file(buf).read_all()
+
+    def read_table(self, store: Any, shard_id: str) -> pa.Table:
+        table = self._open_sidecar(shard_id)
+        if table is not None:
+            return table
+        with self._lock(shard_id + ".arrow"):
+            table = self._open_sidecar(shard_id)
+            if table is not None:
+                return table
+            decoded = decode_shard(self.read(store, shard_id), shard_id).combine_chunks()
+            path = self._sidecar(shard_id)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_file(sink, decoded.schema) as w:
+                w.write_table(decoded)
+            data = sink.getvalue()
+            for dest, payload in ((path + ".sum", object_id(memoryview(data)).encode()), (path, data)):
+                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+                with os.fdopen(fd, "wb") as f:
+                    f.write(payload)
+                os.replace(tmp, dest)
+        self.evict(keep=shard_id)
+        table = self._open_sidecar(shard_id)
+        return table if table is not None else decoded
 
     def _fill(self, store: Any, shard_id: str, fetch=None) -> bool:
         """Download a shard into the cache; one process per shard at a time."""
@@ -231,12 +296,12 @@ class LocalDiskCache(ReadTier):
             if not sub.is_dir() or sub.name == "locks":
                 continue
             for e in os.scandir(sub.path):
-                if e.name.endswith(".parquet") and not e.name.startswith("."):
+                if e.name.endswith((".parquet", ".arrow")) and not e.name.startswith("."):
                     try:
                         st = e.stat()
                     except FileNotFoundError:
                         continue
-                    out.append((st.st_mtime, st.st_size, e.name[: -len(".parquet")], e.path))
+                    out.append((st.st_mtime, st.st_size, e.name.rsplit(".", 1)[0], e.path))
         return out
 
     def evict(self, keep: str | None = None) -> int:
@@ -257,8 +322,10 @@ class LocalDiskCache(ReadTier):
                     evicted += 1
                     freed += size
                     total -= size
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.root, "locks", sid + ".lock"))
+                for extra in (path + ".sum", os.path.join(self.root, "locks", sid + ".lock"),
+                              os.path.join(self.root, "locks", sid + ".arrow.lock")):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(extra)
         if evicted:
             self._bump(evictions=evicted, bytes_evicted=freed)
         return evicted
@@ -270,7 +337,8 @@ class LocalDiskCache(ReadTier):
         return {
             "tier": self.name,
             "root": self.root,
-            "shards": len(entries),
+            "shards": sum(1 for e in entries if e[3].endswith(".parquet")),
+            "decoded": sum(1 for e in entries if e[3].endswith(".arrow")),
             "bytes": sum(e[1] for e in entries),
             "max_bytes": self.max_bytes,
             **stats,
@@ -428,7 +496,7 @@ def open_tier(spec: str | ReadTier | None = "auto", store: Any = None) -> ReadTi
     if spec == "auto":
         spec = os.environ.get("DATAVERSION_CACHE", "auto")
     if spec == "auto":
-        spec = "none" if store is not None and store.local_path(shard_key("0" * 32)) is not None else "local"
+        spec = "local"
     if spec == "none":
         return StoreRead()
     if spec == "local":

@@ -10,6 +10,7 @@ from commits); if one is missing, `log` falls back to reading commits one by one
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import NotFoundError
@@ -23,21 +24,45 @@ def history_key(commit_id: str) -> str:
     return f"history/{commit_id}.json"
 
 
-def build_chunk(summary: dict[str, Any], parent_chunk: dict[str, Any] | None, parent_id: str | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Chunk:
+    """A history chunk kept as canonical JSON text of its entries, so a child chunk is built
+    by prepending one entry instead of re-serializing up to CHUNK summaries."""
+
+    entries_text: str  # canonical JSON of the entries, without the surrounding brackets
+    count: int
+    next: str | None
+
+    def to_bytes(self) -> bytes:
+        nxt = canonical_json(self.next).decode()
+        return ('{"entries":[' + self.entries_text + '],"next":' + nxt + "}").encode("utf-8")
+
+    def entries(self) -> list[dict[str, Any]]:
+        return json.loads("[" + self.entries_text + "]")
+
+
+def build_chunk(summary: dict[str, Any], parent_chunk: Chunk | None, parent_id: str | None) -> Chunk:
     """The chunk of a new commit whose first parent has `parent_chunk` (None if unknown)."""
+    entry = canonical_json(summary).decode("utf-8")
     if parent_id is None:
-        return {"entries": [summary], "next": None}
-    if parent_chunk is not None and len(parent_chunk["entries"]) < CHUNK:
-        return {"entries": [summary, *parent_chunk["entries"]], "next": parent_chunk["next"]}
-    return {"entries": [summary], "next": parent_id}
+        return Chunk(entry, 1, None)
+    if parent_chunk is not None and parent_chunk.count < CHUNK:
+        return Chunk(entry + "," + parent_chunk.entries_text, parent_chunk.count + 1, parent_chunk.next)
+    return Chunk(entry, 1, parent_id)
 
 
-def read_chunk(store: Store, commit_id: str) -> dict[str, Any] | None:
+def parse_chunk(data: bytes) -> Chunk:
+    d = json.loads(data)
+    entries = d["entries"]
+    return Chunk(canonical_json(entries).decode("utf-8")[1:-1], len(entries), d["next"])
+
+
+def read_chunk(store: Store, commit_id: str) -> Chunk | None:
     try:
-        return json.loads(store.get(history_key(commit_id)))
-    except (NotFoundError, ValueError):
+        return parse_chunk(store.get(history_key(commit_id)))
+    except (NotFoundError, ValueError, KeyError):
         return None
 
 
-def write_chunk(store: Store, commit_id: str, chunk: dict[str, Any]) -> None:
-    store.put(history_key(commit_id), canonical_json(chunk))
+def write_chunk(store: Store, commit_id: str, chunk: Chunk) -> None:
+    store.put(history_key(commit_id), chunk.to_bytes())

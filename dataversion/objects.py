@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
@@ -64,6 +65,11 @@ class ShardRef:
     def live_rows(self) -> int:
         return self.rows - len(self.deleted)
 
+    @cached_property
+    def canonical(self) -> str:
+        """This entry's canonical JSON text, computed once (manifests are joined from these)."""
+        return canonical_json(self.to_dict()).decode("utf-8")
+
     @property
     def key(self) -> str:
         """Identity of the shard *as used*: same file and same deletions."""
@@ -105,13 +111,11 @@ class Manifest:
     shards: tuple[ShardRef, ...]
 
     def to_bytes(self) -> bytes:
-        return canonical_json(
-            {
-                "format": FORMAT_VERSION,
-                "records": self.records.to_dict(),
-                "shards": [s.to_dict() for s in self.shards],
-            }
-        )
+        # Equal to canonical_json({"format", "records", "shards"}) (keys in sorted order),
+        # but joined from each ShardRef's cached text: a commit that adds one shard to a
+        # manifest of thousands does not re-serialize the others.
+        head = canonical_json({"format": FORMAT_VERSION, "records": self.records.to_dict()}).decode("utf-8")
+        return (head[:-1] + ',"shards":[' + ",".join(s.canonical for s in self.shards) + "]}").encode("utf-8")
 
     @property
     def id(self) -> str:

@@ -110,6 +110,7 @@ class Repo:
         self._manifests: _LRU = _LRU(64)
         self._idsets: _LRU = _LRU(4)
         self._shard_ids: _LRU = _LRU(256)
+        self._chunks: _LRU = _LRU(16)
 
     # ------------------------------------------------------------------ open / init
     @classmethod
@@ -305,6 +306,13 @@ class Repo:
         refs: list[ShardRef] = []
         written = 0
         order, cuts = plan_shard_rows(table, target_bytes)
+        if table.num_rows < 4096:
+            limbs = entry_limbs(table)
+            for a, b in cuts:
+                part, data, n = encode_and_store(order[a:b])
+                written += n
+                refs.append(describe_shard(part, data, limbs_digest(limbs[order[a:b]])))
+            return refs, written
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = [pool.submit(encode_and_store, order[a:b]) for a, b in cuts]
             limbs = entry_limbs(table)
@@ -425,15 +433,24 @@ class Repo:
         if not result.added and not result.removed and not allow_empty:
             return result
 
-        # 3. manifest: parent's shards (with deletions) + new shards; summary from shard digests
+        # 3. manifest: parent's shards (with deletions) + new shards. The summary is the
+        # parent's plus the shards that came in minus the ones that went out: O(change).
         all_shards = tuple(shards) + tuple(new_refs)
-        by_mod: Counter[str] = Counter()
-        digest = 0
-        for s in all_shards:
-            by_mod.update(s.by_modality)
-            digest += digest_int(s.digest)
+        before = {id(s) for s in parent_manifest.shards}
+        after = {id(s) for s in all_shards}
+        gone = [s for s in parent_manifest.shards if id(s) not in after]
+        came = [s for s in all_shards if id(s) not in before]
+        by_mod: Counter[str] = Counter(parent_manifest.records.by_modality)
+        digest = digest_int(parent_manifest.records.digest)
+        count = parent_manifest.records.count
+        for sign, group in ((1, came), (-1, gone)):
+            for s in group:
+                for k, v in s.by_modality.items():
+                    by_mod[k] += sign * v
+                digest += sign * digest_int(s.digest)
+                count += sign * s.live_rows
         summary = RecordSummary(
-            count=sum(s.live_rows for s in all_shards),
+            count=count,
             digest=digest_hex(digest % DIGEST_MOD),
             by_modality={k: v for k, v in sorted(by_mod.items()) if v},
         )
@@ -458,8 +475,10 @@ class Repo:
         commit_id = commit.id
         self.store.put_if_absent(commit_key(commit_id), commit.to_stored_bytes(manifest_id))
         self._commits.put(commit_id, (commit, manifest_id))
-        parent_chunk = history.read_chunk(self.store, parent) if parent else None
-        history.write_chunk(self.store, commit_id, history.build_chunk(commit.summary(commit_id), parent_chunk, parent))
+        parent_chunk = (self._chunks.get(parent) or history.read_chunk(self.store, parent)) if parent else None
+        chunk = history.build_chunk(commit.summary(commit_id), parent_chunk, parent)
+        history.write_chunk(self.store, commit_id, chunk)
+        self._chunks.put(commit_id, chunk)
 
         # 4. the ref: compare-and-swap from the tip we built on
         self.refs.set_if_equals(ref_name, current, commit_id, reason=f"commit: {message}".strip())
@@ -550,14 +569,14 @@ class Repo:
         out: list[dict[str, Any]] = []
         while commit_id and (n is None or len(out) < n):
             chunk = history.read_chunk(self.store, commit_id)
-            if chunk is None or chunk["entries"][0]["id"] != commit_id:
+            entries = chunk.entries() if chunk is not None else []
+            if not entries or entries[0].get("id") != commit_id:
                 commit = self.read_commit(commit_id)
                 out.append(commit.summary(commit_id))
                 commit_id = commit.parents[0] if commit.parents else None
                 continue
-            entries = chunk["entries"]
             out.extend(entries if n is None else entries[: n - len(out)])
-            commit_id = chunk["next"]
+            commit_id = chunk.next
         return out
 
     def show(self, ref: str) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from .cache import Prefetcher, ReadTier, open_tier
 from .errors import BadInputError, DataversionError
 from .records import ids_as_numpy
 from .repo import Repo
-from .shards import decode_shard, live_rows
+from .shards import live_rows
 
 __all__ = ["Batch", "SnapshotDataset", "SnapshotLoader", "save_checkpoint", "load_checkpoint", "read_checkpoint"]
 
@@ -298,13 +298,13 @@ class _BatchReader:
         shard_id, rows, deleted = self.ds.shards[s]
         if self.prefetcher is not None and s in self.shard_rank:
             self.prefetcher.advance(self.shard_rank[s])
-        buf = self.ds.tier.read(self.store, shard_id)
-        t = decode_shard(buf, shard_id, self.read_cols)
+        t = self.ds.tier.read_table(self.store, shard_id).select(self.read_cols)
         if t.num_rows != rows:
             from .errors import CorruptObjectError
 
             raise CorruptObjectError(f"shard {shard_id} has {t.num_rows} rows, its manifest says {rows}")
-        t = live_rows(t, deleted).combine_chunks()
+        if deleted:
+            t = live_rows(t, deleted).combine_chunks()
         self.tables[s] = t
         self.table_bytes += t.nbytes
         while self.table_bytes > self.ds.decoded_cache_bytes and len(self.tables) > 1:

@@ -182,6 +182,8 @@ class S3Store(Store):
         except S3Error as e:
             if e.code in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
+            if e.code in ("NoSuchKey", "NoSuchObject") and "If-Match" in headers:
+                return False  # AWS answers If-Match on a deleted key with 404: the CAS lost
             raise self._fail(e, key, "write") from e
         except Exception as e:  # noqa: BLE001
             raise self._fail(e, key, "write") from e
