@@ -1,0 +1,167 @@
+"""`dataversion ingest` and `dataversion rejects`: thin click shells over `pipelines.ingest`.
+
+Only click and the dataversion core are imported here: Beam is imported when a command
+runs, so `dataversion --help` works without the pipelines extra installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from dataversion.errors import BadInputError
+
+
+def _repo_url(repo: str | None) -> str:
+    url = repo or os.environ.get("DATAVERSION_REPO")
+    if not url:
+        raise BadInputError("no repository given", hint="pass --repo URL or set DATAVERSION_REPO")
+    return url
+
+
+@click.command("ingest", context_settings={"ignore_unknown_options": False})
+@click.argument("source")
+@click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "--repo",
+    "repo",
+    default=None,
+    help="Repository URL (file:///path or s3://bucket/prefix); default $DATAVERSION_REPO.",
+)
+@click.option("--branch", default="main", show_default=True)
+@click.option("--message", "-m", default="", help="Commit message.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON file of IngestConfig overrides.",
+)
+@click.option("--text-field", default=None, help="JSONL field holding the text (default: text).")
+@click.option("--label-field", default=None, help="JSONL field holding the label (default: label).")
+@click.option(
+    "--label-map",
+    "label_map_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON object mapping raw labels to labels.",
+)
+@click.option("--no-folder-labels", is_flag=True, help="Do not label objects by their folder.")
+@click.option(
+    "--no-pii-redaction", is_flag=True, help="Keep e-mails, phones, IPs and card numbers."
+)
+@click.option(
+    "--near-dup-threshold",
+    type=float,
+    default=None,
+    help="MinHash similarity threshold (default 0.8).",
+)
+@click.option(
+    "--phash-distance", type=int, default=None, help="pHash Hamming distance threshold (default 4)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--progress/--no-progress", default=False, help="Log the run's phases to stderr.")
+def ingest_command(
+    source,
+    beam_args,
+    repo,
+    branch,
+    message,
+    config_file,
+    text_field,
+    label_field,
+    label_map_file,
+    no_folder_labels,
+    no_pii_redaction,
+    near_dup_threshold,
+    phash_distance,
+    as_json,
+    progress,
+):
+    """Clean, deduplicate and commit the raw objects under SOURCE (a directory or s3://bucket/prefix).
+
+    Beam pipeline options go after `--`, e.g.
+    `dataversion ingest ./raw --repo file:///tmp/repo -- --direct_running_mode=multi_processing --direct_num_workers=2`.
+    """
+    import dataclasses
+
+    from .config import IngestConfig
+    from .ingest import run_ingest
+
+    overrides: dict = {}
+    if config_file:
+        with open(config_file) as f:
+            try:
+                overrides = json.load(f)
+            except ValueError as e:
+                raise BadInputError(f"--config {config_file} is not valid JSON: {e}") from e
+    config = IngestConfig.from_dict(overrides)
+    changes: dict = {}
+    if text_field:
+        changes["text_field"] = text_field
+    if label_field:
+        changes["label_field"] = label_field
+    if no_folder_labels:
+        changes["folder_labels"] = False
+    if label_map_file:
+        with open(label_map_file) as f:
+            try:
+                changes["label_map"] = {str(k): str(v) for k, v in json.load(f).items()}
+            except (ValueError, AttributeError) as e:
+                raise BadInputError(
+                    f"--label-map {label_map_file} must be a JSON object: {e}"
+                ) from e
+    if no_pii_redaction:
+        changes["text"] = dataclasses.replace(config.text, redact_pii=False)
+    dedup = {}
+    if near_dup_threshold is not None:
+        dedup["text_threshold"] = near_dup_threshold
+    if phash_distance is not None:
+        dedup["phash_max_distance"] = phash_distance
+    if dedup:
+        changes["dedup"] = dataclasses.replace(config.dedup, **dedup)
+    if changes:
+        config = config.replace(**changes)
+    report = run_ingest(
+        source,
+        _repo_url(repo),
+        branch=branch,
+        config=config,
+        beam_args=tuple(beam_args),
+        progress=progress,
+        message=message,
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), sort_keys=True))
+        return
+    if report.commit is None:
+        click.echo(report.message)
+        return
+    click.echo(f"[{branch} {report.commit[:12]}] {report.message}")
+    click.echo(
+        f"inputs {report.inputs}: kept {report.kept}, duplicates {report.duplicates}, rejected {report.rejected}"
+    )
+    for reason, n in report.reasons.items():
+        click.echo(f"  rejected {reason}: {n}")
+
+
+@click.command("rejects")
+@click.argument("ref", default="main")
+@click.option("--repo", "repo", default=None, help="Repository URL; default $DATAVERSION_REPO.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON list of {source, reason, message}."
+)
+def rejects_command(ref, repo, as_json):
+    """List the inputs an ingest commit rejected, with their reasons."""
+    from dataversion import Repo
+
+    from .ingest import read_rejects
+
+    rows = read_rejects(Repo.open(_repo_url(repo)), ref)
+    if as_json:
+        click.echo(json.dumps(rows, sort_keys=True))
+        return
+    for r in rows:
+        click.echo(f"{r['source']}\t{r['reason']}\t{r['message']}")

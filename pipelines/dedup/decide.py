@@ -1,0 +1,95 @@
+"""The dedup decision for one run: which new records are kept, which duplicate what.
+
+Representative rule (deterministic, documented in the README of `pipelines/`):
+1. A record the parent commit already holds (same id), or one in a near-duplicate cluster
+   with a parent record, is a duplicate of that parent record: the branch keeps what it has.
+2. Otherwise, within a group of equal ids or a near-duplicate cluster (connected component
+   of verified LSH pairs), the record that comes first in (object key, line number) order
+   is kept; every other member is a duplicate of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import DedupRules
+from .index import DedupIndex
+from .lsh import minhash_clusters, phash_clusters
+
+
+@dataclass
+class DedupDecision:
+    """Per input row: `dup_of` (-1 kept; else a row index into `ref_ids`) and `kind`."""
+
+    keep: np.ndarray  # bool
+    duplicate_of: np.ndarray  # 'S16' record id each duplicate points to (undefined for kept rows)
+    kind: np.ndarray  # object: None | "exact" | "near"
+
+
+def decide_duplicates(
+    ids: np.ndarray,
+    modality: np.ndarray,
+    priority: np.ndarray,
+    sigs: np.ndarray,
+    phash: np.ndarray,
+    parent_contains,
+    parent_index: DedupIndex,
+    rules: DedupRules,
+) -> DedupDecision:
+    """Decide every row. `sigs[i]` is row i's MinHash signature (meaningful for text rows),
+    `phash[i]` its pHash (image rows); `parent_contains(ids) -> mask` tests the parent's ids.
+    `priority`: lower is kept first (rank by object key, line)."""
+    n = len(ids)
+    keep = np.ones(n, bool)
+    dup_of = ids.copy()
+    kind = np.full(n, None, dtype=object)
+    if n == 0:
+        return DedupDecision(keep, dup_of, kind)
+    if rules.exact:
+        in_parent = parent_contains(ids)
+        keep[in_parent] = False
+        kind[in_parent] = "exact"
+        rest = np.flatnonzero(~in_parent)
+        order = rest[np.lexsort((priority[rest], ids[rest]))]
+        if len(order) > 1:
+            same = ids[order[1:]] == ids[order[:-1]]
+            later = order[1:][same]
+            keep[later] = False
+            kind[later] = "exact"  # dup_of is already the (equal) id
+    for modal, enabled in (("text", rules.near_text), ("image", rules.near_image)):
+        if not enabled:
+            continue
+        rows = np.flatnonzero(keep & (modality == modal))
+        if modal == "text":
+            p_ids, p_keys = parent_index.text_ids, parent_index.text_sigs
+            keys = sigs[rows] if len(rows) else np.empty((0, rules.num_perm), np.uint32)
+            all_keys = np.concatenate((p_keys, keys)) if len(p_keys) else keys
+        else:
+            p_ids, p_keys = parent_index.image_ids, parent_index.image_phash
+            keys = phash[rows].astype(np.uint64)
+            all_keys = np.concatenate((p_keys.astype(np.uint64), keys))
+        n_p = len(p_ids)
+        if len(rows) == 0 or len(rows) + n_p < 2:
+            continue
+        prio = np.concatenate((np.arange(n_p) - n_p, priority[rows] + 0)).astype(np.int64)
+        if modal == "text":
+            reps = minhash_clusters(
+                all_keys,
+                prio,
+                bands=rules.bands,
+                threshold=rules.text_threshold,
+                max_window=rules.max_window,
+            )
+        else:
+            reps = phash_clusters(
+                all_keys, prio, max_distance=rules.phash_max_distance, max_window=rules.max_window
+            )
+        all_ids = np.concatenate((p_ids, ids[rows]))
+        new_reps = reps[n_p:]
+        dup = new_reps != np.arange(n_p, n_p + len(rows))
+        keep[rows[dup]] = False
+        kind[rows[dup]] = "near"
+        dup_of[rows[dup]] = all_ids[new_reps[dup]]
+    return DedupDecision(keep, dup_of, kind)

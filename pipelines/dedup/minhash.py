@@ -1,0 +1,131 @@
+"""MinHash signatures of texts: word shingles hashed in numpy, permutations in rensa (Rust).
+
+Shingling in Python (`" ".join(words[i:i+k])` per shingle) costs more than the MinHash
+itself, so a whole batch is shingled at once: the lowercased texts are joined into one byte
+buffer, words are found by their separators (bytes <= 0x20), each word is hashed with a
+polynomial prefix-sum hash (vectorized, wrapping uint64 arithmetic), and each shingle hash
+combines k consecutive word hashes of the same document. The flat shingle hashes go to
+`rensa.RMinHash.digest_matrix_from_flat_token_hashes`, which applies the `num_perm`
+permutations. Same text, same signature, in every process (no Python `hash()`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+_P = np.uint64(0x100000001B3)
+_P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+_SHINGLE_MUL = np.uint64(0x9E3779B97F4A7C15)
+_powers: dict[str, np.ndarray] = {}
+
+
+def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
+    p = _powers.get("p")
+    if p is None or len(p) < n:
+        m = max(n, 1 << 20, 2 * len(p) if p is not None else 0)
+        p = np.full(m, _P, np.uint64)
+        p[0] = 1
+        q = np.full(m, _P_INV, np.uint64)
+        q[0] = 1
+        with np.errstate(over="ignore"):
+            _powers["p"] = np.cumprod(p, dtype=np.uint64)
+            _powers["q"] = np.cumprod(q, dtype=np.uint64)
+    return _powers["p"][:n], _powers["q"][:n]
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: spreads the polynomial hash over all 64 bits."""
+    x = x ^ (x >> np.uint64(30))
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def shingle_hashes(texts: Sequence[str], shingle_size: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """(flat uint64 shingle hashes, uint64 row offsets) for a batch of texts.
+
+    Shingles are `shingle_size` consecutive lowercased words; a text with fewer words has
+    one shingle of all its words, an empty text one shingle of hash 0.
+    """
+    n_docs = len(texts)
+    if n_docs == 0:
+        return np.empty(0, np.uint64), np.zeros(1, np.uint64)
+    k = shingle_size
+    data = "\x00".join(texts).lower().encode("utf-8")
+    b = np.frombuffer(data, np.uint8)
+    n = len(b)
+    seps = np.flatnonzero(b <= 32)
+    bounds = np.concatenate(([-1], seps, [n]))
+    starts = bounds[:-1] + 1
+    ends = bounds[1:]
+    nonempty = ends > starts
+    starts, ends = starts[nonempty], ends[nonempty]
+    doc_seps = seps[b[seps] == 0]
+    word_doc = np.searchsorted(doc_seps, starts)
+    pw, qw = _power_tables(n + 1)
+    with np.errstate(over="ignore"):
+        prefix = np.zeros(n + 1, np.uint64)
+        np.multiply(b, pw[:n], out=prefix[1:], dtype=np.uint64)
+        np.cumsum(prefix, out=prefix)
+        words = _mix64((prefix[ends] - prefix[starts]) * qw[starts])
+        n_words = len(words)
+        counts = np.bincount(word_doc, minlength=n_docs)
+        if n_words >= k:
+            sh = words[: n_words - k + 1].copy()
+            for j in range(1, k):
+                sh *= _SHINGLE_MUL
+                sh += words[j : n_words - k + 1 + j]
+            sh_doc = word_doc[: n_words - k + 1]
+            valid = word_doc[k - 1 :] == sh_doc
+            sh, sh_doc = _mix64(sh[valid]), sh_doc[valid]
+        else:
+            sh, sh_doc = np.empty(0, np.uint64), np.empty(0, np.int64)
+        short = np.flatnonzero(counts < k)
+        if len(short):
+            word_start = np.concatenate(([0], np.cumsum(counts)))
+            extra = np.zeros(len(short), np.uint64)
+            for i, d in enumerate(short.tolist()):
+                acc = np.uint64(0)
+                for w in words[word_start[d] : word_start[d + 1]]:
+                    acc = acc * _SHINGLE_MUL + w
+                extra[i] = acc
+            sh = np.concatenate((sh, _mix64(extra)))
+            sh_doc = np.concatenate((sh_doc, short))
+            order = np.argsort(sh_doc, kind="stable")
+            sh, sh_doc = sh[order], sh_doc[order]
+    offsets = np.zeros(n_docs + 1, np.uint64)
+    np.cumsum(np.bincount(sh_doc, minlength=n_docs), out=offsets[1:])
+    return np.ascontiguousarray(sh), offsets
+
+
+def signatures_from_shingles(
+    flat: np.ndarray, offsets: np.ndarray, num_perm: int = 112, seed: int = 42
+) -> np.ndarray:
+    """MinHash signatures (uint32, shape [docs, num_perm]) of pre-hashed shingles."""
+    import rensa
+
+    n_docs = len(offsets) - 1
+    if n_docs == 0:
+        return np.empty((0, num_perm), np.uint32)
+    matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, offsets, num_perm, seed)
+    rows = matrix.to_rows()
+    return np.fromiter(
+        itertools.chain.from_iterable(rows), np.uint32, count=n_docs * num_perm
+    ).reshape(n_docs, num_perm)
+
+
+def minhash_signatures(
+    texts: Sequence[str], *, shingle_size: int = 5, num_perm: int = 112, seed: int = 42
+) -> np.ndarray:
+    """MinHash signatures of a batch of texts: uint32 array [len(texts), num_perm]."""
+    flat, offsets = shingle_hashes(texts, shingle_size)
+    return signatures_from_shingles(flat, offsets, num_perm, seed)
+
+
+def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise fraction of equal signature values (the MinHash estimate of Jaccard)."""
+    return (a == b).mean(axis=-1)

@@ -1,0 +1,101 @@
+"""Image checks: full decode with Pillow, decompression-bomb guard, minimum size, EXIF
+orientation, and the perceptual hash the near-duplicate stage needs (computed here, while
+the decoded image is in memory).
+
+The payload is stored as received (its record id is the hash of those bytes). Width and
+height are reported after the EXIF orientation is applied, the orientation itself is kept
+in the metadata (`exif_orientation`) so a loader can rotate the same way, and the pHash is
+computed on the oriented image.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from dataversion.sniff import IMAGE_FORMATS, sniff_format
+
+from ..config import ImageRules
+from ..dedup.phash import phash_pixels, small_gray
+from . import Drop
+
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """A kept image: format, oriented size, EXIF orientation (1 = none), 64-bit pHash."""
+
+    format: str
+    width: int
+    height: int
+    orientation: int
+    phash: int
+
+    def meta(self) -> dict:
+        d = {"format": self.format, "width": self.width, "height": self.height}
+        if self.orientation != 1:
+            d["exif_orientation"] = self.orientation
+        return d
+
+
+def check_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageInfo | Drop:
+    """Decode one image fully; never raises for bad input (returns a Drop)."""
+    from PIL import Image
+
+    fmt = sniff_format(data[:16])
+    if fmt not in IMAGE_FORMATS:
+        return Drop("not_an_image", "content is not a PNG, JPEG, GIF, BMP or WebP image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > rules.max_pixels:
+                return Drop(
+                    "decompression_bomb",
+                    f"{width}x{height} = {width * height} pixels, limit {rules.max_pixels}",
+                )
+            if fmt == "jpeg":
+                # DCT-domain downscale (1/2..1/8) while decoding every coefficient of the
+                # stream: a truncated or corrupt JPEG still fails in load().
+                img.draft("L", (64, 64))
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return Drop("decompression_bomb", str(e))
+    except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, struct.error...
+        return Drop("corrupt_image", f"{fmt} does not decode: {e}")
+    orientation = 1
+    if rules.apply_exif_orientation and fmt in ("jpeg", "webp", "png") and "exif" in img.info:
+        try:
+            orientation = int(img.getexif().get(_ORIENTATION_TAG, 1) or 1)
+        except Exception:  # noqa: BLE001 - a broken EXIF block is ignored, not fatal
+            orientation = 1
+        if orientation not in _TRANSPOSE:
+            orientation = 1
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    if width < rules.min_width or height < rules.min_height:
+        return Drop(
+            "image_too_small", f"{width}x{height}, minimum {rules.min_width}x{rules.min_height}"
+        )
+    try:
+        small = small_gray(img)
+        if orientation != 1:
+            small = small.transpose(getattr(Image.Transpose, _TRANSPOSE[orientation]))
+        import numpy as np
+
+        ph = phash_pixels(np.asarray(small))
+    except Exception as e:  # noqa: BLE001
+        return Drop("corrupt_image", f"{fmt} decoded but cannot be converted: {e}")
+    return ImageInfo(fmt, width, height, orientation, ph)

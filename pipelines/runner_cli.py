@@ -1,0 +1,245 @@
+"""`dataversion runner` and `dataversion runs`: thin click shells over `pipelines.runner`
+and `pipelines.run_history`.
+
+Only click and the dataversion core are imported here; APScheduler, prometheus_client and
+Beam load when a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+
+import click
+
+from dataversion.errors import BadInputError, DataversionError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "30s", "15m", "1h", "500ms", "0.5s" or a bare number of seconds."""
+    m = _DURATION.match(str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise BadInputError(f"bad duration {text!r}", hint="use e.g. 30s, 15m, 1h, 500ms")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def _repo_url(repo: str | None) -> str:
+    url = repo or os.environ.get("DATAVERSION_REPO")
+    if not url:
+        raise BadInputError("no repository given", hint="pass --repo URL or set DATAVERSION_REPO")
+    return url
+
+
+def _fail(e: DataversionError, debug: bool) -> None:
+    if debug:
+        raise e
+    click.echo(f"error: {e}", err=True)
+    sys.exit(e.exit_code)
+
+
+@click.command("runner", context_settings={"ignore_unknown_options": False})
+@click.argument("source")
+@click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "--repo",
+    "repo",
+    default=None,
+    help="Repository URL (file:///path or s3://bucket/prefix); default $DATAVERSION_REPO.",
+)
+@click.option("--branch", default="main", show_default=True)
+@click.option("--cron", default=None, help='5-field crontab in UTC, e.g. "*/15 * * * *".')
+@click.option(
+    "--every", default=None, help="Fixed interval, e.g. 30s, 15m (slots aligned on the clock)."
+)
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Run one slot now and exit (for a Kubernetes CronJob); exit 1 if it failed.",
+)
+@click.option(
+    "--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port."
+)
+@click.option(
+    "--lease-ttl",
+    default="60s",
+    show_default=True,
+    help="Lease expiry without heartbeat: how long a killed runner blocks others.",
+)
+@click.option(
+    "--retries",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Attempts per run on transient errors.",
+)
+@click.option(
+    "--backoff",
+    default="2s",
+    show_default=True,
+    help="First wait between attempts (doubles each time).",
+)
+@click.option(
+    "--stop-grace",
+    default="20s",
+    show_default=True,
+    help="On SIGTERM/SIGINT, how long the current run may finish before it is abandoned.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON file of IngestConfig overrides.",
+)
+@click.option(
+    "--ingest-fn",
+    default="pipelines.ingest:run_ingest",
+    hidden=True,
+    help="module:function to run (tests, custom pipelines).",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def runner_command(
+    source,
+    beam_args,
+    repo,
+    branch,
+    cron,
+    every,
+    once,
+    metrics_port,
+    lease_ttl,
+    retries,
+    backoff,
+    stop_grace,
+    config_file,
+    ingest_fn,
+    log_level,
+    debug,
+):
+    """Run the ingestion of SOURCE into --repo on a schedule, one run at a time per branch.
+
+    Each run takes the branch lease, ingests only new objects (no commit if nothing is new),
+    records the run (`dataversion runs`) and releases the lease. SIGTERM/SIGINT: the current
+    run finishes within --stop-grace or is abandoned without a partial commit; exit 0.
+    Beam pipeline options go after `--`, e.g. `-- --runner=FlinkRunner --flink_master=host:8081`.
+    """
+    logging.basicConfig(
+        level=getattr(logging, log_level),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        url = _repo_url(repo)
+        if not once and (cron is None) == (every is None):
+            raise BadInputError(
+                "give one of --cron or --every", hint='e.g. --cron "*/15 * * * *" or --every 30s'
+            )
+        if cron is not None and every is not None:
+            raise BadInputError("give --cron or --every, not both")
+        from .runner import PipelineRunner, RetryPolicy, make_trigger
+
+        try:
+            trigger = (
+                make_trigger(cron=cron, every=parse_duration(every) if every else None)
+                if (cron or every)
+                else None
+            )
+        except ValueError as e:
+            raise BadInputError(f"bad schedule: {e}") from e
+        kwargs: dict = {}
+        if beam_args:
+            kwargs["beam_args"] = tuple(beam_args)
+        if config_file:
+            from .config import IngestConfig
+
+            with open(config_file) as f:
+                try:
+                    kwargs["config"] = IngestConfig.from_dict(json.load(f))
+                except ValueError as e:
+                    raise BadInputError(f"--config {config_file} is not valid JSON: {e}") from e
+        runner = PipelineRunner(
+            source,
+            url,
+            branch,
+            ingest=ingest_fn,
+            ingest_kwargs=kwargs,
+            lease_ttl=parse_duration(lease_ttl),
+            retry=RetryPolicy(attempts=retries, backoff=parse_duration(backoff)),
+            stop_grace=parse_duration(stop_grace),
+        )
+        code = runner.serve(trigger, once=once, metrics_port=metrics_port)
+    except DataversionError as e:
+        _fail(e, debug)
+    sys.exit(code)
+
+
+def _row(r) -> str:
+    c = r.counts
+    counts = (
+        f"kept {c.get('kept', 0)} dup {c.get('duplicates', 0)} rej {c.get('rejected', 0)}"
+        if c
+        else ""
+    )
+    commit = (r.commit or "")[:12]
+    tail = r.error or ""
+    return f"{r.started_at[:19]}  {r.branch:<10} {r.status:<18} {r.duration_s if r.duration_s is not None else '':>8}  {commit:<12}  {counts}  {tail}".rstrip()
+
+
+@click.command("runs")
+@click.option("--repo", "repo", default=None, help="Repository URL; default $DATAVERSION_REPO.")
+@click.option("--branch", default=None, help="Only this branch (default: all).")
+@click.option(
+    "-n",
+    "limit",
+    type=int,
+    default=20,
+    show_default=True,
+    help="At most this many runs, newest first (0: all).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the records as a JSON list.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def runs_command(repo, branch, limit, as_json, debug):
+    """The scheduled runner's run history, newest first."""
+    try:
+        from dataversion import Repo
+
+        from .run_history import list_runs
+
+        records = list_runs(Repo.open(_repo_url(repo)).store, branch, limit or None)
+    except DataversionError as e:
+        _fail(e, debug)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in records], indent=2))
+        return
+    if not records:
+        click.echo("no runs recorded")
+        return
+    click.echo(
+        f"{'started (UTC)':<19}  {'branch':<10} {'status':<18} {'secs':>8}  {'commit':<12}  counts / error"
+    )
+    for r in records:
+        click.echo(_row(r))
+
+
+@click.group()
+def _standalone() -> None:
+    """Standalone entry point (`python -m pipelines.runner_cli runner|runs ...`)."""
+
+
+_standalone.add_command(runner_command)
+_standalone.add_command(runs_command)
+
+if __name__ == "__main__":
+    _standalone()

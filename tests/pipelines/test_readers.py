@@ -1,0 +1,67 @@
+import json
+
+from pipelines.config import IngestConfig
+from pipelines.process import WorkItem, process_objects
+from pipelines.readers import LabelResolver, open_source
+
+
+def _write(root, rel, data):
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+def test_listing_is_sorted_with_change_tokens_and_skips_hidden(tmp_path):
+    _write(tmp_path, "b.txt", "b")
+    _write(tmp_path, "a/c.txt", "c")
+    _write(tmp_path, ".hidden", "x")
+    _write(tmp_path, ".git/config", "x")
+    src = open_source(str(tmp_path))
+    objs = src.list()
+    assert [o.key for o in objs] == ["a/c.txt", "b.txt"]
+    assert objs[0].etag.startswith("1-") and src.read("a/c.txt") == b"c"
+
+
+def test_labels_from_sidecars_folders_and_map(tmp_path):
+    _write(tmp_path, "cats/001.png", "x")
+    _write(tmp_path, "cats/002.png", "x")
+    _write(tmp_path, "cats/labels.csv", "filename,label\n002.png,Kitten\n")
+    _write(tmp_path, "dogs/a.png", "x")
+    _write(tmp_path, "dogs/a.json", json.dumps({"label": "puppy"}))
+    _write(tmp_path, "top.txt", "x")
+    _write(tmp_path, "notes.json", "{}")  # not a sidecar: no notes.* beside it
+    src = open_source(str(tmp_path))
+    r = LabelResolver(
+        src.list(),
+        src.read,
+        folder_labels=True,
+        label_map={"Kitten": "cat", "cats": "cat"},
+        lowercase=False,
+    )
+    assert r.sidecars == {"cats/labels.csv", "dogs/a.json"}
+    assert r.label_of("cats/001.png") == "cat"  # folder, mapped
+    assert r.label_of("cats/002.png") == "cat"  # labels.csv, mapped
+    assert r.label_of("dogs/a.png") == "puppy"  # json sidecar
+    assert r.label_of("top.txt") is None
+    r2 = LabelResolver(src.list(), src.read, folder_labels=False, label_map={}, lowercase=True)
+    assert r2.label_of("cats/001.png") is None and r2.label_of("cats/002.png") == "kitten"
+
+
+def test_jsonl_field_label_field_and_metadata():
+    cfg = IngestConfig(text_field="body", label_map={"POS": "positive"})
+    data = b'{"body": "hello there", "label": "POS", "lang": "en"}\n{"text": "no body"}\n'
+    out = process_objects([(WorkItem("d.jsonl", "e", len(data), "folder"), data)], cfg)
+    row = out.candidates.to_pylist()[0]
+    assert (row["text"], row["label"], row["meta"], row["source"]) == (
+        "hello there",
+        "positive",
+        '{"lang":"en"}',
+        "d.jsonl#L1",
+    )
+    assert out.rejects == [
+        {
+            "source": "d.jsonl#L2",
+            "reason": "missing_text_field",
+            "message": "line has no string field 'body'",
+        }
+    ]
