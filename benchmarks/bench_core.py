@@ -10,7 +10,6 @@ import argparse
 import os
 import platform
 import shutil
-import statistics
 import tempfile
 import time
 
@@ -52,7 +51,9 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="dv-bench-")
     rows = []
     try:
-        print(f"# dataversion core benchmark: {platform.node()} {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+        print(
+            f"# dataversion core benchmark: {platform.node()} {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
+        )
         texts = synthetic_texts(n, seed=1)
 
         # 1. full commit vs pyarrow write_table of the same table
@@ -62,7 +63,13 @@ def main() -> None:
         t0 = time.perf_counter()
         res = repo.commit(make_text_records(texts), message="full")  # hashing included
         t_commit = time.perf_counter() - t0
-        rows.append(("commit %d ~1KB records (hashing incl.)" % n, f"{n / t_commit:,.0f} rec/s", f"{t_pq / t_commit:.2f}x pyarrow.write_table ({n / t_pq:,.0f} rec/s)"))
+        rows.append(
+            (
+                f"commit {n} ~1KB records (hashing incl.)",
+                f"{n / t_commit:,.0f} rec/s",
+                f"{t_pq / t_commit:.2f}x pyarrow.write_table ({n / t_pq:,.0f} rec/s)",
+            )
+        )
         full_commit = res.commit_id
         full_bytes = dir_bytes(os.path.join(work, "repo", "shards"))
 
@@ -71,14 +78,22 @@ def main() -> None:
         extra = synthetic_texts(n // 100, seed=2)
         res2, t_inc = timed(repo.commit, make_text_records(extra), message="+1%")
         written = dir_bytes(os.path.join(work, "repo")) - before
-        rows.append(("incremental +1% commit", f"{written / full_bytes:.4f} of snapshot bytes", f"{t_inc * 1000:.0f} ms"))
+        rows.append(
+            (
+                "incremental +1% commit",
+                f"{written / full_bytes:.4f} of snapshot bytes",
+                f"{t_inc * 1000:.0f} ms",
+            )
+        )
         inc_commit = res2.commit_id
 
         # 4. diff 1M vs +1% (fresh process state: no caches)
         fresh = Repo.open(f"file://{work}/repo")
         d, t_diff = timed(fresh.diff, full_commit, inc_commit)
         assert d["added"] == n // 100 and d["removed"] == 0, d
-        rows.append(("diff full vs +1%", f"{t_diff * 1000:.1f} ms", f"{d['shards_read']} shard(s) read"))
+        rows.append(
+            ("diff full vs +1%", f"{t_diff * 1000:.1f} ms", f"{d['shards_read']} shard(s) read")
+        )
 
         # 6. open an old commit and count its records
         fresh = Repo.open(f"file://{work}/repo")
@@ -98,13 +113,24 @@ def main() -> None:
             lat.append(time.perf_counter() - t0)
         lat_ms = np.array(lat) * 1000
         first, last = lat_ms[: len(lat_ms) // 10], lat_ms[-len(lat_ms) // 10 :]
-        rows.append((f"small commit x{args.small_commits} (10 rec onto {n:,})", f"median {np.median(lat_ms):.2f} ms, p95 {np.percentile(lat_ms, 95):.2f} ms",
-                     f"first 10% median {np.median(first):.2f} ms, last 10% {np.median(last):.2f} ms"))
+        rows.append(
+            (
+                f"small commit x{args.small_commits} (10 rec onto {n:,})",
+                f"median {np.median(lat_ms):.2f} ms, p95 {np.percentile(lat_ms, 95):.2f} ms",
+                f"first 10% median {np.median(first):.2f} ms, last 10% {np.median(last):.2f} ms",
+            )
+        )
 
         # 5. log over 1000+ commits (fresh process state)
         fresh = Repo.open(f"file://{work}/repo")
         log, t_log = timed(fresh.log, "main")
-        rows.append((f"log over {len(log)} commits", f"{t_log * 1000:.1f} ms", f"{fresh.store.stats['GET']} object reads"))
+        rows.append(
+            (
+                f"log over {len(log)} commits",
+                f"{t_log * 1000:.1f} ms",
+                f"{fresh.store.stats['GET']} object reads",
+            )
+        )
 
         # 7. add 20,000 small files
         src = os.path.join(work, "files")
@@ -116,7 +142,13 @@ def main() -> None:
         repo2 = Repo.init(f"file://{work}/repo2")
         r, t_add = timed(repo2.add, [src], message="files")
         assert r.added == args.files
-        rows.append((f"add {args.files:,} small files", f"{args.files / t_add:,.0f} files/s", f"{t_add:.2f} s"))
+        rows.append(
+            (
+                f"add {args.files:,} small files",
+                f"{args.files / t_add:,.0f} files/s",
+                f"{t_add:.2f} s",
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     width = max(len(r[0]) for r in rows)

@@ -18,7 +18,8 @@ from .shards import decode_shard, entries_digest_of, live_rows, modality_counts,
 if TYPE_CHECKING:
     from .repo import Repo
 
-_COLLECTABLE = ("commits/", "manifests/", "shards/", "blobs/", "history/")
+# tmp/ holds the scratch results of pipeline workers; a killed run leaves it behind.
+_COLLECTABLE = ("commits/", "manifests/", "shards/", "blobs/", "history/", "tmp/")
 
 
 def reachable_keys(repo: Repo) -> set[str]:

@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import history
-from .errors import AmbiguousRefError, BadInputError, ConflictError, CorruptObjectError, NotFoundError
+from .errors import (
+    AmbiguousRefError,
+    BadInputError,
+    ConflictError,
+    CorruptObjectError,
+    NotFoundError,
+)
 from .hashing import DIGEST_MOD, canonical_json, digest_hex, digest_int, object_id
 from .idset import IdSet
 from .objects import Commit, Manifest, RecordSummary, ShardRef, utc_now

@@ -20,7 +20,7 @@ import xxhash
 from .errors import CorruptObjectError
 from .hashing import DIGEST_MOD, digest_hex, object_id
 from .objects import ShardRef
-from .records import RECORD_SCHEMA, ids_as_numpy, id_bytes
+from .records import id_bytes, ids_as_numpy
 
 TARGET_SHARD_BYTES = 32 * 1024 * 1024
 ROW_GROUP_ROWS = 4096
