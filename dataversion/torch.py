@@ -159,6 +159,8 @@ class SnapshotDataset(tud.IterableDataset):
             raise BadInputError(f"unknown columns {unknown}; records have {['record_id', *RECORD_COLUMNS]}")
         self.columns = [c for c in cols if c != "record_id"]
         self.tier = open_tier(cache, self.repo.store)
+        if hasattr(self.tier, "probe"):
+            self.tier.probe()  # decide once, here: workers inherit the answer (one warning)
         self.prefetch = int(prefetch)
         self.decoded_cache_bytes = int(decoded_cache_bytes)
         self.epoch = 0

@@ -1,0 +1,271 @@
+"""Loader throughput, side by side in one process (run by hand).
+
+    .venv/bin/python benchmarks/bench_loader.py [--records 200000] [--workers 2] [--batch 256]
+
+Builds a repository of ~1 KB text records, then times one shuffled epoch of:
+- dataversion's SnapshotLoader (file:// store, shards read in place): first with a cold
+  local cache (every shard decoded once into the cache during the epoch), then warm,
+- a Hugging Face `datasets` map-style Dataset over the same shard Parquet files with
+  torchdata's StatefulDataLoader (the fastest peer measured; benchmark-only dependencies),
+- plain pyarrow iteration over the same shards (read + to_pylist per batch, no shuffle).
+Also: time to first batch (fresh, and resumed at 90% of the epoch) and peak memory (RSS of
+the process tree, sampled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+import pyarrow.parquet as pq
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from dataversion import Repo  # noqa: E402
+from dataversion.records import make_text_records  # noqa: E402
+from dataversion.shards import shard_key  # noqa: E402
+
+
+class PeakRSS:
+    """Samples the RSS of this process and its children every 20 ms."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(0.02)
+
+    def __enter__(self) -> PeakRSS:
+        self._t.start()
+        return self
+
+    def __exit__(self, *a) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def make_repo(path: str, n: int) -> tuple[Repo, str]:
+    rng = random.Random(0)
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "eta",
+        "theta",
+        "iota",
+        "kappa",
+        "lambda",
+        "mu",
+    ]
+    texts = []
+    for i in range(n):
+        body = " ".join(rng.choice(words) for _ in range(170))
+        texts.append(f"{i} {body}"[:1024])
+    repo = Repo.init("file://" + path)
+    res = repo.commit(
+        make_text_records(texts, labels=[str(i % 10) for i in range(n)]),
+        branch="main",
+        message="bench",
+    )
+    return repo, res.commit_id
+
+
+def epoch_rate(make_iter, n_expected: int) -> dict:
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        it = make_iter()
+        first = None
+        count = 0
+        for batch in it:
+            if first is None:
+                first = time.perf_counter() - t0
+            count += len(batch["text"])
+        dt = time.perf_counter() - t0
+    assert count >= n_expected * 0.99, (count, n_expected)
+    return {
+        "samples": count,
+        "seconds": round(dt, 3),
+        "samples_per_s": round(count / dt),
+        "first_batch_s": round(first, 3),
+        "peak_rss_mb": round(mem.peak / 2**20),
+    }
+
+
+def bench_dataversion(url: str, n: int, workers: int, batch: int) -> dict:
+    from dataversion.torch import SnapshotLoader
+
+    def run():
+        loader = SnapshotLoader(
+            url,
+            ref="main",
+            batch_size=batch,
+            num_workers=workers,
+            shuffle=True,
+            seed=0,
+            columns=["text", "label"],
+        )
+        return iter(loader)
+
+    out = epoch_rate(run, n)
+    # time to first batch, fresh vs resumed at 90% (construction included in both)
+    t0 = time.perf_counter()
+    loader = SnapshotLoader(
+        url,
+        ref="main",
+        batch_size=batch,
+        num_workers=workers,
+        shuffle=True,
+        seed=0,
+        columns=["text", "label"],
+    )
+    next(iter(loader))
+    fresh = time.perf_counter() - t0
+    state = loader.state_dict()
+    state["position"] = int(n * 0.9)
+    t0 = time.perf_counter()
+    loader = SnapshotLoader(
+        url,
+        ref="main",
+        batch_size=batch,
+        num_workers=workers,
+        shuffle=True,
+        seed=0,
+        columns=["text", "label"],
+    )
+    loader.load_state_dict(state)
+    next(iter(loader))
+    resumed = time.perf_counter() - t0
+    out["ttfb_fresh_s"] = round(fresh, 3)
+    out["ttfb_resumed_90pct_s"] = round(resumed, 3)
+    return out
+
+
+def bench_hf(files: list[str], cache_dir: str, n: int, workers: int, batch: int) -> dict:
+    import datasets
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    datasets.disable_progress_bars()
+    t0 = time.perf_counter()
+    ds = datasets.Dataset.from_parquet(
+        files, cache_dir=cache_dir, columns=["record_id", "text", "label"]
+    )
+    prep = time.perf_counter() - t0
+
+    def run():
+        return iter(StatefulDataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers))
+
+    out = epoch_rate(run, n)
+    out["prepare_arrow_cache_s"] = round(prep, 3)
+    return out
+
+
+def bench_pyarrow(files: list[str], n: int, batch: int) -> dict:
+    def run():
+        for f in files:
+            t = pq.read_table(f, columns=["record_id", "text", "label"])
+            for rb in t.to_batches(batch):
+                yield {
+                    "record_id": rb.column(0).to_pylist(),
+                    "text": rb.column(1).to_pylist(),
+                    "label": rb.column(2).to_pylist(),
+                }
+
+    return epoch_rate(run, n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=2, help="epochs per loader; the best is reported")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="bench-loader-")
+    t0 = time.perf_counter()
+    repo, commit = make_repo(os.path.join(tmp, "repo"), args.records)
+    shards = repo.read_manifest(commit).shards
+    files = [repo.store.local_path(shard_key(s.id)) for s in shards]
+    build_s = time.perf_counter() - t0
+    results: dict = {
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+        "records": args.records,
+        "shards": len(shards),
+        "bytes": sum(s.size for s in shards),
+        "workers": args.workers,
+        "batch": args.batch,
+        "build_repo_s": round(build_s, 2),
+    }
+
+    def best(fn):
+        runs = [fn() for _ in range(args.rounds)]
+        return max(runs, key=lambda r: r["samples_per_s"])
+
+    os.environ["DATAVERSION_CACHE_DIR"] = os.path.join(tmp, "cache")  # a cold local cache
+    results["dataversion_cold_cache"] = bench_dataversion(
+        repo.url, args.records, args.workers, args.batch
+    )
+    results["dataversion"] = best(
+        lambda: bench_dataversion(repo.url, args.records, args.workers, args.batch)
+    )
+    results["hf_datasets_stateful_dataloader"] = best(
+        lambda: bench_hf(files, os.path.join(tmp, "hf"), args.records, args.workers, args.batch)
+    )
+    results["pyarrow"] = best(lambda: bench_pyarrow(files, args.records, args.batch))
+    dv = results["dataversion"]["samples_per_s"]
+    results["ratio_dataversion_vs_hf"] = round(
+        dv / results["hf_datasets_stateful_dataloader"]["samples_per_s"], 2
+    )
+    results["ratio_dataversion_vs_pyarrow"] = round(dv / results["pyarrow"]["samples_per_s"], 2)
+    results["ttfb_resumed_over_fresh"] = round(
+        results["dataversion"]["ttfb_resumed_90pct_s"] / results["dataversion"]["ttfb_fresh_s"], 2
+    )
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(
+        f"{results['machine']}, {results['date']}: {args.records} records in {len(shards)} shards, {args.workers} workers, batch {args.batch}"
+    )
+    for name in (
+        "dataversion_cold_cache",
+        "dataversion",
+        "hf_datasets_stateful_dataloader",
+        "pyarrow",
+    ):
+        r = results[name]
+        print(
+            f"  {name:34s} {r['samples_per_s']:>10,} samples/s  first batch {r['first_batch_s']:.3f} s  peak RSS {r['peak_rss_mb']} MB"
+        )
+    print(
+        f"  dataversion / HF: {results['ratio_dataversion_vs_hf']}x   dataversion / pyarrow: {results['ratio_dataversion_vs_pyarrow']}x"
+    )
+    print(
+        f"  time to first batch: fresh {results['dataversion']['ttfb_fresh_s']} s, resumed at 90% {results['dataversion']['ttfb_resumed_90pct_s']} s ({results['ttfb_resumed_over_fresh']}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
