@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from .repo import Repo
 
 # tmp/ holds the scratch results of pipeline workers; a killed run leaves it behind.
-_COLLECTABLE = ("commits/", "manifests/", "shards/", "blobs/", "history/", "tmp/")
+# features/<commit>.parquet are derived per-commit tables (written after the commit lands).
+_COLLECTABLE = ("commits/", "manifests/", "shards/", "blobs/", "history/", "tmp/", "features/")
 
 
 def reachable_keys(repo: Repo) -> set[str]:
@@ -29,6 +30,7 @@ def reachable_keys(repo: Repo) -> set[str]:
     for cid in repo.reachable_commits(sorted(repo.root_commits())):
         keep.add(commit_key(cid))
         keep.add(history_key(cid))
+        keep.add(f"features/{cid}.parquet")
         try:
             commit = repo.read_commit(cid)
             keep.update(blob_key(b) for b in commit.attachments.values())
