@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import click
 
@@ -62,7 +63,11 @@ def _repo_url(repo: str | None) -> str:
     "--phash-distance", type=int, default=None, help="pHash Hamming distance threshold (default 4)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--progress/--no-progress", default=False, help="Log the run's phases to stderr.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Log the run's phases to stderr (default: when stderr is a terminal).",
+)
 def ingest_command(
     source,
     beam_args,
@@ -130,7 +135,7 @@ def ingest_command(
         branch=branch,
         config=config,
         beam_args=tuple(beam_args),
-        progress=progress,
+        progress=sys.stderr.isatty() if progress is None else progress,
         message=message,
     )
     if as_json:
