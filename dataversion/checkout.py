@@ -43,7 +43,7 @@ def materialize(repo: Repo, commit_id: str, directory: str, *, progress: Any = N
     plan_files: dict[str, str] = {}
     jsonl_files: dict[str, str] = {}
     for shard in manifest.shards:
-        t = repo.read_shard(shard, ["record_id", "modality", "source"])
+        t = repo.read_shard_columns(shard, ["record_id", "modality", "source"])
         for rid, mod, src in zip(ids_to_hex(ids_as_numpy(t.column("record_id"))), t.column("modality").to_pylist(), t.column("source").to_pylist()):
             line = split_line_source(src) if src else None
             if line:

@@ -242,11 +242,28 @@ class Repo:
             raise CorruptObjectError(f"shard {shard.id} has {table.num_rows} rows, its manifest says {shard.rows}")
         return table if with_deleted else live_rows(table, shard.deleted)
 
+    def read_shard_columns(self, shard: ShardRef, columns: list[str], *, with_deleted: bool = False) -> pa.Table:
+        """Some columns of a shard, reading only those (ranged reads on S3, not the whole file)."""
+        if self.store.local_path(shard_key(shard.id)) is not None:
+            return self.read_shard(shard, columns, with_deleted=with_deleted)
+        import pyarrow.parquet as pq
+
+        try:
+            with self.store.open_input(shard_key(shard.id)) as f:
+                table = pq.ParquetFile(f).read(columns=columns)
+        except NotFoundError:
+            raise NotFoundError(f"shard {shard.id} is missing from {self.url}", hint="run `dataversion verify`") from None
+        except (pa.ArrowInvalid, OSError) as e:
+            raise CorruptObjectError(f"shard {shard.id} is not a readable Parquet file: {e}") from e
+        if table.num_rows != shard.rows:
+            raise CorruptObjectError(f"shard {shard.id} has {table.num_rows} rows, its manifest says {shard.rows}")
+        return table if with_deleted else live_rows(table, shard.deleted)
+
     def _shard_id_column(self, shard: ShardRef) -> np.ndarray:
         """All record ids of a shard (deleted rows included), cached."""
         ids = self._shard_ids.get(shard.id)
         if ids is None:
-            table = self.read_shard(shard, ["record_id"], with_deleted=True)
+            table = self.read_shard_columns(shard, ["record_id"], with_deleted=True)
             ids = ids_as_numpy(table.column("record_id")).copy()
             self._shard_ids.put(shard.id, ids)
         return ids
@@ -349,7 +366,7 @@ class Repo:
             deleted = tuple(sorted(set(shard.deleted) | set(np.flatnonzero(drop).tolist())))
             if len(deleted) == shard.rows:
                 continue
-            live = live_rows(self.read_shard(shard, ["record_id", "modality", "source", "label", "meta"], with_deleted=True), deleted)
+            live = live_rows(self.read_shard_columns(shard, ["record_id", "modality", "source", "label", "meta"], with_deleted=True), deleted)
             out.append(
                 ShardRef(
                     id=shard.id, rows=shard.rows, size=shard.size, min_id=shard.min_id, max_id=shard.max_id,
@@ -405,7 +422,7 @@ class Repo:
             cols = remove_columns or ["record_id", "source"]
 
             def by_predicate(shard: ShardRef, ids: np.ndarray) -> np.ndarray:
-                table = self.read_shard(shard, cols, with_deleted=True)
+                table = self.read_shard_columns(shard, cols, with_deleted=True)
                 return np.asarray(remove_where(table), dtype=bool).copy()
 
             shards, n, more = self._mark_deleted(shards, by_predicate)
@@ -600,7 +617,7 @@ class Repo:
         commit_id = self.resolve(ref)
         read_cols = [c for c in columns if c != "size"] + (["text", "data"] if "size" in columns else [])
         for shard in self.read_manifest(commit_id).shards:
-            table = self.read_shard(shard, read_cols)
+            table = self.read_shard_columns(shard, read_cols)
             hexes = ids_to_hex(ids_as_numpy(table.column("record_id")))
             cols = {c: table.column(c).to_pylist() for c in columns if c not in ("record_id", "size")}
             if "size" in columns:
@@ -667,7 +684,7 @@ class Repo:
         return out
 
     def _diff_rows(self, shard: ShardRef, rows: list[int] | None) -> pa.Table:
-        table = self.read_shard(shard, ["record_id", "modality"], with_deleted=rows is not None)
+        table = self.read_shard_columns(shard, ["record_id", "modality"], with_deleted=rows is not None)
         return table.take(pa.array(rows, pa.int64())) if rows is not None else table
 
     # ------------------------------------------------------------------ porcelain: refs

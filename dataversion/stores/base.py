@@ -67,6 +67,13 @@ class Store(ABC):
         """A filesystem path holding the object, for zero-copy reads; None if remote."""
         return None
 
+    def open_input(self, key: str):
+        """A seekable binary file over the object, for readers that need only parts of it
+        (Parquet footers and single columns). Default: the whole object in memory."""
+        import io
+
+        return io.BytesIO(self.get(key))
+
     def put_file(self, key: str, path: str) -> None:
         """Upload a local file whole (default: read it and `put`)."""
         with open(path, "rb") as f:

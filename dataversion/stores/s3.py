@@ -145,6 +145,7 @@ class S3Store(Store):
             resp = self.client.get_object(self.bucket, self._k(key))
             try:
                 data = resp.read()
+                self.stats["GET_BYTES"] += len(data)
                 etag = resp.headers.get("ETag", "").strip('"')
             finally:
                 resp.close()
@@ -238,6 +239,39 @@ class S3Store(Store):
         except Exception as e:  # noqa: BLE001
             raise self._fail(e, key, "stat") from e
 
+    def open_input(self, key: str) -> _RangeFile:
+        """A seekable file over the object that fetches only the byte ranges read (GET Range)."""
+        from minio.error import S3Error
+
+        @_retry
+        def _size() -> int:
+            self.stats["HEAD"] += 1
+            return self.client.stat_object(self.bucket, self._k(key)).size
+
+        try:
+            size = _size()
+        except S3Error as e:
+            raise self._fail(e, key, "read") from e
+        return _RangeFile(self, key, size)
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        @_retry
+        def _get() -> bytes:
+            self.stats["GET"] += 1
+            resp = self.client.get_object(self.bucket, self._k(key), offset=offset, length=length)
+            try:
+                data = resp.read()
+                self.stats["GET_BYTES"] += len(data)
+                return data
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        try:
+            return _get()
+        except Exception as e:  # noqa: BLE001
+            raise self._fail(e, key, "read") from e
+
     def put_file(self, key: str, path: str) -> None:
         @_retry
         def _put() -> None:
@@ -248,3 +282,44 @@ class S3Store(Store):
             _put()
         except Exception as e:  # noqa: BLE001
             raise self._fail(e, key, "write") from e
+
+
+class _RangeFile(io.RawIOBase):
+    """Read-only seekable view of one S3 object; each read is one ranged GET."""
+
+    def __init__(self, store: S3Store, key: str, size: int):
+        super().__init__()
+        self._store, self._key, self._size, self._pos = store, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self._size - self._pos)
+        if n <= 0:
+            return 0
+        data = self._store.read_range(self._key, self._pos, n)
+        buf[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._pos
+        size = min(size, self._size - self._pos)
+        if size <= 0:
+            return b""
+        data = self._store.read_range(self._key, self._pos, size)
+        self._pos += len(data)
+        return data

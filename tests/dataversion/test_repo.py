@@ -284,3 +284,16 @@ def test_commit_counts_and_idset_after_rm_and_readd(repo):
     assert repo.log()[0]["records"]["count"] == 4
     fresh = Repo.open(repo.url)
     assert fresh.record_ids(fresh.resolve("main")).contains(np.array([rid[0]], dtype="S16")).all()
+
+
+def test_small_commit_on_big_s3_repo_reads_only_id_columns(s3_repo_url):
+    """A fresh process adding one record must not download every shard's payloads."""
+    repo = Repo.init(s3_repo_url)
+    big = ["payload %d " % i + "x" * 4000 for i in range(3000)]
+    first = repo.commit(make_text_records(big), message="big")
+    shard_bytes = sum(s.size for s in repo.read_manifest(first.commit_id).shards)
+    fresh = Repo.open(s3_repo_url)
+    res = fresh.commit(make_text_records(["one more", big[0]]), message="small")
+    assert (res.added, res.already_present) == (1, 1)
+    assert fresh.store.stats["GET_BYTES"] < shard_bytes / 5, (fresh.store.stats, shard_bytes)
+    assert fresh.diff("main~1", "main")["added"] == 1
