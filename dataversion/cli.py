@@ -440,6 +440,13 @@ def _register_optional_commands() -> None:
         main.add_command(ingest_command, "ingest")
         main.add_command(rejects_command, "rejects")
     try:
+        from pipelines.runner_cli import runner_command, runs_command
+    except ImportError:
+        pass
+    else:
+        main.add_command(runner_command, "runner")
+        main.add_command(runs_command, "runs")
+    try:
         from .cache_cli import cache_group
     except ImportError:
         pass

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from dataversion.errors import ConflictError, NotFoundError
@@ -22,6 +22,7 @@ from dataversion.lease import read_lease
 from dataversion.refs import validate_ref_name
 from dataversion.stores.base import Store
 
+UTC = timezone.utc
 RUNS_PREFIX = "runs/"
 
 # Final statuses. "running" is only seen while a run is in flight (or was killed).

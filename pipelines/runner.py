@@ -39,7 +39,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dataversion import Repo
@@ -48,6 +48,7 @@ from dataversion.lease import Lease, default_owner
 
 from . import run_history as rh
 
+UTC = timezone.utc
 log = logging.getLogger("dataversion.runner")
 
 DEFAULT_INGEST = "pipelines.ingest:run_ingest"

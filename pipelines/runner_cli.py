@@ -21,10 +21,10 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, *, allow_zero: bool = False) -> float:
     """Seconds from "30s", "15m", "1h", "500ms", "0.5s" or a bare number of seconds."""
     m = _DURATION.match(str(text))
-    if not m or float(m.group(1)) <= 0:
+    if not m or (float(m.group(1)) <= 0 and not (allow_zero and float(m.group(1)) == 0)):
         raise BadInputError(f"bad duration {text!r}", hint="use e.g. 30s, 15m, 1h, 500ms")
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
@@ -177,7 +177,7 @@ def runner_command(
             ingest_kwargs=kwargs,
             lease_ttl=parse_duration(lease_ttl),
             retry=RetryPolicy(attempts=retries, backoff=parse_duration(backoff)),
-            stop_grace=parse_duration(stop_grace),
+            stop_grace=parse_duration(stop_grace, allow_zero=True),
         )
         code = runner.serve(trigger, once=once, metrics_port=metrics_port)
     except DataversionError as e:

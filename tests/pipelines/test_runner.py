@@ -14,18 +14,20 @@ import sys
 import threading
 import time
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from dataversion import Repo
+from dataversion.errors import NotFoundError
 from dataversion.lease import Lease, read_lease
 from pipelines import run_history as rh
 from pipelines.runner import PipelineRunner, RetryPolicy, RunnerMetrics, latest_slot, make_trigger
 from pipelines.runner_cli import parse_duration
 
+UTC = timezone.utc
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 FAKE = "runner_fakes:add_files"
@@ -38,7 +40,12 @@ def write_docs(root: Path, names: list[str]) -> None:
 
 
 def runs_of(url: str, branch: str = "main") -> list[rh.RunRecord]:
-    return list(reversed(rh.list_runs(Repo.open(url).store, branch)))  # oldest first
+    """The branch's run records, oldest first ([] before the runner created the repo)."""
+    try:
+        store = Repo.open(url).store
+    except NotFoundError:
+        return []
+    return list(reversed(rh.list_runs(store, branch)))
 
 
 def wait_for(pred, timeout: float, what: str, poll: float = 0.1):
@@ -286,7 +293,7 @@ def test_sigterm_abandons_a_real_ingestion_without_partial_commit(tmp_path):
     raw = tmp_path / "raw"
     write_docs(raw, [f"doc{i}" for i in range(300)])
     proc = start_runner(raw, url, "--once", "--stop-grace", "0s", log=tmp_path / "runner.log")
-    wait_for(lambda: runs_of(url) if Path(tmp_path / "repo").exists() else None, 30, "the run to start")
+    wait_for(lambda: runs_of(url), 30, "the run to start")
     time.sleep(2.5)  # the child is importing Beam / running the pipeline
     t0 = time.monotonic()
     assert stop(proc) == 0, (tmp_path / "runner.log").read_text()[-3000:]
