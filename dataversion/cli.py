@@ -446,6 +446,11 @@ def _register_optional_commands() -> None:
     else:
         main.add_command(runner_command, "runner")
         main.add_command(runs_command, "runs")
+    from .lineage_cli import inspect_command, lineage_command, unpin_command
+
+    main.add_command(inspect_command, "inspect")
+    main.add_command(lineage_command, "lineage")
+    main.add_command(unpin_command, "unpin")
     try:
         from .cache_cli import cache_group
     except ImportError:

@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import io
 import os
+import pickle
 import signal
 import sys
 import tempfile
@@ -42,12 +43,16 @@ import torch.utils.data as tud
 
 from . import order as order_mod
 from .cache import Prefetcher, ReadTier, open_tier
-from .errors import BadInputError, DataversionError
+from .errors import BadInputError, DataversionError, NotFoundError
+from .preemption import PreemptionHandler, quiet_worker_signals
 from .records import ids_as_numpy
 from .repo import Repo
 from .shards import live_rows
 
-__all__ = ["Batch", "SnapshotDataset", "SnapshotLoader", "save_checkpoint", "load_checkpoint", "read_checkpoint"]
+__all__ = [
+    "Batch", "SnapshotDataset", "SnapshotLoader", "save_checkpoint", "load_checkpoint", "read_checkpoint",
+    "PreemptionHandler",
+]
 
 STATE_FORMAT = 1
 RECORD_COLUMNS = ("modality", "source", "label", "meta", "text", "data")
@@ -99,6 +104,9 @@ class _WorkerInit:
 
     def __call__(self, worker_id: int) -> None:
         _die_with_parent(self.parent_pid)
+        # A SIGTERM to the process group is the trainer's to handle (PreemptionHandler):
+        # a worker that died of it would fail the trainer's next step before it could save.
+        quiet_worker_signals()
         if self.user_fn is not None:
             self.user_fn(worker_id)
 
@@ -359,6 +367,9 @@ class SnapshotLoader:
 
     Arguments beyond the dataset's (see `SnapshotDataset`) go to torch's DataLoader
     (num_workers, prefetch_factor, timeout, multiprocessing_context, worker_init_fn).
+    `features=["text_stats:char_count", ...]` adds one batch entry per feature (keyed by the
+    reference) from the commit's features table; `loader.features.missing` counts records
+    the table lacked (their values are None).
     """
 
     def __init__(
@@ -379,6 +390,7 @@ class SnapshotLoader:
         prefetch: int = 2,
         format: str = "python",
         worker_init_fn: Callable[[int], None] | None = None,
+        features: list[str] | None = None,
         **dataloader_kwargs: Any,
     ):
         self.dataset = SnapshotDataset(
@@ -392,6 +404,13 @@ class SnapshotLoader:
             raise BadInputError("persistent_workers is not supported: each epoch's workers start at its position")
         self._dl_kwargs = dataloader_kwargs
         self._worker_init_fn = worker_init_fn
+        # features=["view:name", ...]: joined per batch from the pinned commit's features
+        # table (dataversion.features), never by a call to Feast; absent ids -> null, counted
+        self.features = None
+        if features:
+            from .features import FeatureJoin
+
+            self.features = FeatureJoin.for_commit(self.dataset.repo, self.commit_id, list(features))
 
     @property
     def commit_id(self) -> str:
@@ -443,6 +462,8 @@ class SnapshotLoader:
         try:
             for expected, raw in enumerate(it):
                 batch = raw.to_batch(ds.format)
+                if self.features is not None:
+                    self.features.add_to(batch, raw.table.column(0), ds.format)
                 if batch.index != expected or batch.epoch != ds.epoch:
                     raise RuntimeError(f"loader out of order: got batch {batch.index} of epoch {batch.epoch}, expected {expected} of {ds.epoch}")
                 ds.consumed(batch)
@@ -498,11 +519,16 @@ def save_checkpoint(
     record: bool | None = None,
     **states: Any,
 ) -> dict[str, Any]:
-    """Write a checkpoint atomically (temp file + rename locally, one whole PUT on s3://).
+    """Write a checkpoint atomically (temp file + rename locally, one whole PUT on s3://),
+    then record it in the dataset repository's lineage.
 
     `states` (model=..., optimizer=...) are saved beside the loader's state under their
-    names. `run`/`step` are stored in the checkpoint's metadata; `record` is reserved for
-    lineage recording. Returns the metadata written.
+    names. `run`/`step` are stored in the checkpoint's metadata and its lineage entry.
+    Lineage (`dataversion.lineage`): unless `record=False`, a save with a loader appends an
+    entry (run, step, commit, seed, epoch, position, world size, location, sha256) and pins
+    the commit against gc; only rank 0 records. If the repository cannot be reached the
+    checkpoint is still written and a RuntimeWarning says the entry was not. Returns the
+    metadata written, plus "lineage": the entry recorded (a dict) or None.
     """
     meta: dict[str, Any] = {
         "loader": loader.state_dict() if loader is not None else None,
@@ -513,10 +539,59 @@ def save_checkpoint(
     reserved = {"dataversion"} & states.keys()
     if reserved:
         raise BadInputError(f"state name {sorted(reserved)} is reserved")
+    if record and loader is None:
+        raise BadInputError("record=True needs the loader (its commit and position are what is recorded)")
     buf = io.BytesIO()
     torch.save({"dataversion": meta, **states}, buf)
-    _write_atomic(path, buf.getvalue())
-    return meta
+    data = buf.getvalue()
+    _write_atomic(path, data)
+    entry = None
+    if loader is not None and record is not False:
+        entry = _record_lineage(path, loader, meta, data)
+    return {**meta, "lineage": entry}
+
+
+def _record_lineage(path: str, loader: SnapshotLoader | SnapshotDataset, meta: dict[str, Any], data: bytes) -> dict[str, Any] | None:
+    """Rank 0 appends the lineage entry; a failure warns (the checkpoint is already safe)."""
+    import hashlib
+
+    from . import lineage
+
+    ds = loader.dataset if isinstance(loader, SnapshotLoader) else loader
+    if ds.rank != 0:
+        return None
+    def record() -> Any:
+        repo = ds.repo if ds.repo is not None and ds._pid == os.getpid() else Repo.open(ds.url)
+        return lineage.record_checkpoint(
+            repo, meta["loader"], checkpoint=path, run=meta["run"], step=meta["step"],
+            sha256=hashlib.sha256(data).hexdigest(), saved_at=meta["saved_at"],
+        )
+
+    # Bounded: a preemption notice leaves a minute or two, and an unreachable S3 endpoint
+    # would otherwise hold the save for its whole retry budget.
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    timeout = float(os.environ.get("DATAVERSION_LINEAGE_TIMEOUT", "15"))
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataversion-lineage")
+    try:
+        entry = pool.submit(record).result(timeout=timeout)
+    except FutureTimeout:
+        warnings.warn(
+            f"checkpoint {path} was written, but its lineage entry was NOT recorded in {ds.url}: "
+            f"no answer within {timeout:g} s (DATAVERSION_LINEAGE_TIMEOUT)",
+            RuntimeWarning, stacklevel=3,
+        )
+        return None
+    except Exception as e:  # noqa: BLE001 - the checkpoint must survive a lost repository
+        warnings.warn(
+            f"checkpoint {path} was written, but its lineage entry was NOT recorded in {ds.url}: {e}",
+            RuntimeWarning, stacklevel=3,
+        )
+        return None
+    finally:
+        pool.shutdown(wait=False)
+    return entry.to_dict()
 
 
 def read_checkpoint(path: str, *, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
@@ -524,8 +599,8 @@ def read_checkpoint(path: str, *, map_location: Any = "cpu", weights_only: bool 
     try:
         data = torch.load(io.BytesIO(_read_bytes(path)), map_location=map_location, weights_only=weights_only)
     except FileNotFoundError:
-        raise DataversionError(f"no checkpoint at {path}") from None
-    except (RuntimeError, EOFError, ValueError) as e:  # torch raises these for non-checkpoints
+        raise NotFoundError(f"no checkpoint at {path}") from None
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:  # torch raises these for non-checkpoints
         raise BadInputError(f"{path} is not a readable checkpoint: {e}") from e
     if not isinstance(data, dict) or "dataversion" not in data:
         raise BadInputError(f"{path} is not a dataversion checkpoint")

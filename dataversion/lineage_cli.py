@@ -1,0 +1,224 @@
+"""`dataversion inspect | lineage | unpin`: training lineage from the command line.
+
+Registered by `dataversion.cli` (`main.add_command(inspect_command)`, ...). Imports only click
+and the core at the top (torch only inside `inspect`, which must read a torch checkpoint);
+self-contained so that it does not import `dataversion.cli` (no import cycle).
+
+JSON shapes: `lineage --json` always prints a list of entries (empty when none), each with
+id, run, step, commit, seed, epoch, position, world_size, batch_size, remainder, shuffle,
+window, num_records, checkpoint, sha256, saved_at, repo, pinned. `inspect --json` prints one
+object: commit, seed, epoch, position, world_size, batch_size, remainder, num_records, run,
+step, saved_at, sha256, checkpoint, repo, commit_exists, recorded (entries with this file's
+sha256), pinned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from .errors import BadInputError, DataversionError, NotFoundError
+
+
+def _run(fn, debug: bool = False):
+    try:
+        return fn()
+    except DataversionError as e:
+        if debug or os.environ.get("DATAVERSION_DEBUG") == "1":
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except OSError as e:
+        if debug or os.environ.get("DATAVERSION_DEBUG") == "1":
+            raise
+        click.echo(f"error: {type(e).__name__}: {e} (re-run with --debug for a traceback)", err=True)
+        sys.exit(1)
+
+
+def _emit(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _open(repo_url: str | None):
+    from .repo import Repo
+
+    if not repo_url:
+        raise BadInputError("no repository given", hint="pass --repo URL or set DATAVERSION_REPO")
+    return Repo.open(repo_url)
+
+
+_repo_option = click.option("--repo", "repo_url", envvar="DATAVERSION_REPO", default=None, metavar="URL",
+                            help="Repository: file://PATH, a path, or s3://BUCKET/PREFIX (default: DATAVERSION_REPO).")
+_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+_debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
+
+
+# --------------------------------------------------------------------------- inspect
+def inspect_checkpoint(path: str, repo_url: str | None = None) -> dict[str, Any]:
+    """What a checkpoint says about its data, checked against the repository.
+
+    Errors: NotFoundError (no such file; its commit is gone from the repository), BadInputError
+    (not a dataversion checkpoint). The repository is `repo_url`, else the one the checkpoint
+    names; if none can be opened, `commit_exists` is None.
+    """
+    import io
+
+    import torch
+
+    from . import lineage
+    from .repo import commit_key
+    from .torch import _read_bytes
+
+    try:
+        data = _read_bytes(path)
+    except FileNotFoundError:
+        raise NotFoundError(f"no checkpoint at {path}") from None
+    except IsADirectoryError:
+        raise BadInputError(f"{path} is a directory, not a checkpoint") from None
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a non-checkpoint
+        raise BadInputError(f"{path} is not a checkpoint torch can read ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("dataversion"), dict):
+        raise BadInputError(f"{path} is a torch file but not a dataversion checkpoint (no dataversion metadata)")
+    meta = ckpt["dataversion"]
+    state = meta.get("loader") or {}
+    sha = hashlib.sha256(data).hexdigest()
+    out: dict[str, Any] = {
+        "checkpoint": lineage.checkpoint_location(path),
+        "commit": state.get("commit"),
+        "seed": state.get("seed"),
+        "epoch": state.get("epoch"),
+        "position": state.get("position"),
+        "world_size": state.get("world_size"),
+        "batch_size": state.get("batch_size"),
+        "remainder": state.get("remainder"),
+        "num_records": state.get("num_records"),
+        "run": meta.get("run"),
+        "step": meta.get("step"),
+        "saved_at": meta.get("saved_at"),
+        "sha256": sha,
+        "size": len(data),
+        "repo": repo_url or state.get("repo"),
+        "states": sorted(k for k in ckpt if k != "dataversion"),
+        "commit_exists": None,
+        "recorded": [],
+        "pinned": False,
+    }
+    if out["commit"] is None or out["repo"] is None:
+        return out
+    repo = _open(out["repo"])
+    out["commit_exists"] = repo.store.exists(commit_key(out["commit"]))
+    if not out["commit_exists"]:
+        raise NotFoundError(
+            f"checkpoint {path} was trained on commit {out['commit']}, which no longer exists in {repo.url}",
+            hint="it was garbage-collected after being unpinned, or --repo names another repository",
+        )
+    run = out["run"] or lineage.DEFAULT_RUN
+    found = [e for e in lineage.entries(repo, run=run) if e.sha256 == sha]
+    dicts = lineage.entry_dicts(repo, found)
+    out["recorded"] = [d["id"] for d in dicts]
+    out["pinned"] = any(d["pinned"] for d in dicts)
+    return out
+
+
+@click.command("inspect")
+@click.argument("checkpoint")
+@_repo_option
+@_json_option
+@_debug_option
+def inspect_command(checkpoint, repo_url, as_json, debug):
+    """What a checkpoint trained on: commit, seed, epoch, position, run, step, sha256.
+
+    CHECKPOINT is a local path or s3://BUCKET/KEY. The repository is --repo, else the one
+    the checkpoint names; the command fails if the commit no longer exists there.
+    """
+
+    def go():
+        d = inspect_checkpoint(checkpoint, repo_url)
+        if as_json:
+            return _emit(d)
+        for k in ("checkpoint", "commit", "run", "step", "seed", "epoch", "position", "world_size", "saved_at", "sha256", "repo"):
+            click.echo(f"{k:<11}{d[k]}")
+        click.echo(f"{'recorded':<11}{len(d['recorded'])} lineage entr{'y' if len(d['recorded']) == 1 else 'ies'}{' (pinned)' if d['pinned'] else ''}")
+
+    _run(go, debug)
+
+
+# --------------------------------------------------------------------------- lineage
+@click.command("lineage")
+@click.argument("ref", required=False)
+@click.option("--run", "run", default=None, help="Only the checkpoints of this run (its commits, in order, with steps).")
+@click.option("--record", "record_id", default=None, metavar="RID", help="Only the checkpoints whose run had consumed this record.")
+@_repo_option
+@_json_option
+@_debug_option
+def lineage_command(ref, run, record_id, repo_url, as_json, debug):
+    """Recorded checkpoints: on a commit (REF), of a run, or that saw a record.
+
+    \b
+      dataversion lineage main~3 --json          checkpoints that trained on that commit
+      dataversion lineage --run exp-42 --json    one run's checkpoints, oldest first
+      dataversion lineage --record 9f3c... --json  checkpoints that had seen the record
+    Filters combine. Every form prints a list (empty when nothing matches).
+    """
+
+    def go():
+        from . import lineage
+
+        repo = _open(repo_url)
+        commit = repo.resolve(ref) if ref else None
+        if record_id is not None:
+            found = lineage.checkpoints_that_saw(repo, record_id, commit=commit)
+            if run is not None:
+                lineage.entries_of_run(repo, run)  # unknown run: a clear error
+                found = [e for e in found if e.run == run]
+        elif run is not None:
+            found = [e for e in lineage.entries_of_run(repo, run) if commit is None or e.commit == commit]
+        else:
+            found = lineage.entries(repo, commit=commit)
+        rows = lineage.entry_dicts(repo, found)
+        if as_json:
+            return _emit(rows)
+        if not rows:
+            click.echo("no recorded checkpoints")
+        for r in rows:
+            pin = "  [pinned]" if r["pinned"] else ""
+            click.echo(f"{r['saved_at']}  {r['run']}  step {r['step']}  commit {r['commit'][:12]}  "
+                       f"epoch {r['epoch']} position {r['position']}  {r['checkpoint']}{pin}")
+
+    _run(go, debug)
+
+
+# --------------------------------------------------------------------------- unpin
+@click.command("unpin")
+@click.option("--run", "run", default=None, help="Release the pins of every checkpoint of this run.")
+@click.option("--checkpoint", "checkpoint", default=None, metavar="PATH", help="Release the pins of the entries naming this checkpoint.")
+@_repo_option
+@_json_option
+@_debug_option
+def unpin_command(run, checkpoint, repo_url, as_json, debug):
+    """Release commits pinned by recorded checkpoints (gc may then collect them).
+
+    Lineage entries stay (they show "pinned": false); only the pins go. A commit still named
+    by a branch, a tag, the reflog or another pin is kept by gc anyway.
+    """
+
+    def go():
+        from . import lineage
+
+        if not run and not checkpoint:
+            raise BadInputError("say what to unpin", hint="pass --run NAME or --checkpoint PATH")
+        repo = _open(repo_url)
+        done = lineage.unpin(repo, run=run, checkpoint=checkpoint)
+        commits = sorted({e.commit for e in done})
+        if as_json:
+            return _emit({"unpinned": [e.id for e in done], "commits": commits})
+        click.echo(f"unpinned {len(done)} checkpoint entr{'y' if len(done) == 1 else 'ies'} ({len(commits)} commit{'s' if len(commits) != 1 else ''})")
+
+    _run(go, debug)
