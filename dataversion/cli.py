@@ -382,13 +382,18 @@ def revert(ref, branch, message, as_json, repo_url, endpoint_url, access_key, se
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @click.option("--grace", default="1h", show_default=True, help="Keep unreachable objects younger than this (s, m, h, d).")
+@click.option("--expire-reflog", default=None, metavar="AGE", help="First drop reflog entries older than AGE (e.g. 90d); default: keep all.")
 @click.option("--json", "as_json", is_flag=True)
 @repo_options
 @handle_errors
-def gc(dry_run, grace, as_json, repo_url, endpoint_url, access_key, secret_key):
+def gc(dry_run, grace, expire_reflog, as_json, repo_url, endpoint_url, access_key, secret_key):
     """Delete objects no ref, reflog entry or pinned checkpoint can reach."""
     repo = open_repo(repo_url, endpoint_url, access_key, secret_key)
-    d = repo.gc(dry_run=dry_run, grace_seconds=parse_duration(grace))
+    d = repo.gc(
+        dry_run=dry_run,
+        grace_seconds=parse_duration(grace),
+        expire_reflog_seconds=parse_duration(expire_reflog) if expire_reflog else None,
+    )
     if as_json:
         return _emit_json(d)
     verb = "would delete" if dry_run else "deleted"

@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 _COLLECTABLE = ("commits/", "manifests/", "shards/", "blobs/", "history/", "tmp/", "features/")
 
 
-def reachable_keys(repo: Repo) -> set[str]:
+def reachable_keys(repo: Repo, skip_reflog: set[str] = frozenset()) -> set[str]:
     from .repo import blob_key, commit_key, manifest_key
 
     keep: set[str] = set()
-    for cid in repo.reachable_commits(sorted(repo.root_commits())):
+    for cid in repo.reachable_commits(sorted(repo.root_commits(skip_reflog=skip_reflog))):
         keep.add(commit_key(cid))
         keep.add(history_key(cid))
         keep.add(f"features/{cid}.parquet")
@@ -42,13 +42,24 @@ def reachable_keys(repo: Repo) -> set[str]:
     return keep
 
 
-def collect_garbage(repo: Repo, *, dry_run: bool = False, grace_seconds: float = 3600.0) -> dict[str, Any]:
+def collect_garbage(
+    repo: Repo, *, dry_run: bool = False, grace_seconds: float = 3600.0, expire_reflog_seconds: float | None = None
+) -> dict[str, Any]:
     """Delete objects unreachable from every ref, reflog entry and pin, older than the grace period.
 
     The grace period protects a commit being written right now: its shards and manifest
-    exist before its ref does.
+    exist before its ref does. With `expire_reflog_seconds`, reflog entries older than that
+    are deleted first (like git's reflog expiry), so commits only they kept become garbage,
+    unless a ref or a pinned checkpoint still needs them.
     """
-    keep = reachable_keys(repo)
+    expired = []
+    if expire_reflog_seconds is not None:
+        reflog_cutoff = time.time() - expire_reflog_seconds
+        expired = [i for i in repo.store.list("reflog/") if i.mtime <= reflog_cutoff]
+        if not dry_run:
+            for info in expired:
+                repo.store.delete(info.key)
+    keep = reachable_keys(repo, skip_reflog=set(i.key for i in expired) if dry_run else set())
     cutoff = time.time() - grace_seconds
     doomed, young, freed = [], 0, 0
     for prefix in _COLLECTABLE:
@@ -68,6 +79,7 @@ def collect_garbage(repo: Repo, *, dry_run: bool = False, grace_seconds: float =
             repo.store.delete(info.key)
     return {
         "dry_run": dry_run,
+        "reflog_expired": len(expired),
         "deleted": len(doomed) + len(temps),
         "bytes": freed + sum(t.size for t in temps),
         "kept_young": young,

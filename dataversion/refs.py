@@ -107,10 +107,12 @@ class Refs:
         key = f"reflog/{full_name}/{int(now * 1e6):020d}-{secrets.token_hex(4)}.json"
         self.store.put(key, canonical_json(entry.to_dict()))
 
-    def reflog(self, full_name: str | None = None) -> list[ReflogEntry]:
+    def reflog(self, full_name: str | None = None, skip: set[str] = frozenset()) -> list[ReflogEntry]:
         prefix = f"reflog/{full_name}/" if full_name else "reflog/"
         entries = []
         for info in self.store.list(prefix):
+            if info.key in skip:
+                continue
             try:
                 d = json.loads(self.store.get(info.key))
             except (NotFoundError, ValueError):

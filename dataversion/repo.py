@@ -755,10 +755,11 @@ class Repo:
         return materialize(self, commit_id, directory, progress=progress)
 
     # ------------------------------------------------------------------ maintenance
-    def gc(self, *, dry_run: bool = False, grace_seconds: float = 3600.0) -> dict[str, Any]:
+    def gc(self, *, dry_run: bool = False, grace_seconds: float = 3600.0, expire_reflog_seconds: float | None = None) -> dict[str, Any]:
+        """Delete unreachable objects older than `grace_seconds` (see maintenance.collect_garbage)."""
         from .maintenance import collect_garbage
 
-        return collect_garbage(self, dry_run=dry_run, grace_seconds=grace_seconds)
+        return collect_garbage(self, dry_run=dry_run, grace_seconds=grace_seconds, expire_reflog_seconds=expire_reflog_seconds)
 
     def verify(self, ref: str | None = None, *, progress: Any = None) -> dict[str, Any]:
         from .maintenance import verify
@@ -780,10 +781,10 @@ class Repo:
                 continue
         return seen
 
-    def root_commits(self) -> set[str]:
+    def root_commits(self, skip_reflog: set[str] = frozenset()) -> set[str]:
         """Commits named by a ref, a reflog entry or a pin (lineage): the gc roots."""
         roots = set(self.refs.list().values())
-        for e in self.refs.reflog():
+        for e in self.refs.reflog(skip=skip_reflog):
             roots.update(x for x in (e.old, e.new) if x)
         for info in self.store.list("pins/"):
             try:

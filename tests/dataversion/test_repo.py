@@ -297,3 +297,16 @@ def test_small_commit_on_big_s3_repo_reads_only_id_columns(s3_repo_url):
     assert (res.added, res.already_present) == (1, 1)
     assert fresh.store.stats["GET_BYTES"] < shard_bytes / 5, (fresh.store.stats, shard_bytes)
     assert fresh.diff("main~1", "main")["added"] == 1
+
+
+def test_gc_with_reflog_expiry_collects_reset_away_commits(repo, raw):
+    c1 = repo.add([str(raw)]).commit_id
+    write_tree(raw, {"gone.txt": "only in the second commit"})
+    c2 = repo.add([str(raw)]).commit_id
+    repo.reset("main", c1)
+    dry = repo.gc(dry_run=True, grace_seconds=0, expire_reflog_seconds=0)
+    assert f"commits/{c2}.json" in dry["objects"] and repo.store.exists(f"commits/{c2}.json")
+    repo.gc(grace_seconds=0, expire_reflog_seconds=0)
+    fresh = Repo.open(repo.url)
+    assert not fresh.store.exists(f"commits/{c2}.json")
+    assert fresh.verify()["ok"] and fresh.resolve("main") == c1
