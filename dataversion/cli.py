@@ -457,6 +457,12 @@ def _register_optional_commands() -> None:
     main.add_command(lineage_command, "lineage")
     main.add_command(unpin_command, "unpin")
     try:
+        from pipelines.features_cli import features_group
+    except ImportError:
+        pass
+    else:
+        main.add_command(features_group, "features")
+    try:
         from .cache_cli import cache_group
     except ImportError:
         pass

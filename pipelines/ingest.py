@@ -18,6 +18,7 @@ only), so the same input gives the same shards whatever the runner and worker co
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -46,6 +47,7 @@ REJECTS = "rejects"
 DUPLICATES = "duplicates"
 CODE_VERSION = f"dataversion {dataversion.__version__} / ingest pipeline {PIPELINE_VERSION}"
 _SCRATCH = "tmp/ingest/"
+_FEATURES_SCRATCH = "features/"
 _RECORD_COLUMNS = ["record_id", "modality", "source", "label", "meta", "text", "data"]
 
 
@@ -68,6 +70,7 @@ class IngestReport:
     reasons: dict[str, int] = field(default_factory=dict)  # rejects by reason
     duplicate_kinds: dict[str, int] = field(default_factory=dict)  # exact / near
     shards_written: int = 0
+    features: str | None = None  # store key of the commit's features table
     config_hash: str = ""
     code_version: str = CODE_VERSION
     sidecar_errors: dict[str, str] = field(default_factory=dict)
@@ -208,8 +211,9 @@ def _make_dofns():
             import pyarrow.compute as pc
 
             kept = pa.array(decision["kept_sources"], pa.string())
+            # pHash travels to WriteShards for the features table, not into the shards
             t = table.filter(pc.is_in(table.column("source"), value_set=kept)).select(
-                _RECORD_COLUMNS
+                [*_RECORD_COLUMNS, "phash"]
             )
             if not t.num_rows:
                 return
@@ -220,10 +224,11 @@ def _make_dofns():
                 yield p, t.filter(pa.array(part == p))
 
     class WriteShards(beam.DoFn):
-        """All kept records of one id range -> shards in the repository store."""
+        """All kept records of one id range -> shards in the repository store, and the
+        features of those records -> `<scratch>features/<range>.parquet`."""
 
-        def __init__(self, repo_url: str, target_bytes: int):
-            self.repo_url, self.target_bytes = repo_url, target_bytes
+        def __init__(self, repo_url: str, target_bytes: int, scratch: str):
+            self.repo_url, self.target_bytes, self.scratch = repo_url, target_bytes, scratch
 
         def setup(self):
             self.repo = Repo.open(self.repo_url)
@@ -231,9 +236,15 @@ def _make_dofns():
         def process(self, element):
             import pyarrow as pa
 
-            _, tables = element
+            from .features import record_features, table_bytes
+
+            part, tables = element
             table = pa.concat_tables(list(tables))
-            for ref in self.repo.write_shards(table, self.target_bytes):
+            features = record_features(table)
+            self.repo.store.put(
+                f"{self.scratch}{_FEATURES_SCRATCH}{part:03d}.parquet", table_bytes(features)
+            )
+            for ref in self.repo.write_shards(table.select(_RECORD_COLUMNS), self.target_bytes):
                 yield ref.to_dict()
 
     class SaveToStore(beam.DoFn):
@@ -302,7 +313,7 @@ def build_pipeline(
         | "KeepRepresentatives"
         >> beam.ParDo(KeepRepresentatives(partitions), beam.pvalue.AsSingleton(decision))
         | "GroupByIdRange" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShards(repo_url, config.target_shard_bytes))
+        | "WriteShards" >> beam.ParDo(WriteShards(repo_url, config.target_shard_bytes, scratch))
         | "GatherShardRefs" >> beam.combiners.ToList()
         | "SaveShardRefs" >> beam.ParDo(SaveToStore(repo_url, scratch + "shards.json"))
     )
@@ -476,12 +487,37 @@ def run_ingest(
     )
     report.commit = result.commit_id
     report.shards_written = len(shard_refs)
+    report.features = _write_features(repo, result.commit_id, scratch, progress)
     for info in list(repo.store.list(scratch)):
         repo.store.delete(info.key)
     report.message = f"committed {report.kept} new record(s) from {len(new)} object(s)"
     report.elapsed_s = round(time.monotonic() - started, 3)
     _log(progress, report.message)
     return report
+
+
+def _write_features(repo: Repo, commit_id: str, scratch: str, progress: bool) -> str | None:
+    """The commit landed: write its features table (parent's rows + the run's new records).
+
+    A failure here does not undo the commit; `features publish` backfills a missing table.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataversion.features import RECORD_FEATURES_SCHEMA
+
+    from .features import write_commit_features
+
+    try:
+        parts = [
+            pq.read_table(io.BytesIO(repo.store.get(info.key)))
+            for info in sorted(repo.store.list(scratch + _FEATURES_SCRATCH), key=lambda i: i.key)
+        ]
+        new = pa.concat_tables(parts) if parts else RECORD_FEATURES_SCHEMA.empty_table()
+        return write_commit_features(repo, commit_id, new)["key"]
+    except (DataversionError, OSError, ValueError, pa.ArrowException) as e:
+        _log(True, f"commit {commit_id[:12]} landed but its features table was not written: {e}")
+        return None
 
 
 def read_rejects(repo: Repo, ref: str) -> list[dict]:
