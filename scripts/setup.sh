@@ -10,11 +10,24 @@ stamp_want=$(cat constraints.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.dataversion-stamp" 2>/dev/null)" = "$stamp_want" ]; then
   exit 0
 fi
-echo "setting up $VENV (one minute or two, once)..." >&2
+echo "setting up $VENV (a few minutes, once; log in $VENV/setup.log)..." >&2
 "$PY" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
-$PIP install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-$PIP install -c constraints.txt "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-$PIP install -c constraints.txt -e ".[all,dev,bench]" 2>&1 | grep -v "^WARNING: Location" || true
-"$VENV/bin/python" -c "import dataversion, torch, apache_beam, feast" >/dev/null
+LOG="$VENV/setup.log"
+: > "$LOG"
+pip_install() {
+  if ! "$VENV/bin/python" -m pip --disable-pip-version-check -q install "$@" >> "$LOG" 2>&1; then
+    echo "error: pip install $* failed; last lines of $LOG:" >&2
+    grep -v "^WARNING: Location" "$LOG" | tail -n 30 >&2
+    exit 1
+  fi
+}
+pip_install --upgrade pip
+pip_install -c constraints.txt "torch==2.13.0"
+pip_install -c constraints.txt -e ".[all,dev,bench]"
+"$VENV/bin/python" -c "import dataversion, pipelines, torch, apache_beam, feast" >> "$LOG" 2>&1 || {
+  echo "error: the installed packages do not import; see $LOG" >&2
+  tail -n 20 "$LOG" >&2
+  exit 1
+}
 echo "$stamp_want" > "$VENV/.dataversion-stamp"
+echo "ready: $VENV" >&2
