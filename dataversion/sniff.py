@@ -7,8 +7,13 @@ AUDIO_FORMATS = {"wav", "flac", "ogg"}
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
 
 
+_FIRST_BYTES = frozenset(b"\x89\xffGBRfO")
+
+
 def sniff_format(head: bytes) -> str | None:
     """The container format a payload's first bytes announce, or None if unknown."""
+    if not head or head[0] not in _FIRST_BYTES:  # fast path: most text starts elsewhere
+        return None
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
