@@ -24,7 +24,7 @@ from .dedup.minhash import minhash_signatures
 from .filters import Drop
 from .filters.audio import check_audio
 from .filters.image import check_image
-from .filters.text import clean_text
+from .filters.text import clean_texts
 from .readers.labels import normalize_label
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
@@ -83,8 +83,11 @@ class _Builder:
         self.t_rows: list[tuple[str, int, str | None, str | None]] = []
         self.blobs: list[bytes] = []
         self.b_rows: list[tuple[str, str, str | None, str | None, int]] = []
-        self.rejects: list[dict] = []
+        self.rejects: list[dict | None] = []
         self.inputs = 0
+        # texts wait here and are cleaned as one batch (`clean_texts`) when the table is
+        # built: (key, line, raw, label, meta, index of their slot in self.rejects)
+        self.pending: list[tuple[str, int, str | bytes, str | None, dict, int]] = []
 
     def reject(self, key: str, line: int, drop: Drop) -> None:
         self.rejects.append(
@@ -94,16 +97,30 @@ class _Builder:
     def add_text(
         self, key: str, line: int, raw: str | bytes, label: str | None, meta: dict
     ) -> None:
-        res = clean_text(raw, self.config.text)
-        if isinstance(res, Drop):
-            self.reject(key, line, res)
-            return
-        if res.pii:
-            meta = {**meta, "pii": res.pii}
-        self.texts.append(res.text)
-        self.t_rows.append((key, line, label, canonical_meta(meta)))
+        self.pending.append((key, line, raw, label, meta, len(self.rejects)))
+        self.rejects.append(None)  # a drop keeps its place among the rejects
+
+    def flush_texts(self) -> None:
+        """Clean the pending texts as one batch: kept ones become text rows, in order."""
+        pending, self.pending = self.pending, []
+        if pending:
+            results = clean_texts([p[2] for p in pending], self.config.text)
+            for (key, line, _, label, meta, slot), res in zip(pending, results):
+                if isinstance(res, Drop):
+                    self.rejects[slot] = {
+                        "source": line_source(key, line),
+                        "reason": res.reason,
+                        "message": res.message,
+                    }
+                    continue
+                if res.pii:
+                    meta = {**meta, "pii": res.pii}
+                self.texts.append(res.text)
+                self.t_rows.append((key, line, label, canonical_meta(meta)))
+        self.rejects[:] = [r for r in self.rejects if r is not None]
 
     def table(self) -> pa.Table:
+        self.flush_texts()
         cfg = self.config
         num_perm = cfg.dedup.num_perm
         n_t, n_b = len(self.texts), len(self.blobs)
