@@ -84,9 +84,24 @@ def progress_bar(total: int | None, desc: str, unit: str = "it"):
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
 
 
-@click.group(context_settings=CONTEXT)
+class _Main(click.Group):
+    """The root group: a DataversionError from any subcommand (including the optional ones
+    registered below) becomes one line on stderr and its exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DataversionError as e:
+            if ctx.meta.get("dataversion.debug") or os.environ.get("DATAVERSION_DEBUG") == "1":
+                raise
+            _fail(str(e), e.exit_code)
+
+
+@click.group(cls=_Main, context_settings=CONTEXT)
 @click.version_option(package_name="dataversion")
-def main() -> None:
+@click.option("--debug", "debug_all", is_flag=True, help="Show tracebacks for every command.")
+@click.pass_context
+def main(ctx: click.Context, debug_all: bool) -> None:
     """dataversion: Git-like versioned datasets for training.
 
     \b
@@ -96,6 +111,7 @@ def main() -> None:
       dataversion log --repo ./repo
     Set DATAVERSION_REPO to skip --repo.
     """
+    ctx.meta["dataversion.debug"] = debug_all
 
 
 # --------------------------------------------------------------------------- init / add / rm

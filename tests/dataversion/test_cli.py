@@ -88,6 +88,10 @@ def test_checkout_and_rm(cli, tmp_path):
         (["log", "--repo", "/definitely/not/here"], 3, "no dataversion repository"),
         (["gc", "--grace", "soon"], 2, "invalid duration"),
         (["branch", "bad..name"], 2, "invalid ref name"),
+        # optional commands registered from other modules get the same treatment
+        (["ingest", "/definitely/not/here"], 3, "does not exist"),
+        (["rejects", "main", "--repo", "/definitely/not/here"], 3, "no dataversion repository"),
+        (["lineage", "--run", "nope"], 3, "nope"),
     ],
 )
 def test_errors_are_one_clear_line(cli, args, code, needle):
