@@ -185,7 +185,7 @@ class Repo:
                 raise AmbiguousRefError(f"commit prefix {name} is ambiguous: matches {len(matches)} commits", hint="use more characters")
         hint = "list branches with `dataversion branch` and tags with `dataversion tag`"
         if name == DEFAULT_BRANCH and not self.refs.list(HEADS):
-            hint = "the repository has no commits yet: `dataversion add PATH`"
+            hint = "the repository has no commits yet: `dataversion add PATH` or `dataversion ingest SOURCE`"
         raise NotFoundError(f"unknown ref {name!r}: no branch, tag or commit by that name", hint=hint)
 
     # ------------------------------------------------------------------ objects
