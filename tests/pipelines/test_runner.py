@@ -108,6 +108,14 @@ def test_history_records_success_failure_and_retries(kind, tmp_path, fake_env, m
     registry = CollectorRegistry()
     runner = PipelineRunner(str(raw), url, ingest=FAKE, lease_ttl=5, retry=RetryPolicy(attempts=3, backoff=0.05),
                             metrics=RunnerMetrics(registry))
+    # Importing feast (another test module) sets PROMETHEUS_MULTIPROC_DIR, after which
+    # prometheus_client shares values between registries of one process: compare deltas.
+    checked = [
+        ("dataversion_runner_runs_total", {"branch": "main", "status": "failed"}),
+        ("dataversion_runner_attempt_failures_total", {"branch": "main", "transient": "true"}),
+        ("dataversion_runner_records_total", {"branch": "main", "outcome": "kept"}),
+    ]
+    before = {name + str(labels): registry.get_sample_value(name, labels) or 0 for name, labels in checked}
     # Call 1 fails transiently and is retried: one run, two attempts.
     monkeypatch.setenv("FAKE_FAIL_FIRST", "1")
     monkeypatch.setenv("FAKE_FAIL_KIND", "transient")
@@ -124,10 +132,8 @@ def test_history_records_success_failure_and_retries(kind, tmp_path, fake_env, m
     assert history[0].commit == Repo.open(url).branch_tip("main") and history[0].started_at <= history[0].ended_at
     assert history[2].error and history[2].commit is None
     assert read_lease(Repo.open(url).store, "main").released
-    value = registry.get_sample_value
-    assert value("dataversion_runner_runs_total", {"branch": "main", "status": "failed"}) == 1
-    assert value("dataversion_runner_attempt_failures_total", {"branch": "main", "transient": "true"}) == 1
-    assert value("dataversion_runner_records_total", {"branch": "main", "outcome": "kept"}) == 2
+    delta = {name + str(labels): registry.get_sample_value(name, labels) - before[name + str(labels)] for name, labels in checked}
+    assert list(delta.values()) == [1, 1, 2], delta
 
 
 def test_a_failed_run_does_not_stop_the_schedule(tmp_path, fake_env, monkeypatch):
