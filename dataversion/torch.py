@@ -179,6 +179,9 @@ class SnapshotDataset(tud.IterableDataset):
             raise BadInputError(f"format must be 'python' or 'arrow', not {format!r}")
         self.format = format
         self._raw = False  # SnapshotLoader: workers send Arrow, the main process converts
+        # SnapshotLoader(features=...): its FeatureJoin. The process that decodes a shard (a
+        # worker) joins the shard's rows once (a block of features); batches carry their rows
+        self._features: Any = None
 
     # -- pickling into workers: no live connections travel --------------------------------
     def __getstate__(self) -> dict:
@@ -286,7 +289,9 @@ class _BatchReader:
     def __init__(self, ds: SnapshotDataset, order: order_mod.EpochOrder):
         self.ds, self.order = ds, order
         self.store = ds._store()
-        self.tables: OrderedDict[int, pa.Table] = OrderedDict()
+        # shard -> (decoded table, its rows' features block (FeatureJoin.block_of) or None)
+        self.tables: OrderedDict[int, tuple[pa.Table, np.ndarray | None]] = OrderedDict()
+        self.features = ds._features
         self.table_bytes = 0
         self.read_cols = ["record_id", *ds.columns]
         start_shards = order.shards_from(ds.position)
@@ -301,10 +306,13 @@ class _BatchReader:
             self.prefetcher.stop()
 
     def _table(self, s: int) -> pa.Table:
-        t = self.tables.get(s)
-        if t is not None:
+        return self._shard(s)[0]
+
+    def _shard(self, s: int) -> tuple[pa.Table, np.ndarray | None]:
+        hit = self.tables.get(s)
+        if hit is not None:
             self.tables.move_to_end(s)
-            return t
+            return hit
         shard_id, rows, deleted = self.ds.shards[s]
         if self.prefetcher is not None and s in self.shard_rank:
             self.prefetcher.advance(self.shard_rank[s])
@@ -315,40 +323,58 @@ class _BatchReader:
             raise CorruptObjectError(f"shard {shard_id} has {t.num_rows} rows, its manifest says {rows}")
         if deleted:
             t = live_rows(t, deleted).combine_chunks()
-        self.tables[s] = t
-        self.table_bytes += t.nbytes
+        # one join per decoded shard (id search + gather): batches then only index its block
+        fblock = None
+        if self.features is not None:
+            fblock = self.features.block_of(self.features.rows_for(ids_as_numpy(t.column(0))))
+        self.tables[s] = (t, fblock)
+        self.table_bytes += t.nbytes + (fblock.nbytes if fblock is not None else 0)
         while self.table_bytes > self.ds.decoded_cache_bytes and len(self.tables) > 1:
-            _, old = self.tables.popitem(last=False)
-            self.table_bytes -= old.nbytes
-        return t
+            _, (old, old_fblock) = self.tables.popitem(last=False)
+            self.table_bytes -= old.nbytes + (old_fblock.nbytes if old_fblock is not None else 0)
+        return t, fblock
 
     def batch(self, plan: order_mod.RankPlan, i: int) -> _RawBatch:
         flat = self.order.flat_at(plan.batch_positions(i))
         shard, row = self.order.flat_to_shard_row(flat)
         uniq = np.unique(shard)
+        fblock = None  # the batch's rows of the shards' features blocks, when features are joined
         if len(uniq) == 1:
-            table = self._table(int(uniq[0])).take(pa.array(row))
+            t, shard_fblock = self._shard(int(uniq[0]))
+            table = t.take(pa.array(row))
+            if shard_fblock is not None:
+                fblock = np.take(shard_fblock, row, axis=0)
         else:
-            tables = {int(s): self._table(int(s)) for s in uniq}
+            tables = {int(s): self._shard(int(s)) for s in uniq}
             perm = np.argsort(shard, kind="stable")
-            parts = [tables[int(s)].take(pa.array(row[shard == s])) for s in uniq]
+            parts = [tables[int(s)][0].take(pa.array(row[shard == s])) for s in uniq]
             inverse = np.empty_like(perm)
             inverse[perm] = np.arange(len(perm))
+            if self.features is not None:
+                fparts = [(tables[int(s)][1], row[shard == s]) for s in uniq]
+                fblock = np.take(np.concatenate([np.take(b, r, axis=0) for b, r in fparts if b is not None]),
+                                 inverse, axis=0)
             table = pa.concat_tables(parts).combine_chunks().take(pa.array(inverse))
         batch = table.combine_chunks().to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
-        return _RawBatch(batch, self.ds.epoch, i, plan.position_after(i))
+        return _RawBatch(batch, self.ds.epoch, i, plan.position_after(i), fblock)
 
 
 class _RawBatch:
-    """What a worker sends: one Arrow record batch (pickled as whole buffers) + its place."""
+    """What a worker sends: one Arrow record batch (pickled as whole buffers) + its place.
 
-    __slots__ = ("table", "epoch", "index", "position")
+    With features joined, `fblock` holds its rows' features (FeatureJoin.block_of: the
+    features table row, -1 where it lacks the record, then the values), which the main
+    process only turns into lists."""
 
-    def __init__(self, table: pa.RecordBatch, epoch: int, index: int, position: int):
+    __slots__ = ("table", "epoch", "index", "position", "fblock")
+
+    def __init__(self, table: pa.RecordBatch, epoch: int, index: int, position: int,
+                 fblock: np.ndarray | None = None):
         self.table, self.epoch, self.index, self.position = table, epoch, index, position
+        self.fblock = fblock
 
     def __reduce__(self):
-        return (_RawBatch, (self.table, self.epoch, self.index, self.position))
+        return (_RawBatch, (self.table, self.epoch, self.index, self.position, self.fblock))
 
     def to_batch(self, fmt: str) -> Batch:
         """Python lists ("python") or Arrow arrays ("arrow"); record_id always hex strings."""
@@ -411,6 +437,8 @@ class SnapshotLoader:
             from .features import FeatureJoin
 
             self.features = FeatureJoin.for_commit(self.dataset.repo, self.commit_id, list(features))
+            self.features.prepare()
+            self.dataset._features = self.features  # ids searched where shards are decoded
 
     @property
     def commit_id(self) -> str:
@@ -462,8 +490,8 @@ class SnapshotLoader:
         try:
             for expected, raw in enumerate(it):
                 batch = raw.to_batch(ds.format)
-                if self.features is not None:
-                    self.features.add_to(batch, raw.table.column(0), ds.format)
+                if self.features is not None:  # joined by the worker: lists (and counts) here
+                    self.features.add_block(batch, raw.fblock, ds.format)
                 if batch.index != expected or batch.epoch != ds.epoch:
                     raise RuntimeError(f"loader out of order: got batch {batch.index} of epoch {batch.epoch}, expected {expected} of {ds.epoch}")
                 ds.consumed(batch)
