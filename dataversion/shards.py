@@ -6,7 +6,6 @@ of payload; the cut depends only on the records, so the same records give the sa
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -149,9 +148,13 @@ def encode_shard(table: pa.Table) -> EncodedShard:
     return EncodedShard(describe_shard(table, data), data)
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    """The Parquet serialization of a sorted record slice (releases the GIL while encoding)."""
-    buf = io.BytesIO()
+def parquet_bytes(table: pa.Table) -> pa.Buffer:
+    """The Parquet serialization of a sorted record slice, as a bytes-like Arrow buffer.
+
+    The sink is Arrow's own output stream, not a Python file object: writing to a Python
+    object would take the GIL on every page and serialize the encoding threads.
+    """
+    buf = pa.BufferOutputStream()
     pq.write_table(
         table,
         buf,
@@ -160,7 +163,7 @@ def parquet_bytes(table: pa.Table) -> bytes:
         use_dictionary=["modality", "label"],
         write_statistics=["record_id"],
     )
-    return buf.getvalue()
+    return buf.getvalue()  # pa.Buffer: supports the buffer protocol (hashing, file writes)
 
 
 def describe_shard(table: pa.Table, data: bytes, digest: int | None = None) -> ShardRef:
