@@ -106,10 +106,15 @@ def test_history_records_success_failure_and_retries(kind, tmp_path, fake_env, m
     raw = tmp_path / "raw"
     write_docs(raw, ["a", "b"])
     registry = CollectorRegistry()
+    metrics = RunnerMetrics(registry)
     runner = PipelineRunner(str(raw), url, ingest=FAKE, lease_ttl=5, retry=RetryPolicy(attempts=3, backoff=0.05),
-                            metrics=RunnerMetrics(registry))
+                            metrics=metrics)
     # Importing feast (another test module) sets PROMETHEUS_MULTIPROC_DIR, after which
-    # prometheus_client shares values between registries of one process: compare deltas.
+    # prometheus_client shares values between registries of one process: compare deltas,
+    # reading "before" once each labelled child exists (creating it loads the shared value).
+    metrics.runs.labels("main", "failed")
+    metrics.failures.labels("main", "true")
+    metrics.records.labels("main", "kept")
     checked = [
         ("dataversion_runner_runs_total", {"branch": "main", "status": "failed"}),
         ("dataversion_runner_attempt_failures_total", {"branch": "main", "transient": "true"}),
