@@ -90,8 +90,21 @@ class S3Store(Store):
         self.endpoint = ("https://" if secure else "http://") + host
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
         try:
+            import certifi
+            import urllib3
+
+            # One retry policy, ours (tenacity, with backoff): the SDK's own urllib3 retries
+            # would multiply it, and a refused connection would take half a minute to report.
+            http = urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=float(os.environ.get("DATAVERSION_S3_CONNECT_TIMEOUT", "5")), read=300),
+                maxsize=16,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+                retries=urllib3.Retry(total=0, connect=0, read=0, redirect=3, status=0),
+            )
             self.client = Minio(
                 host,
+                http_client=http,
                 access_key=access_key or os.environ.get("AWS_ACCESS_KEY_ID"),
                 secret_key=secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY"),
                 session_token=session_token or os.environ.get("AWS_SESSION_TOKEN"),
@@ -132,7 +145,14 @@ class S3Store(Store):
         except NotFoundError:
             raise
         except Exception as e:  # noqa: BLE001 - converted to a clear error
-            raise self._fail(e, "", "open bucket") from e
+            from minio.error import S3Error
+
+            if isinstance(e, S3Error):
+                raise self._fail(e, "", "open bucket") from e
+            raise StoreError(
+                f"cannot reach the S3 endpoint {self.endpoint} to open bucket {self.bucket}: {type(e).__name__}",
+                hint="check AWS_ENDPOINT_URL (or --endpoint-url) and that the server is up",
+            ) from e
 
     # -- Store -------------------------------------------------------------------------
     def get(self, key: str) -> bytes:
