@@ -8,12 +8,10 @@ click and the core at the top; self-contained so that it does not import `datave
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import click
 
-from .errors import DataversionError
+from .cli_support import run_command as _run
 
 
 def _tier(name: str, cache_dir: str | None, max_bytes: int | None):
@@ -22,16 +20,6 @@ def _tier(name: str, cache_dir: str | None, max_bytes: int | None):
     if name == "local":
         return LocalDiskCache(cache_dir, max_bytes)
     return open_tier(name)
-
-
-def _run(fn):
-    try:
-        return fn()
-    except DataversionError as e:
-        if os.environ.get("DATAVERSION_DEBUG") == "1":
-            raise
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
 
 
 _tier_option = click.option("--tier", type=click.Choice(["local", "alluxio"]), default="local", show_default=True,

@@ -16,18 +16,12 @@ from typing import Any
 
 import click
 
+from .cli_support import emit_json as _emit_json
+from .cli_support import fail as _fail
+from .cli_support import parse_duration
 from .errors import BadInputError, DataversionError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -407,24 +401,13 @@ def gc(dry_run, grace, expire_reflog, as_json, repo_url, endpoint_url, access_ke
     repo = open_repo(repo_url, endpoint_url, access_key, secret_key)
     d = repo.gc(
         dry_run=dry_run,
-        grace_seconds=parse_duration(grace),
-        expire_reflog_seconds=parse_duration(expire_reflog) if expire_reflog else None,
+        grace_seconds=parse_duration(grace, allow_zero=True),
+        expire_reflog_seconds=parse_duration(expire_reflog, allow_zero=True) if expire_reflog else None,
     )
     if as_json:
         return _emit_json(d)
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {d['deleted']} object(s), {d['bytes']:,} bytes; kept {d['kept_young']} unreachable object(s) younger than {grace}")
-
-
-def parse_duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
-    try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except ValueError:
-        raise BadInputError(f"invalid duration {text!r}", hint="use e.g. 30s, 15m, 1h, 2d") from None
 
 
 @main.command()

@@ -15,42 +15,14 @@ sha256), pinned.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import sys
 from typing import Any
 
 import click
 
-from .errors import BadInputError, DataversionError, NotFoundError
-
-
-def _run(fn, debug: bool = False):
-    try:
-        return fn()
-    except DataversionError as e:
-        if debug or os.environ.get("DATAVERSION_DEBUG") == "1":
-            raise
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except OSError as e:
-        if debug or os.environ.get("DATAVERSION_DEBUG") == "1":
-            raise
-        click.echo(f"error: {type(e).__name__}: {e} (re-run with --debug for a traceback)", err=True)
-        sys.exit(1)
-
-
-def _emit(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
-
-
-def _open(repo_url: str | None):
-    from .repo import Repo
-
-    if not repo_url:
-        raise BadInputError("no repository given", hint="pass --repo URL or set DATAVERSION_REPO")
-    return Repo.open(repo_url)
-
+from .cli_support import emit_json as _emit
+from .cli_support import open_repo as _open
+from .cli_support import run_command as _run
+from .errors import BadInputError, NotFoundError
 
 _repo_option = click.option("--repo", "repo_url", envvar="DATAVERSION_REPO", default=None, metavar="URL",
                             help="Repository: file://PATH, a path, or s3://BUCKET/PREFIX (default: DATAVERSION_REPO).")

@@ -7,19 +7,12 @@ runs, so `dataversion --help` works without the pipelines extra installed.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
 
+from dataversion.cli_support import require_repo_url as _repo_url
 from dataversion.errors import BadInputError
-
-
-def _repo_url(repo: str | None) -> str:
-    url = repo or os.environ.get("DATAVERSION_REPO")
-    if not url:
-        raise BadInputError("no repository given", hint="pass --repo URL or set DATAVERSION_REPO")
-    return url
 
 
 @click.command("ingest", context_settings={"ignore_unknown_options": False})

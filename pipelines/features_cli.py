@@ -9,31 +9,11 @@ load when a command runs.
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import click
 
-from dataversion.errors import BadInputError, DataversionError
-
-
-def _run(fn) -> None:
-    try:
-        fn()
-    except DataversionError as e:
-        if os.environ.get("DATAVERSION_DEBUG") == "1":
-            raise
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
-
-
-def _open(repo_url: str | None):
-    from dataversion import Repo
-
-    if not repo_url:
-        raise BadInputError("no repository given", hint="pass --repo URL or set DATAVERSION_REPO")
-    return Repo.open(repo_url)
-
+from dataversion.cli_support import open_repo as _open
+from dataversion.cli_support import run_command as _run
 
 _repo_option = click.option(
     "--repo", "repo_url", envvar="DATAVERSION_REPO", default=None, metavar="URL",

@@ -9,38 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import sys
 
 import click
 
+from dataversion.cli_support import fail, parse_duration
+from dataversion.cli_support import require_repo_url as _repo_url
 from dataversion.errors import BadInputError, DataversionError
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(text: str, *, allow_zero: bool = False) -> float:
-    """Seconds from "30s", "15m", "1h", "500ms", "0.5s" or a bare number of seconds."""
-    m = _DURATION.match(str(text))
-    if not m or (float(m.group(1)) <= 0 and not (allow_zero and float(m.group(1)) == 0)):
-        raise BadInputError(f"bad duration {text!r}", hint="use e.g. 30s, 15m, 1h, 500ms")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
-
-
-def _repo_url(repo: str | None) -> str:
-    url = repo or os.environ.get("DATAVERSION_REPO")
-    if not url:
-        raise BadInputError("no repository given", hint="pass --repo URL or set DATAVERSION_REPO")
-    return url
 
 
 def _fail(e: DataversionError, debug: bool) -> None:
     if debug:
         raise e
-    click.echo(f"error: {e}", err=True)
-    sys.exit(e.exit_code)
+    fail(str(e), e.exit_code)
 
 
 @click.command("runner", context_settings={"ignore_unknown_options": False})
