@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from .cli_support import emit_json as _emit_json
+from .cli_support import exit_on_broken_pipe, parse_duration
 from .cli_support import fail as _fail
-from .cli_support import parse_duration
 from .errors import BadInputError, DataversionError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -32,6 +32,8 @@ def handle_errors(fn: Callable) -> Callable:
         debug = kwargs.pop("debug", False) or os.environ.get("DATAVERSION_DEBUG") == "1"
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            exit_on_broken_pipe()
         except DataversionError as e:
             if debug:
                 raise

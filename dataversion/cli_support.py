@@ -30,10 +30,22 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def exit_on_broken_pipe() -> None:
+    """The reader went away (`dataversion ls | head`): stop quietly, like other Unix tools."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
+    except OSError:
+        pass
+    sys.exit(141)
+
+
 def run_command(fn: Callable[[], Any], debug: bool = False) -> Any:
     """Run a command body: dataversion errors (and OS errors) become one line and an exit code."""
     try:
         return fn()
+    except BrokenPipeError:
+        exit_on_broken_pipe()
     except DataversionError as e:
         if debug_enabled(debug):
             raise

@@ -125,3 +125,15 @@ def test_console_script_runs_without_optional_dependencies(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     out = subprocess.run([sys.executable, "-m", "dataversion", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "Usage: " in out.stdout and "checkout" in out.stdout
+
+
+def test_output_piped_into_head_stops_quietly(cli, tmp_path):
+    """`dataversion ls | head -1`: no BrokenPipeError message when the reader goes away."""
+    for i in range(3000):
+        (cli.raw / f"many{i}.txt").write_text(f"record {i}")
+    cli("add", cli.raw)
+    p = subprocess.run(
+        f"{sys.executable} -m dataversion ls main --json | head -n 1",
+        shell=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    assert p.stdout.strip() == "[" and p.stderr == ""
