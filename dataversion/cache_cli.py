@@ -11,6 +11,7 @@ import json
 
 import click
 
+from .cli_support import open_repo, repo_option
 from .cli_support import run_command as _run
 
 
@@ -35,7 +36,7 @@ def cache_group() -> None:
 
 @cache_group.command("warm")
 @click.argument("ref")
-@click.option("--repo", "repo_url", envvar="DATAVERSION_REPO", required=True, metavar="URL", help="Repository (default: DATAVERSION_REPO).")
+@repo_option
 @_tier_option
 @_dir_option
 @_max_option
@@ -45,9 +46,8 @@ def warm_cmd(ref, repo_url, tier, cache_dir, max_bytes, as_json):
 
     def go():
         from .cache import warm
-        from .repo import Repo
 
-        result = warm(Repo.open(repo_url), ref, _tier(tier, cache_dir, max_bytes))
+        result = warm(open_repo(repo_url), ref, _tier(tier, cache_dir, max_bytes))
         if as_json:
             click.echo(json.dumps(result, indent=2))
         else:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from .cli_support import emit_json as _emit_json
-from .cli_support import exit_on_broken_pipe, parse_duration
+from .cli_support import exit_on_broken_pipe, parse_duration, repo_option
 from .cli_support import fail as _fail
 from .errors import BadInputError, DataversionError
 
@@ -53,8 +53,7 @@ def repo_options(fn: Callable) -> Callable:
     fn = click.option("--secret-key", envvar="AWS_SECRET_ACCESS_KEY", default=None, hidden=True)(fn)
     fn = click.option("--access-key", envvar="AWS_ACCESS_KEY_ID", default=None, help="S3 access key (default: AWS_ACCESS_KEY_ID).")(fn)
     fn = click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", default=None, help="S3 endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL).")(fn)
-    fn = click.option("--repo", "repo_url", envvar="DATAVERSION_REPO", default=None, metavar="URL",
-                      help="Repository: file://PATH, a path, or s3://BUCKET/PREFIX (default: DATAVERSION_REPO).")(fn)
+    fn = repo_option(fn)
     return fn
 
 

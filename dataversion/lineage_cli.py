@@ -21,11 +21,10 @@ import click
 
 from .cli_support import emit_json as _emit
 from .cli_support import open_repo as _open
+from .cli_support import repo_option as _repo_option
 from .cli_support import run_command as _run
 from .errors import BadInputError, NotFoundError
 
-_repo_option = click.option("--repo", "repo_url", envvar="DATAVERSION_REPO", default=None, metavar="URL",
-                            help="Repository: file://PATH, a path, or s3://BUCKET/PREFIX (default: DATAVERSION_REPO).")
 _json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 _debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
 

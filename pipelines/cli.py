@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from dataversion.cli_support import repo_option
 from dataversion.cli_support import require_repo_url as _repo_url
 from dataversion.errors import BadInputError
 
@@ -18,12 +19,7 @@ from dataversion.errors import BadInputError
 @click.command("ingest", context_settings={"ignore_unknown_options": False})
 @click.argument("source")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
-@click.option(
-    "--repo",
-    "repo",
-    default=None,
-    help="Repository URL (file:///path or s3://bucket/prefix); default $DATAVERSION_REPO.",
-)
+@repo_option
 @click.option("--branch", default="main", show_default=True)
 @click.option("--message", "-m", default="", help="Commit message.")
 @click.option(
@@ -64,7 +60,7 @@ from dataversion.errors import BadInputError
 def ingest_command(
     source,
     beam_args,
-    repo,
+    repo_url,
     branch,
     message,
     config_file,
@@ -124,7 +120,7 @@ def ingest_command(
         config = config.replace(**changes)
     report = run_ingest(
         source,
-        _repo_url(repo),
+        _repo_url(repo_url),
         branch=branch,
         config=config,
         beam_args=tuple(beam_args),
@@ -147,17 +143,17 @@ def ingest_command(
 
 @click.command("rejects")
 @click.argument("ref", default="main")
-@click.option("--repo", "repo", default=None, help="Repository URL; default $DATAVERSION_REPO.")
+@repo_option
 @click.option(
     "--json", "as_json", is_flag=True, help="Print a JSON list of {source, reason, message}."
 )
-def rejects_command(ref, repo, as_json):
+def rejects_command(ref, repo_url, as_json):
     """List the inputs an ingest commit rejected, with their reasons."""
     from dataversion import Repo
 
     from .ingest import read_rejects
 
-    rows = read_rejects(Repo.open(_repo_url(repo)), ref)
+    rows = read_rejects(Repo.open(_repo_url(repo_url)), ref)
     if as_json:
         click.echo(json.dumps(rows, sort_keys=True))
         return

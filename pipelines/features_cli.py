@@ -13,12 +13,8 @@ import json
 import click
 
 from dataversion.cli_support import open_repo as _open
+from dataversion.cli_support import repo_option as _repo_option
 from dataversion.cli_support import run_command as _run
-
-_repo_option = click.option(
-    "--repo", "repo_url", envvar="DATAVERSION_REPO", default=None, metavar="URL",
-    help="Repository (default: DATAVERSION_REPO).",
-)
 
 
 @click.group("features")

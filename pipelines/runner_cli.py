@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from dataversion.cli_support import fail, parse_duration
+from dataversion.cli_support import fail, parse_duration, repo_option
 from dataversion.cli_support import require_repo_url as _repo_url
 from dataversion.errors import BadInputError, DataversionError
 
@@ -27,12 +27,7 @@ def _fail(e: DataversionError, debug: bool) -> None:
 @click.command("runner", context_settings={"ignore_unknown_options": False})
 @click.argument("source")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
-@click.option(
-    "--repo",
-    "repo",
-    default=None,
-    help="Repository URL (file:///path or s3://bucket/prefix); default $DATAVERSION_REPO.",
-)
+@repo_option
 @click.option("--branch", default="main", show_default=True)
 @click.option("--cron", default=None, help='5-field crontab in UTC, e.g. "*/15 * * * *".')
 @click.option(
@@ -94,7 +89,7 @@ def _fail(e: DataversionError, debug: bool) -> None:
 def runner_command(
     source,
     beam_args,
-    repo,
+    repo_url,
     branch,
     cron,
     every,
@@ -122,7 +117,7 @@ def runner_command(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        url = _repo_url(repo)
+        url = _repo_url(repo_url)
         if not once and (cron is None) == (every is None):
             raise BadInputError(
                 "give one of --cron or --every", hint='e.g. --cron "*/15 * * * *" or --every 30s'
@@ -179,7 +174,7 @@ def _row(r) -> str:
 
 
 @click.command("runs")
-@click.option("--repo", "repo", default=None, help="Repository URL; default $DATAVERSION_REPO.")
+@repo_option
 @click.option("--branch", default=None, help="Only this branch (default: all).")
 @click.option(
     "-n",
@@ -191,14 +186,14 @@ def _row(r) -> str:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the records as a JSON list.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def runs_command(repo, branch, limit, as_json, debug):
+def runs_command(repo_url, branch, limit, as_json, debug):
     """The scheduled runner's run history, newest first."""
     try:
         from dataversion import Repo
 
         from .run_history import list_runs
 
-        records = list_runs(Repo.open(_repo_url(repo)).store, branch, limit or None)
+        records = list_runs(Repo.open(_repo_url(repo_url)).store, branch, limit or None)
     except DataversionError as e:
         _fail(e, debug)
     if as_json:
