@@ -24,8 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dataversion import Repo, lineage  # noqa: E402
+from dataversion import Repo
 from dataversion.records import make_text_records  # noqa: E402
+from dataversion.training import lineage  # noqa: E402
 
 
 def _commit(url: str, n: int, shard_bytes: int | None = None) -> Repo:
@@ -89,7 +90,7 @@ def bench_query(n: int, k: int, workdir: str) -> dict[str, float]:
         hits.append(len(lineage.checkpoints_that_saw(fresh, rid)))
         times.append(time.perf_counter() - t)
     # cross-check against the loader's own consumed_matrix (runs move forward, remainder "pad")
-    from dataversion.order import consumed_matrix
+    from dataversion.training.order import consumed_matrix
 
     all_entries = lineage.entries(repo)
     sizes = [sh.live_rows for sh in repo.read_manifest(commit).shards]

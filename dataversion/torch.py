@@ -7,7 +7,7 @@
             ...
             save_checkpoint("ckpt.pt", loader=loader, model=model.state_dict())
 
-The order of samples is `dataversion.order` (a pure function of commit, seed, epoch); the
+The order of samples is `dataversion.training.order` (a pure function of commit, seed, epoch); the
 loader's state is (commit, seed, epoch, position) where position counts samples consumed
 globally. Each DataLoader worker builds whole batches (Arrow `take` on decoded shards) and
 sends one batch object per step; workers die with their parent (PR_SET_PDEATHSIG plus a
@@ -22,14 +22,10 @@ this batch is consumed).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import os
 import pickle
-import signal
-import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -41,13 +37,14 @@ import pyarrow as pa
 import torch
 import torch.utils.data as tud
 
-from . import order as order_mod
 from .cache import Prefetcher, ReadTier, open_tier
 from .errors import BadInputError, DataversionError, NotFoundError
-from .preemption import PreemptionHandler, quiet_worker_signals
+from .lifecycle import die_with_parent
 from .records import ids_as_numpy
 from .repo import Repo
 from .shards import live_rows
+from .training import order as order_mod
+from .training.preemption import PreemptionHandler, quiet_worker_signals
 
 __all__ = [
     "Batch", "SnapshotDataset", "SnapshotLoader", "save_checkpoint", "load_checkpoint", "read_checkpoint",
@@ -76,26 +73,6 @@ def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------- orphans
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Make this process exit when `parent_pid` dies, even if it is blocked in a write."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="dataversion-parent-watchdog", daemon=True).start()
-
-
 class _WorkerInit:
     """worker_init_fn: die with the parent, then the user's own init."""
 
@@ -103,7 +80,7 @@ class _WorkerInit:
         self.parent_pid, self.user_fn = parent_pid, user_fn
 
     def __call__(self, worker_id: int) -> None:
-        _die_with_parent(self.parent_pid)
+        die_with_parent(self.parent_pid)
         # A SIGTERM to the process group is the trainer's to handle (PreemptionHandler):
         # a worker that died of it would fail the trainer's next step before it could save.
         quiet_worker_signals()
@@ -552,7 +529,7 @@ def save_checkpoint(
 
     `states` (model=..., optimizer=...) are saved beside the loader's state under their
     names. `run`/`step` are stored in the checkpoint's metadata and its lineage entry.
-    Lineage (`dataversion.lineage`): unless `record=False`, a save with a loader appends an
+    Lineage (`dataversion.training.lineage`): unless `record=False`, a save with a loader appends an
     entry (run, step, commit, seed, epoch, position, world size, location, sha256) and pins
     the commit against gc; only rank 0 records. If the repository cannot be reached the
     checkpoint is still written and a RuntimeWarning says the entry was not. Returns the
@@ -583,7 +560,7 @@ def _record_lineage(path: str, loader: SnapshotLoader | SnapshotDataset, meta: d
     """Rank 0 appends the lineage entry; a failure warns (the checkpoint is already safe)."""
     import hashlib
 
-    from . import lineage
+    from .training import lineage
 
     ds = loader.dataset if isinstance(loader, SnapshotLoader) else loader
     if ds.rank != 0:

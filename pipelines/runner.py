@@ -45,6 +45,7 @@ from typing import Any
 from dataversion import Repo
 from dataversion.errors import ConflictError, DataversionError
 from dataversion.lease import Lease, default_owner
+from dataversion.lifecycle import die_with_parent
 
 from . import run_history as rh
 
@@ -184,19 +185,12 @@ def resolve_ingest(spec: str | IngestFn) -> IngestFn:
     return getattr(importlib.import_module(module), attr)
 
 
-def _set_parent_death_signal() -> None:
-    if os.uname().sysname == "Linux":
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _ingest_child(
     conn, spec, source: str, repo_url: str, branch: str, kwargs: dict[str, Any]
 ) -> None:
     """Child process body: run the ingestion, send ("ok", report dict) or ("error", info)."""
     os.setsid()  # own process group: abandoning kills Beam's worker processes too
-    _set_parent_death_signal()  # a SIGKILLed runner must not leave an ingestion running
+    die_with_parent()  # a SIGKILLed runner must not leave an ingestion running
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop us
     try:
         report = resolve_ingest(spec)(source, repo_url, branch=branch, **kwargs)

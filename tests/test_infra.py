@@ -54,7 +54,7 @@ def env_of(container: dict) -> dict[str, object]:
 
 def check_runner_args(args: list[str]) -> dict:
     """Parse a runner command line with the real click command: unknown flags fail here."""
-    from pipelines.runner_cli import parse_duration, runner_command
+    from pipelines.cli.runner import parse_duration, runner_command
 
     assert args[0] == "runner"
     ctx = runner_command.make_context("runner", list(args[1:]))
@@ -139,7 +139,7 @@ def test_cronjob_forbids_overlap_and_runs_one_slot():
     assert params["once"] and params["cron"] == spec["schedule"]  # the slot is the CronJob's
     assert params["metrics_port"] == METRICS_PORT and c["ports"][0]["containerPort"] == METRICS_PORT
     assert {"DATAVERSION_REPO", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(env_of(c))
-    from pipelines.runner_cli import parse_duration
+    from pipelines.cli.runner import parse_duration
 
     grace = spec["jobTemplate"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > parse_duration(params["stop_grace"])

@@ -19,6 +19,7 @@ class ObjectInfo:
     key: str
     size: int
     mtime: float  # seconds since the epoch
+    etag: str | None = None  # the backend's version tag where it has one (S3); None on file://
 
 
 class Store(ABC):

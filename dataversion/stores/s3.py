@@ -237,7 +237,7 @@ class S3Store(Store):
                     continue
                 key = obj.object_name[len(self.prefix):]
                 mtime = obj.last_modified.timestamp() if obj.last_modified else 0.0
-                yield ObjectInfo(key, obj.size or 0, mtime)
+                yield ObjectInfo(key, obj.size or 0, mtime, (obj.etag or "").strip('"') or None)
         except Exception as e:  # noqa: BLE001
             raise self._fail(e, prefix, "list") from e
 

@@ -18,11 +18,12 @@ from click.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 
-from dataversion import Repo, lineage  # noqa: E402
-from dataversion.lineage_cli import inspect_command, lineage_command, unpin_command  # noqa: E402
+from dataversion import Repo
+from dataversion.cli.lineage import inspect_command, lineage_command, unpin_command  # noqa: E402
 from dataversion.records import make_text_records  # noqa: E402
 from dataversion.repo import commit_key  # noqa: E402
 from dataversion.torch import SnapshotLoader, load_checkpoint, save_checkpoint  # noqa: E402
+from dataversion.training import lineage  # noqa: E402
 
 ROOT = str(Path(__file__).resolve().parents[2])
 N = 300
@@ -67,7 +68,8 @@ def _env() -> dict:
 WRITER = textwrap.dedent(
     """
     import sys
-    from dataversion import Repo, lineage
+    from dataversion import Repo
+from dataversion.training import lineage
     url, who, count, commit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     repo = Repo.open(url)
     state = {"commit": commit, "seed": 0, "epoch": 0, "position": 0, "window": 64, "world_size": 1, "batch_size": 8}

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from dataversion.order import EpochOrder, RankPlan, consumed_mask, consumed_matrix
+from dataversion.training.order import EpochOrder, RankPlan, consumed_mask, consumed_matrix
 
 SIZES = (37, 0, 120, 64, 5, 99, 250, 1)  # uneven, with an empty shard
 N = sum(SIZES)
@@ -48,7 +48,7 @@ def test_deterministic_and_seeded():
 
 def test_same_order_in_a_fresh_interpreter():
     """No hidden state (hash randomization, global RNG): another process computes the same."""
-    code = f"from dataversion.order import EpochOrder; print(EpochOrder({SIZES!r}, seed=5, epoch=2, window=50).full()[:40].tolist())"
+    code = f"from dataversion.training.order import EpochOrder; print(EpochOrder({SIZES!r}, seed=5, epoch=2, window=50).full()[:40].tolist())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(EpochOrder(SIZES, seed=5, epoch=2, window=50).full()[:40].tolist())
 
@@ -162,5 +162,5 @@ def test_bad_arguments():
 
 
 def test_order_and_cache_import_without_torch():
-    code = "import sys, dataversion.order, dataversion.cache, dataversion.cache_cli; assert 'torch' not in sys.modules"
+    code = "import sys, dataversion.training.order, dataversion.cache, dataversion.cli.cache; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -16,9 +16,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from dataversion import Repo  # noqa: E402
-from dataversion.preemption import PreemptionHandler, active_signals  # noqa: E402
 from dataversion.records import make_text_records  # noqa: E402
 from dataversion.torch import load_checkpoint, read_checkpoint  # noqa: E402
+from dataversion.training.preemption import PreemptionHandler, active_signals  # noqa: E402
 
 ROOT = str(Path(__file__).resolve().parents[2])
 N = 600

@@ -3,7 +3,7 @@ import sys
 
 from click.testing import CliRunner
 
-from pipelines.cli import ingest_command, rejects_command
+from pipelines.cli.ingest import ingest_command, rejects_command
 
 
 def test_cli_module_does_not_import_beam():

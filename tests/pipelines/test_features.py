@@ -222,7 +222,7 @@ def test_historical_frame_equals_feasts_point_in_time_join(world):
 def test_historical_cli(world, tmp_path):
     from click.testing import CliRunner
 
-    from pipelines.features_cli import features_group
+    from pipelines.cli.features import features_group
 
     out = tmp_path / "frame.parquet"
     res = CliRunner().invoke(features_group, ["historical", world.c1, "--repo", world.url, "--out", str(out), "--json"])

@@ -24,8 +24,8 @@ from dataversion import Repo
 from dataversion.errors import NotFoundError
 from dataversion.lease import Lease, read_lease
 from pipelines import run_history as rh
+from pipelines.cli.runner import parse_duration
 from pipelines.runner import PipelineRunner, RetryPolicy, RunnerMetrics, latest_slot, make_trigger
-from pipelines.runner_cli import parse_duration
 
 UTC = timezone.utc
 HERE = Path(__file__).parent

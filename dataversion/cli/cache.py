@@ -11,12 +11,12 @@ import json
 
 import click
 
-from .cli_support import open_repo, repo_option
-from .cli_support import run_command as _run
+from .support import open_repo, repo_option
+from .support import run_command as _run
 
 
 def _tier(name: str, cache_dir: str | None, max_bytes: int | None):
-    from .cache import LocalDiskCache, open_tier
+    from ..cache import LocalDiskCache, open_tier
 
     if name == "local":
         return LocalDiskCache(cache_dir, max_bytes)
@@ -45,7 +45,7 @@ def warm_cmd(ref, repo_url, tier, cache_dir, max_bytes, as_json):
     """Fetch every shard of REF into the cache tier."""
 
     def go():
-        from .cache import warm
+        from ..cache import warm
 
         result = warm(open_repo(repo_url), ref, _tier(tier, cache_dir, max_bytes))
         if as_json:
@@ -65,7 +65,7 @@ def status_cmd(tier, cache_dir, as_json):
     """Size, hit rate and evictions of the cache."""
 
     def go():
-        from .cache import status
+        from ..cache import status
 
         result = status(_tier(tier, cache_dir, None))
         if as_json:

@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from dataversion.cli_support import repo_option
-from dataversion.cli_support import require_repo_url as _repo_url
+from dataversion.cli.support import repo_option
+from dataversion.cli.support import require_repo_url as _repo_url
 from dataversion.errors import BadInputError
 
 
@@ -81,8 +81,8 @@ def ingest_command(
     """
     import dataclasses
 
-    from .config import IngestConfig
-    from .ingest import run_ingest
+    from ..config import IngestConfig
+    from ..ingest import run_ingest
 
     overrides: dict = {}
     if config_file:
@@ -151,7 +151,7 @@ def rejects_command(ref, repo_url, as_json):
     """List the inputs an ingest commit rejected, with their reasons."""
     from dataversion import Repo
 
-    from .ingest import read_rejects
+    from ..ingest import read_rejects
 
     rows = read_rejects(Repo.open(_repo_url(repo_url)), ref)
     if as_json:

@@ -44,10 +44,10 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from .errors import BadInputError, CorruptObjectError, NotFoundError
+from ..errors import BadInputError, CorruptObjectError, NotFoundError
+from ..records import ids_as_numpy
+from ..repo import Repo, commit_key
 from .order import EpochOrder
-from .records import ids_as_numpy
-from .repo import Repo, commit_key
 
 __all__ = [
     "LineageEntry",

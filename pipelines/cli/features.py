@@ -12,9 +12,9 @@ import json
 
 import click
 
-from dataversion.cli_support import open_repo as _open
-from dataversion.cli_support import repo_option as _repo_option
-from dataversion.cli_support import run_command as _run
+from dataversion.cli.support import open_repo as _open
+from dataversion.cli.support import repo_option as _repo_option
+from dataversion.cli.support import run_command as _run
 
 
 @click.group("features")
@@ -34,7 +34,7 @@ def publish_command(ref: str, feature_repo: str, repo_url: str | None, as_json: 
     time window. Idempotent: publishing again changes nothing."""
 
     def go():
-        from .features import publish
+        from ..features import publish
 
         report = publish(_open(repo_url), ref, feature_repo, progress=not as_json)
         if as_json:

@@ -16,10 +16,10 @@ from typing import Any
 
 import click
 
-from .cli_support import emit_json as _emit_json
-from .cli_support import exit_on_broken_pipe, parse_duration, repo_option
-from .cli_support import fail as _fail
-from .errors import BadInputError, DataversionError
+from ..errors import BadInputError, DataversionError
+from .support import emit_json as _emit_json
+from .support import exit_on_broken_pipe, parse_duration, repo_option
+from .support import fail as _fail
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -67,7 +67,7 @@ def store_options(repo_url: str | None, endpoint_url: str | None, access_key: st
 
 
 def open_repo(repo_url, endpoint_url, access_key, secret_key):
-    from .repo import Repo
+    from ..repo import Repo
 
     url, options = store_options(repo_url, endpoint_url, access_key, secret_key)
     return Repo.open(url, **options)
@@ -115,7 +115,7 @@ def main(ctx: click.Context, debug_all: bool) -> None:
 @handle_errors
 def init(repo_url, endpoint_url, access_key, secret_key):
     """Create a repository (an existing one is left unchanged)."""
-    from .repo import Repo
+    from ..repo import Repo
 
     url, options = store_options(repo_url, endpoint_url, access_key, secret_key)
     repo = Repo.init(url, **options)
@@ -438,32 +438,32 @@ def verify(ref, all_refs, as_json, repo_url, endpoint_url, access_key, secret_ke
 def _register_optional_commands() -> None:
     """Commands whose heavy dependencies load only when they run."""
     try:
-        from pipelines.cli import ingest_command, rejects_command
+        from pipelines.cli.ingest import ingest_command, rejects_command
     except ImportError:
         pass
     else:
         main.add_command(ingest_command, "ingest")
         main.add_command(rejects_command, "rejects")
     try:
-        from pipelines.runner_cli import runner_command, runs_command
+        from pipelines.cli.runner import runner_command, runs_command
     except ImportError:
         pass
     else:
         main.add_command(runner_command, "runner")
         main.add_command(runs_command, "runs")
-    from .lineage_cli import inspect_command, lineage_command, unpin_command
+    from .lineage import inspect_command, lineage_command, unpin_command
 
     main.add_command(inspect_command, "inspect")
     main.add_command(lineage_command, "lineage")
     main.add_command(unpin_command, "unpin")
     try:
-        from pipelines.features_cli import features_group
+        from pipelines.cli.features import features_group
     except ImportError:
         pass
     else:
         main.add_command(features_group, "features")
     try:
-        from .cache_cli import cache_group
+        from .cache import cache_group
     except ImportError:
         pass
     else:

@@ -19,11 +19,11 @@ from typing import Any
 
 import click
 
-from .cli_support import emit_json as _emit
-from .cli_support import open_repo as _open
-from .cli_support import repo_option as _repo_option
-from .cli_support import run_command as _run
-from .errors import BadInputError, NotFoundError
+from ..errors import BadInputError, NotFoundError
+from .support import emit_json as _emit
+from .support import open_repo as _open
+from .support import repo_option as _repo_option
+from .support import run_command as _run
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 _debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -41,9 +41,9 @@ def inspect_checkpoint(path: str, repo_url: str | None = None) -> dict[str, Any]
 
     import torch
 
-    from . import lineage
-    from .repo import commit_key
-    from .torch import _read_bytes
+    from ..repo import commit_key
+    from ..torch import _read_bytes
+    from ..training import lineage
 
     try:
         data = _read_bytes(path)
@@ -140,7 +140,7 @@ def lineage_command(ref, run, record_id, repo_url, as_json, debug):
     """
 
     def go():
-        from . import lineage
+        from ..training import lineage
 
         repo = _open(repo_url)
         commit = repo.resolve(ref) if ref else None
@@ -181,7 +181,7 @@ def unpin_command(run, checkpoint, repo_url, as_json, debug):
     """
 
     def go():
-        from . import lineage
+        from ..training import lineage
 
         if not run and not checkpoint:
             raise BadInputError("say what to unpin", hint="pass --run NAME or --checkpoint PATH")

@@ -13,8 +13,8 @@ import sys
 
 import click
 
-from dataversion.cli_support import fail, parse_duration, repo_option
-from dataversion.cli_support import require_repo_url as _repo_url
+from dataversion.cli.support import fail, parse_duration, repo_option
+from dataversion.cli.support import require_repo_url as _repo_url
 from dataversion.errors import BadInputError, DataversionError
 
 
@@ -124,7 +124,7 @@ def runner_command(
             )
         if cron is not None and every is not None:
             raise BadInputError("give --cron or --every, not both")
-        from .runner import PipelineRunner, RetryPolicy, make_trigger
+        from ..runner import PipelineRunner, RetryPolicy, make_trigger
 
         try:
             trigger = (
@@ -138,7 +138,7 @@ def runner_command(
         if beam_args:
             kwargs["beam_args"] = tuple(beam_args)
         if config_file:
-            from .config import IngestConfig
+            from ..config import IngestConfig
 
             with open(config_file) as f:
                 try:
@@ -191,7 +191,7 @@ def runs_command(repo_url, branch, limit, as_json, debug):
     try:
         from dataversion import Repo
 
-        from .run_history import list_runs
+        from ..run_history import list_runs
 
         records = list_runs(Repo.open(_repo_url(repo_url)).store, branch, limit or None)
     except DataversionError as e:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from .errors import BadInputError, DataversionError
+from ..errors import BadInputError, DataversionError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -70,7 +70,7 @@ def require_repo_url(repo_url: str | None) -> str:
 
 def open_repo(repo_url: str | None, **store_options: Any):
     """`Repo.open` of --repo / DATAVERSION_REPO."""
-    from .repo import Repo
+    from ..repo import Repo
 
     return Repo.open(require_repo_url(repo_url), **store_options)
 

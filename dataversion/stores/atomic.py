@@ -1,0 +1,66 @@
+"""One way to write a local file so that readers see the old bytes or the new, never half.
+
+Every local writer (the file:// store, the shard cache, checkpoints, features, run history)
+goes through `write_atomic`: a temporary file in the target's directory, fsynced, renamed
+into place, then the directory fsynced so the rename itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+TMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(directory: str) -> None:
+    """Make a rename or link in `directory` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_temp(directory: str, data: bytes, *, fsync: bool = True) -> str:
+    """Write `data` to a new temporary file in `directory` (created if needed); its path."""
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_atomic(path: str, data: bytes, *, fsync: bool = True) -> None:
+    """Replace the file at `path` with `data` atomically (and durably when `fsync`)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = write_temp(directory, data, fsync=fsync)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(directory)
+
+
+def move_atomic(tmp: str, path: str, *, fsync: bool = True) -> None:
+    """Rename an already written temporary file into place (same directory), durably."""
+    os.replace(tmp, path)
+    if fsync:
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
