@@ -14,7 +14,7 @@ a commit that gc may take. Unpinning deletes pins and keeps entries (history sta
 queryable; `pinned` says whether the commit is still protected).
 
 "Which records had this checkpoint seen" is recomputed from the loader's pure order
-(`dataversion.order`), never by replaying or rereading payloads. For an entry X of run R,
+(`dataversion.training.order`), never by replaying or rereading payloads. For an entry X of run R,
 with H the entries of R saved up to X:
 - on each commit c that H trained on, with Y the last entry of H on c: every record placed
   before Y.position in the order of epoch Y.epoch, plus the records consumed in the earlier

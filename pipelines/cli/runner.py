@@ -211,7 +211,7 @@ def runs_command(repo_url, branch, limit, as_json, debug):
 
 @click.group()
 def _standalone() -> None:
-    """Standalone entry point (`python -m pipelines.runner_cli runner|runs ...`)."""
+    """Standalone entry point (`python -m pipelines.cli.runner runner|runs ...`)."""
 
 
 _standalone.add_command(runner_command)

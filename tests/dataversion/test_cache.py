@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from dataversion.cache_cli import cache_group
+from dataversion.cli.cache import cache_group
 
 from dataversion import Repo
 from dataversion.cache import AlluxioCache, LocalDiskCache, status, warm
