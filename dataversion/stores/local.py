@@ -1,22 +1,23 @@
 """file:// store: a directory on a local disk (the embedded default).
 
-Writes go to a temporary file in the same directory and are renamed into place, so a
-reader never sees a half-written object and a killed writer leaves only a temp file.
-Compare-and-swap takes an exclusive `flock` on a per-key lock file.
+Writes go to a temporary file in the same directory, fsynced, and are renamed into place
+(`stores.atomic`), so a reader never sees a half-written object, a killed writer leaves only
+a temp file and a power cut loses no acknowledged write. Compare-and-swap holds a per-key
+`filelock.FileLock`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
+
+from filelock import FileLock
 
 from ..errors import BadInputError, ConflictError, NotFoundError, StoreError
 from ..hashing import object_id
+from .atomic import TMP_PREFIX as _TMP_PREFIX
+from .atomic import fsync_dir, move_atomic, write_temp
 from .base import ObjectInfo, Store
-
-_TMP_PREFIX = ".tmp-"
 
 
 class LocalStore(Store):
@@ -49,23 +50,13 @@ class LocalStore(Store):
         return data, object_id(data)
 
     def _write_temp(self, path: str, data: bytes) -> str:
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return tmp
+        return write_temp(os.path.dirname(path), data)
 
     def put(self, key: str, data: bytes) -> None:
         self.stats["PUT"] += 1
         path = self._path(key)
         try:
-            tmp = self._write_temp(path, data)
-            os.replace(tmp, path)
+            move_atomic(self._write_temp(path, data), path)
         except OSError as e:
             raise StoreError(f"cannot write {key} in {self.url}: {e.strerror}") from e
 
@@ -79,6 +70,7 @@ class LocalStore(Store):
         tmp = self._write_temp(path, data)
         try:
             os.link(tmp, path)  # atomic create-only: fails if the name exists
+            fsync_dir(os.path.dirname(path))
             return True
         except FileExistsError:
             return False
@@ -89,8 +81,7 @@ class LocalStore(Store):
         self.stats["PUT"] += 1
         path = self._path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(path + ".lock"):
             try:
                 with open(path, "rb") as f:
                     current = object_id(f.read())
@@ -98,8 +89,7 @@ class LocalStore(Store):
                 raise ConflictError(f"{key} was deleted by another writer") from None
             if current != token:
                 raise ConflictError(f"{key} was updated by another writer")
-            tmp = self._write_temp(path, data)
-            os.replace(tmp, path)
+            move_atomic(self._write_temp(path, data), path)
 
     def delete(self, key: str) -> None:
         self.stats["DELETE"] += 1

@@ -12,12 +12,12 @@ import os
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadInputError
-from .records import ids_as_numpy, ids_to_hex
-from .scan import JSONL_TEXT_FIELD, split_line_source
+from ..errors import BadInputError
+from ..records import ids_as_numpy, ids_to_hex
+from ..scan import JSONL_TEXT_FIELD, split_line_source
 
 if TYPE_CHECKING:
-    from .repo import Repo
+    from ..repo import Repo
 
 _EXT = {"text": ".txt", "image": ".img", "audio": ".audio", "binary": ".bin"}
 
@@ -34,6 +34,11 @@ def safe_target(root: str, relative: str) -> str:
     if os.path.commonpath([root_real, target]) != root_real:
         raise BadInputError(f"refusing to write {relative!r}: it resolves outside the checkout directory")
     return target
+
+
+def checkout(repo: Repo, ref: str, directory: str, *, progress: Any = None) -> dict[str, Any]:
+    """Write the records of `ref` as files under `directory` (paths checked before any write)."""
+    return materialize(repo, repo.resolve(ref), directory, progress=progress)
 
 
 def materialize(repo: Repo, commit_id: str, directory: str, *, progress: Any = None) -> dict[str, Any]:

@@ -1,90 +1,22 @@
-"""gc (delete what no ref, reflog entry or pin can reach) and verify (re-hash everything)."""
+"""verify: re-hash every object a root reaches and say which are corrupt or missing."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.compute as pc
 
-from .errors import CorruptObjectError, DataversionError, NotFoundError
-from .hashing import DIGEST_MOD, digest_hex, digest_int, object_id
-from .history import history_key
-from .objects import Manifest
-from .records import binary_record_ids, ids_as_numpy, text_record_ids
-from .shards import decode_shard, entries_digest_of, live_rows, modality_counts, shard_key
+from ..errors import CorruptObjectError, DataversionError, NotFoundError
+from ..hashing import DIGEST_MOD, digest_hex, digest_int, object_id
+from ..objectdb import commit_key, manifest_key
+from ..objects import Commit, Manifest
+from ..records import binary_record_ids, ids_as_numpy, text_record_ids
+from ..shards import decode_shard, entries_digest_of, live_rows, modality_counts, shard_key
+from .gc import reachable_commits, root_commits
 
 if TYPE_CHECKING:
-    from .repo import Repo
-
-# tmp/ holds the scratch results of pipeline workers; a killed run leaves it behind.
-# features/<commit>.parquet are derived per-commit tables (written after the commit lands).
-_COLLECTABLE = ("commits/", "manifests/", "shards/", "blobs/", "history/", "tmp/", "features/")
-
-
-def reachable_keys(repo: Repo, skip_reflog: set[str] = frozenset()) -> set[str]:
-    from .repo import blob_key, commit_key, manifest_key
-
-    keep: set[str] = set()
-    for cid in repo.reachable_commits(sorted(repo.root_commits(skip_reflog=skip_reflog))):
-        keep.add(commit_key(cid))
-        keep.add(history_key(cid))
-        keep.add(f"features/{cid}.parquet")
-        try:
-            commit = repo.read_commit(cid)
-            keep.update(blob_key(b) for b in commit.attachments.values())
-            manifest_id = repo.manifest_id_of(cid)
-            keep.add(manifest_key(manifest_id))
-            keep.update(shard_key(s.id) for s in repo.read_manifest(cid).shards)
-        except (NotFoundError, CorruptObjectError):
-            continue
-    return keep
-
-
-def collect_garbage(
-    repo: Repo, *, dry_run: bool = False, grace_seconds: float = 3600.0, expire_reflog_seconds: float | None = None
-) -> dict[str, Any]:
-    """Delete objects unreachable from every ref, reflog entry and pin, older than the grace period.
-
-    The grace period protects a commit being written right now: its shards and manifest
-    exist before its ref does. With `expire_reflog_seconds`, reflog entries older than that
-    are deleted first (like git's reflog expiry), so commits only they kept become garbage,
-    unless a ref or a pinned checkpoint still needs them.
-    """
-    expired = []
-    if expire_reflog_seconds is not None:
-        reflog_cutoff = time.time() - expire_reflog_seconds
-        expired = [i for i in repo.store.list("reflog/") if i.mtime <= reflog_cutoff]
-        if not dry_run:
-            for info in expired:
-                repo.store.delete(info.key)
-    keep = reachable_keys(repo, skip_reflog=set(i.key for i in expired) if dry_run else set())
-    cutoff = time.time() - grace_seconds
-    doomed, young, freed = [], 0, 0
-    for prefix in _COLLECTABLE:
-        for info in repo.store.list(prefix):
-            if info.key in keep:
-                continue
-            if info.mtime > cutoff:
-                young += 1
-                continue
-            doomed.append(info)
-            freed += info.size
-    temps = []
-    if hasattr(repo.store, "list_temp"):
-        temps = [t for t in repo.store.list_temp() if t.mtime <= cutoff]
-    if not dry_run:
-        for info in doomed + temps:
-            repo.store.delete(info.key)
-    return {
-        "dry_run": dry_run,
-        "reflog_expired": len(expired),
-        "deleted": len(doomed) + len(temps),
-        "bytes": freed + sum(t.size for t in temps),
-        "kept_young": young,
-        "objects": sorted(i.key for i in doomed + temps),
-    }
+    from ..repo import Repo
 
 
 def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[str, Any]:
@@ -94,19 +26,15 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
     record summary equals the commit's; each shard's bytes to its id; each payload to its
     record id; each shard's entry digest and counts to what the manifest says.
     """
-    from .repo import commit_key, manifest_key
-
     bad: list[dict[str, str]] = []
-    roots = [repo.resolve(ref)] if ref else sorted(repo.root_commits())
-    commits = repo.reachable_commits(roots)
+    roots = [repo.resolve(ref)] if ref else sorted(root_commits(repo))
+    commits = reachable_commits(repo, roots)
     seen_shards: set[str] = set()
     checked = {"commits": 0, "manifests": 0, "shards": 0, "records": 0}
     for cid in sorted(commits):
         checked["commits"] += 1
         try:
             data = repo.store.get(commit_key(cid))
-            from .objects import Commit
-
             commit, manifest_id = Commit.from_stored_bytes(data, cid)
         except DataversionError as e:
             bad.append({"object": commit_key(cid), "problem": str(e)})
