@@ -14,18 +14,21 @@ import pyarrow as pa
 
 from . import history
 from .errors import CorruptObjectError, NotFoundError
-from .hashing import object_id
+from .hashing import digest_hex, object_id
 from .idset import IdSet
 from .objects import Commit, Manifest, ShardRef
 from .records import conform, ids_as_numpy
 from .shards import (
+    ENTRY_COLUMNS,
     TARGET_SHARD_BYTES,
     decode_shard,
     describe_shard,
+    entries_digest_of,
     entry_limbs,
     limbs_digest,
     live_rows,
     parquet_bytes,
+    payload_mismatches,
     plan_shard_rows,
     shard_key,
 )
@@ -88,56 +91,82 @@ class ObjectDB:
         return value
 
     def read_manifest(self, commit_id: str) -> Manifest:
-        """The manifest (shard list) of a commit."""
-        manifest_id = self.manifest_id_of(commit_id)
-        cached = self._manifests.get(manifest_id)
-        if cached is not None:
-            return cached
-        try:
-            data = self.store.get(manifest_key(manifest_id))
-        except NotFoundError:
-            raise NotFoundError(f"manifest {manifest_id} of commit {commit_id} is missing from {self.url}", hint="run `dataversion verify`") from None
-        manifest = Manifest.from_bytes(data, manifest_id)
-        self._manifests.put(manifest_id, manifest)
+        """The manifest (shard list) of a commit, checked against the commit's record summary.
+
+        The manifest pointer sits beside the commit's hashed fields, so a swapped pointer
+        would serve another commit's records: CorruptObjectError naming both instead.
+        """
+        commit, manifest_id = self._read_commit_and_manifest_id(commit_id)
+        manifest = self._manifests.get(manifest_id)
+        if manifest is None:
+            try:
+                data = self.store.get(manifest_key(manifest_id))
+            except NotFoundError:
+                raise NotFoundError(f"manifest {manifest_id} of commit {commit_id} is missing from {self.url}", hint="run `dataversion verify`") from None
+            manifest = Manifest.from_bytes(data, manifest_id)
+            self._manifests.put(manifest_id, manifest)
+        if manifest.records != commit.records:
+            raise CorruptObjectError(
+                f"manifest {manifest_id} does not hold the records commit {commit_id} names "
+                f"({manifest.records.count} records vs {commit.records.count}, digests differ)",
+                hint="run `dataversion verify`; restore the manifest or reset the branch",
+            )
         return manifest
 
     def read_shard_bytes(self, shard: ShardRef | str) -> bytes:
+        """The bytes of a shard, checked against its name (CorruptObjectError if they differ)."""
         shard_id = shard.id if isinstance(shard, ShardRef) else shard
         try:
-            return self.store.get(shard_key(shard_id))
+            data = self.store.get(shard_key(shard_id))
         except NotFoundError:
             raise NotFoundError(f"shard {shard_id} is missing from {self.url}", hint="run `dataversion verify`") from None
+        actual = object_id(data)
+        if actual != shard_id:
+            raise CorruptObjectError(f"shard {shard_id} is corrupt: its bytes hash to {actual}", hint="run `dataversion verify`")
+        return data
 
     def read_shard(self, shard: ShardRef, columns: list[str] | None = None, *, with_deleted: bool = False) -> pa.Table:
-        """The rows of a shard that the snapshot holds (deleted rows dropped)."""
-        path = self.store.local_path(shard_key(shard.id))
-        if path is not None:
-            try:
-                table = decode_shard(path, shard.id, columns)
-            except FileNotFoundError:
-                raise NotFoundError(f"shard {shard.id} is missing from {self.url}", hint="run `dataversion verify`") from None
-        else:
-            table = decode_shard(self.read_shard_bytes(shard), shard.id, columns)
+        """The rows of a shard that the snapshot holds (deleted rows dropped).
+
+        The whole object is read and hashed against the shard's name before anything is
+        decoded, so no reader serves bytes the commit does not name.
+        """
+        table = decode_shard(self.read_shard_bytes(shard), shard.id, columns)
         if table.num_rows != shard.rows:
             raise CorruptObjectError(f"shard {shard.id} has {table.num_rows} rows, its manifest says {shard.rows}")
         return table if with_deleted else live_rows(table, shard.deleted)
 
     def read_shard_columns(self, shard: ShardRef, columns: list[str], *, with_deleted: bool = False) -> pa.Table:
-        """Some columns of a shard, reading only those (ranged reads on S3, not the whole file)."""
+        """Some columns of a shard, checked before they are served.
+
+        On a local disk the whole shard is hashed (cheap). On a remote store only the columns
+        are fetched (ranged reads), with the entry columns (id + metadata) added so their
+        digest can be checked against the manifest's, and payloads checked against their ids.
+        """
         if self.store.local_path(shard_key(shard.id)) is not None:
             return self.read_shard(shard, columns, with_deleted=with_deleted)
         import pyarrow.parquet as pq
 
+        payloads = ["text", "data"] if {"text", "data"} & set(columns) else []
+        wanted = list(dict.fromkeys([*columns, *ENTRY_COLUMNS, *payloads]))
         try:
             with self.store.open_input(shard_key(shard.id)) as f:
-                table = pq.ParquetFile(f).read(columns=columns)
+                table = pq.ParquetFile(f).read(columns=wanted)
         except NotFoundError:
             raise NotFoundError(f"shard {shard.id} is missing from {self.url}", hint="run `dataversion verify`") from None
         except (pa.ArrowInvalid, OSError) as e:
             raise CorruptObjectError(f"shard {shard.id} is not a readable Parquet file: {e}") from e
         if table.num_rows != shard.rows:
             raise CorruptObjectError(f"shard {shard.id} has {table.num_rows} rows, its manifest says {shard.rows}")
-        return table if with_deleted else live_rows(table, shard.deleted)
+        live = live_rows(table, shard.deleted)
+        if digest_hex(entries_digest_of(live)) != shard.digest:
+            raise CorruptObjectError(f"shard {shard.id} is corrupt: its records do not match the manifest's digest", hint="run `dataversion verify`")
+        if payloads:
+            bad = payload_mismatches(table)
+            if len(bad):
+                raise CorruptObjectError(f"shard {shard.id} is corrupt: {len(bad)} payload(s) do not hash to their record id", hint="run `dataversion verify`")
+        out = table if with_deleted else live
+        return out.select(columns)
 
     def shard_id_column(self, shard: ShardRef) -> np.ndarray:
         """All record ids of a shard (deleted rows included), cached."""

@@ -19,10 +19,14 @@ import xxhash
 from .errors import CorruptObjectError
 from .hashing import DIGEST_MOD, digest_hex, object_id
 from .objects import ShardRef
-from .records import id_bytes, ids_as_numpy
+from .records import binary_record_ids, id_bytes, ids_as_numpy, text_record_ids
 
 TARGET_SHARD_BYTES = 32 * 1024 * 1024
 ROW_GROUP_ROWS = 4096
+
+
+# The columns a shard entry's hash covers (record id + the metadata training sees).
+ENTRY_COLUMNS = ("record_id", "modality", "source", "label", "meta")
 
 
 def shard_key(shard_id: str) -> str:
@@ -81,7 +85,7 @@ def entry_limbs(table: pa.Table) -> np.ndarray:
     if table.num_rows == 0:
         return np.zeros((0, 4), dtype=np.uint64)
     parts = [table.column("record_id").cast(pa.binary())]
-    parts += [table.column(c).cast(pa.binary()) for c in ("modality", "source", "label", "meta")]
+    parts += [table.column(c).cast(pa.binary()) for c in ENTRY_COLUMNS[1:]]
     joined = pc.binary_join_element_wise(*parts, b"\x00", null_handling="replace", null_replacement=b"")
     chunks = joined.chunks if isinstance(joined, pa.ChunkedArray) else [joined]
     h = xxhash.xxh3_128_digest
@@ -216,3 +220,19 @@ def shard_counts(refs: list[ShardRef]) -> Counter[str]:
     for r in refs:
         c.update(r.by_modality)
     return c
+
+
+def payload_mismatches(table) -> np.ndarray:
+    """Row indices whose payload does not hash to the record id (erased payloads excepted)."""
+    ids = ids_as_numpy(table.column("record_id"))
+    is_text = pc.is_valid(table.column("text")).to_numpy(zero_copy_only=False)
+    is_data = pc.is_valid(table.column("data")).to_numpy(zero_copy_only=False)
+    actual = np.empty(len(ids), dtype="S16")
+    t_rows = np.flatnonzero(is_text)
+    d_rows = np.flatnonzero(is_data & ~is_text)
+    if len(t_rows):
+        actual[t_rows] = np.frombuffer(b"".join(text_record_ids(table.column("text").take(t_rows))), dtype="S16")
+    if len(d_rows):
+        actual[d_rows] = np.frombuffer(b"".join(binary_record_ids(table.column("data").take(d_rows))), dtype="S16")
+    check = is_text | is_data
+    return np.flatnonzero(check & (actual != ids))

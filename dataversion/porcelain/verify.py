@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow.compute as pc
-
 from ..errors import CorruptObjectError, DataversionError, NotFoundError
 from ..hashing import DIGEST_MOD, digest_hex, digest_int, object_id
 from ..objectdb import commit_key, manifest_key
 from ..objects import Commit, Manifest
-from ..records import binary_record_ids, ids_as_numpy, text_record_ids
-from ..shards import decode_shard, entries_digest_of, live_rows, modality_counts, shard_key
+from ..shards import (
+    decode_shard,
+    entries_digest_of,
+    live_rows,
+    modality_counts,
+    payload_mismatches,
+    shard_key,
+)
 from .gc import reachable_commits, root_commits
 
 if TYPE_CHECKING:
@@ -89,19 +92,3 @@ def _verify_shard(repo: Repo, shard, checked: dict[str, int]) -> str | None:
     if digest_hex(entries_digest_of(live)) != shard.digest or modality_counts(live) != shard.by_modality:
         return f"shard {shard.id}: record metadata does not match its manifest entry"
     return None
-
-
-def payload_mismatches(table) -> np.ndarray:
-    """Row indices whose payload does not hash to the record id (erased payloads excepted)."""
-    ids = ids_as_numpy(table.column("record_id"))
-    is_text = pc.is_valid(table.column("text")).to_numpy(zero_copy_only=False)
-    is_data = pc.is_valid(table.column("data")).to_numpy(zero_copy_only=False)
-    actual = np.empty(len(ids), dtype="S16")
-    t_rows = np.flatnonzero(is_text)
-    d_rows = np.flatnonzero(is_data & ~is_text)
-    if len(t_rows):
-        actual[t_rows] = np.frombuffer(b"".join(text_record_ids(table.column("text").take(t_rows))), dtype="S16")
-    if len(d_rows):
-        actual[d_rows] = np.frombuffer(b"".join(binary_record_ids(table.column("data").take(d_rows))), dtype="S16")
-    check = is_text | is_data
-    return np.flatnonzero(check & (actual != ids))
