@@ -198,14 +198,14 @@ class ObjectDB:
         """Store a manifest by content (once); its id."""
         data = manifest.to_bytes()
         manifest_id = object_id(data)
-        self.store.put_if_absent(manifest_key(manifest_id), data)
+        self._put_or_freshen(manifest_key(manifest_id), data)
         self._manifests.put(manifest_id, manifest)
         return manifest_id
 
     def write_commit(self, commit: Commit, manifest_id: str) -> str:
         """Store a commit pointing at its manifest (once); its id."""
         commit_id = commit.id
-        self.store.put_if_absent(commit_key(commit_id), commit.to_stored_bytes(manifest_id))
+        self._put_or_freshen(commit_key(commit_id), commit.to_stored_bytes(manifest_id))
         self._commits.put(commit_id, (commit, manifest_id))
         return commit_id
 
@@ -223,10 +223,17 @@ class ObjectDB:
     def put_blob(self, data: bytes) -> str:
         """Store an attachment (rejects table, consumed-inputs list...) by content; returns its id."""
         blob_id = object_id(data)
-        key = blob_key(blob_id)
-        if not self.store.exists(key):
-            self.store.put(key, data)
+        self._put_or_freshen(blob_key(blob_id), data)
         return blob_id
+
+    def _put_or_freshen(self, key: str, data: bytes) -> bool:
+        """Store a content-addressed object once. If it is already there, refresh its mtime
+        (git's freshen) so a gc that runs while this write is in flight keeps it. True if
+        the bytes were written."""
+        if self.store.put_if_absent(key, data):
+            return True
+        self.store.touch(key)
+        return False
 
     def read_blob(self, blob_id: str) -> bytes:
         data = self.store.get(blob_key(blob_id))
@@ -256,11 +263,8 @@ class ObjectDB:
         def encode_and_store(rows: np.ndarray) -> tuple[pa.Table, bytes, int]:
             part = table.take(pa.array(rows))
             data = parquet_bytes(part)
-            key = shard_key(object_id(data))
-            if self.store.exists(key):
-                return part, data, 0
-            self.store.put(key, data)
-            return part, data, len(data)
+            written = self._put_or_freshen(shard_key(object_id(data)), bytes(data))
+            return part, data, len(data) if written else 0
 
         refs: list[ShardRef] = []
         written = 0

@@ -15,7 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from .errors import BadInputError, ConflictError, NotFoundError
+from .errors import BadInputError, ConflictError, CorruptObjectError, NotFoundError
 from .hashing import canonical_json
 from .stores.base import Store
 
@@ -107,7 +107,9 @@ class Refs:
         key = f"reflog/{full_name}/{int(now * 1e6):020d}-{secrets.token_hex(4)}.json"
         self.store.put(key, canonical_json(entry.to_dict()))
 
-    def reflog(self, full_name: str | None = None, skip: set[str] = frozenset()) -> list[ReflogEntry]:
+    def reflog(self, full_name: str | None = None, skip: set[str] = frozenset(), *, strict: bool = False) -> list[ReflogEntry]:
+        """Reflog entries (of one ref, or all), oldest first. `strict`: an unreadable entry
+        raises CorruptObjectError instead of being skipped (gc must not guess)."""
         prefix = f"reflog/{full_name}/" if full_name else "reflog/"
         entries = []
         for info in self.store.list(prefix):
@@ -115,9 +117,17 @@ class Refs:
                 continue
             try:
                 d = json.loads(self.store.get(info.key))
-            except (NotFoundError, ValueError):
+                entry = ReflogEntry(d["ref"], d["old"], d["new"], d["time"], d["reason"], d["author"])
+            except NotFoundError:
                 continue
-            entries.append(ReflogEntry(d["ref"], d["old"], d["new"], d["time"], d["reason"], d["author"]))
+            except (ValueError, KeyError, TypeError) as e:
+                if strict:
+                    raise CorruptObjectError(f"gc stopped, nothing deleted: reflog entry {info.key} cannot be read ({e})",
+                                             hint="run `dataversion verify --all`") from e
+                continue
+            if full_name is not None and entry.ref != full_name:
+                continue  # reflog/refs/heads/main/ also lists refs/heads/main/x's entries
+            entries.append(entry)
         entries.sort(key=lambda e: e.time)
         return entries
 

@@ -7,6 +7,7 @@ for `gc`); the branch still names the old, complete commit.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import pyarrow as pa
 from .errors import ConflictError, NotFoundError
 from .hashing import DIGEST_MOD, digest_hex, digest_int
 from .idset import IdSet
+from .inflight import InFlight
 from .objects import Commit, Manifest, RecordSummary, ShardRef, utc_now
 from .records import conform, ids_as_numpy
 from .refs import default_author
@@ -92,7 +94,7 @@ def mark_deleted(repo: Repo, shards: list[ShardRef], remove: Callable[[ShardRef,
         )
     return out, removed, (np.concatenate(removed_ids) if removed_ids else np.empty(0, dtype="S16"))
 
-def commit(
+def _write_commit(
     repo: Repo,
     records: pa.Table | None = None,
     *,
@@ -221,3 +223,9 @@ def commit(
     result.commit_id = commit_id
     return result
 
+
+@functools.wraps(_write_commit)
+def commit(repo: Repo, *args: Any, **kwargs: Any) -> CommitResult:
+    # In flight: a gc running meanwhile keeps what this commit writes or reuses.
+    with InFlight(repo.store, f"commit on {kwargs.get('branch', DEFAULT_BRANCH)}"):
+        return _write_commit(repo, *args, **kwargs)

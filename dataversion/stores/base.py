@@ -64,6 +64,11 @@ class Store(ABC):
     def exists(self, key: str) -> bool:
         """Whether an object with this key exists."""
 
+    @abstractmethod
+    def touch(self, key: str) -> None:
+        """Refresh the object's modification time (git's "freshen"): a writer that reuses an
+        object already stored calls this, so a concurrent `gc` sees it as young and keeps it."""
+
     def local_path(self, key: str) -> str | None:
         """A filesystem path holding the object, for zero-copy reads; None if remote."""
         return None

@@ -91,6 +91,14 @@ class LocalStore(Store):
                 raise ConflictError(f"{key} was updated by another writer")
             move_atomic(self._write_temp(path, data), path)
 
+    def touch(self, key: str) -> None:
+        try:
+            os.utime(self._path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StoreError(f"cannot refresh {key} in {self.url}: {e.strerror}") from e
+
     def delete(self, key: str) -> None:
         self.stats["DELETE"] += 1
         try:

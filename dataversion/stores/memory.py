@@ -50,6 +50,11 @@ class MemoryStore(Store):
                 raise ConflictError(f"{key} was updated by another writer")
             self._objects[key] = (bytes(data), time.time())
 
+    def touch(self, key: str) -> None:
+        with self._lock:
+            if key in self._objects:
+                self._objects[key] = (self._objects[key][0], time.time())
+
     def delete(self, key: str) -> None:
         self.stats["DELETE"] += 1
         with self._lock:

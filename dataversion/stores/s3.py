@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
@@ -215,6 +216,25 @@ class S3Store(Store):
     def put_if_match(self, key: str, data: bytes, token: str) -> None:
         if not self._conditional_put(key, data, {"If-Match": f'"{token}"'}):
             raise ConflictError(f"{key} was updated by another writer")
+
+    def touch(self, key: str) -> None:
+        """S3 has no utime: copy the object onto itself with new metadata (server-side)."""
+        from minio.commonconfig import REPLACE, CopySource
+
+        @_retry
+        def _copy() -> None:
+            self.stats["COPY"] += 1
+            self.client.copy_object(
+                self.bucket, self._k(key), CopySource(self.bucket, self._k(key)),
+                metadata={"x-amz-meta-dataversion-freshened": str(int(time.time()))}, metadata_directive=REPLACE,
+            )
+
+        try:
+            _copy()
+        except Exception as e:  # noqa: BLE001
+            err = self._fail(e, key, "refresh")
+            if not isinstance(err, NotFoundError):
+                raise err from e
 
     def delete(self, key: str) -> None:
         @_retry
