@@ -13,10 +13,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-from dataversion.cache_cli import cache_group
 
 from dataversion import Repo
 from dataversion.cache import AlluxioCache, LocalDiskCache, status, warm
+from dataversion.cli.cache import cache_group
 from dataversion.errors import CorruptObjectError
 from dataversion.hashing import object_id
 from dataversion.records import make_text_records

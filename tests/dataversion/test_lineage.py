@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 
-from dataversion import Repo
+from dataversion import Repo  # noqa: E402
 from dataversion.cli.lineage import inspect_command, lineage_command, unpin_command  # noqa: E402
 from dataversion.records import make_text_records  # noqa: E402
 from dataversion.repo import commit_key  # noqa: E402
@@ -69,7 +69,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from dataversion import Repo
-from dataversion.training import lineage
+    from dataversion.training import lineage
     url, who, count, commit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     repo = Repo.open(url)
     state = {"commit": commit, "seed": 0, "epoch": 0, "position": 0, "window": 64, "world_size": 1, "batch_size": 8}
