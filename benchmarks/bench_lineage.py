@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dataversion import Repo
+from dataversion import Repo  # noqa: E402
 from dataversion.records import make_text_records  # noqa: E402
 from dataversion.training import lineage  # noqa: E402
 

@@ -10,7 +10,7 @@ from .base import ObjectInfo, Store
 from .local import LocalStore
 from .memory import MemoryStore
 
-__all__ = ["ObjectInfo", "Store", "LocalStore", "MemoryStore", "open_store", "normalize_url"]
+__all__ = ["ObjectInfo", "Store", "LocalStore", "MemoryStore", "open_store", "open_location", "normalize_url"]
 
 
 def normalize_url(url: str) -> str:
@@ -38,3 +38,25 @@ def open_store(url: str, *, create: bool = False, **options: object) -> Store:
     if u.scheme == "memory":
         return MemoryStore(u.netloc or "memory")
     raise BadInputError(f"unsupported repository URL {url!r}", hint="use file://PATH or s3://BUCKET/PREFIX")
+
+
+def open_location(location: str, *, for_write: bool = False) -> tuple[Store, str]:
+    """The store holding the single object a path or URL names, and its key there.
+
+    `s3://BUCKET/KEY` -> (the store of s3://BUCKET, "KEY"); a local path or file:// URL ->
+    (the store of its directory, its file name); memory://NAME/KEY likewise by name.
+    `for_write`: the object is about to be written, so a missing local directory is made
+    (as an S3 prefix needs no making); a bucket is never created. Raises BadInputError when
+    the location names no object, NotFoundError when its directory or bucket is missing.
+    """
+    # Split by hand, not by urlparse: a file name may hold "#" or "?".
+    scheme, _, rest = normalize_url(location).partition("://")
+    if scheme == "file":
+        directory, key = os.path.split(rest)
+    else:
+        container, _, key = rest.partition("/")
+    if not key or key.endswith("/"):
+        raise BadInputError(f"{location!r} names no object", hint="use s3://BUCKET/KEY or a file path")
+    if scheme == "file":
+        return LocalStore(directory, create=for_write), key
+    return open_store(f"{scheme}://{container}"), key

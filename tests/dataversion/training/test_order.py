@@ -164,3 +164,10 @@ def test_bad_arguments():
 def test_order_and_cache_import_without_torch():
     code = "import sys, dataversion.training.order, dataversion.cache, dataversion.cli.cache; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_torch_free_training_modules_import_without_torch():
+    # the CLI reads checkpoint bytes and lineage without torch
+    modules = "dataversion.training.batches, dataversion.training.checkpoint, dataversion.training.lineage, dataversion.training.preemption"
+    code = f"import sys, {modules}; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

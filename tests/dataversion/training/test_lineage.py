@@ -25,7 +25,7 @@ from dataversion.repo import commit_key  # noqa: E402
 from dataversion.torch import SnapshotLoader, load_checkpoint, save_checkpoint  # noqa: E402
 from dataversion.training import lineage  # noqa: E402
 
-ROOT = str(Path(__file__).resolve().parents[2])
+ROOT = str(Path(__file__).resolve().parents[3])
 N = 300
 
 

@@ -232,7 +232,7 @@ TRAIN = textwrap.dedent(
 def _run_train(tmp_path, url, ckpt, logp, delay="0"):
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
-    env = {**os.environ, "STEP_DELAY": delay, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "STEP_DELAY": delay, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     return subprocess.Popen([sys.executable, str(script), url, str(ckpt), str(logp)], env=env)
 
 
@@ -284,7 +284,7 @@ def test_torchrun_gloo_two_ranks(repo_url, tmp_path):
     script = tmp_path / "dist.py"
     script.write_text(DIST)
     out = tmp_path / "ids"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), repo_url, str(out)],
         env=env, capture_output=True, text=True, timeout=180,

@@ -13,10 +13,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-from dataversion.cli.cache import cache_group
 
 from dataversion import Repo
 from dataversion.cache import AlluxioCache, LocalDiskCache, status, warm
+from dataversion.cli.cache import cache_group
 from dataversion.errors import CorruptObjectError
 from dataversion.hashing import object_id
 from dataversion.records import make_text_records
@@ -200,7 +200,7 @@ def test_no_orphans_after_sigkill(tmp_path):
     Repo.init(url).commit(make_text_records([f"orphan {i} " * 20 for i in range(2000)]), branch="main", target_shard_bytes=4096)
     script = tmp_path / "orphan.py"
     script.write_text(ORPHAN)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "DATAVERSION_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3]), "DATAVERSION_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout.readline().strip() == "READY"
     children = psutil.Process(proc.pid).children(recursive=True)

@@ -1,0 +1,84 @@
+"""The read-tier interface, the one function that verifies fetched shard bytes, and the
+tier without a cache (`StoreRead`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import CorruptObjectError, NotFoundError
+from ..hashing import object_id
+from ..shards import decode_shard, shard_key
+
+log = logging.getLogger(__name__)
+
+
+def fetch_verified(store: Any, shard_id: str, fetch: Callable[[], bytes] | None = None) -> bytes:
+    """The shard's bytes from `fetch` (default: the store), re-fetched once if they are corrupt.
+
+    Raises NotFoundError if the store lacks the shard, CorruptObjectError if both fetches
+    return bytes that do not hash to its id.
+    """
+    fetch = fetch or (lambda: store.get(shard_key(shard_id)))
+    for attempt in (1, 2):
+        try:
+            data = fetch()
+        except NotFoundError:
+            raise NotFoundError(f"shard {shard_id} is missing from {store.url}", hint="run `dataversion verify`") from None
+        if object_id(data) == shard_id:
+            return data
+        log.warning("shard %s from %s is corrupt (attempt %d)", shard_id, store.url, attempt)
+    raise CorruptObjectError(
+        f"shard {shard_id} is corrupt in {store.url}: its bytes do not hash to its id (fetched twice)",
+        hint="run `dataversion verify`",
+    )
+
+
+class ReadTier:
+    """Interface: `read(store, shard_id) -> pa.Buffer` of verified shard bytes."""
+
+    name = "none"
+
+    def read(self, store: Any, shard_id: str) -> pa.Buffer:
+        raise NotImplementedError
+
+    def ensure(self, store: Any, shard_id: str) -> bool:
+        """Make the shard local/cached without reading it; True if it had to be fetched."""
+        return False
+
+    def read_table(self, store: Any, shard_id: str) -> pa.Table:
+        """The shard decoded (all rows, all columns, one chunk per column)."""
+        return decode_shard(self.read(store, shard_id), shard_id).combine_chunks()
+
+    def status(self) -> dict[str, Any]:
+        return {"tier": self.name}
+
+
+class StoreRead(ReadTier):
+    """No cache: read from the store (in place for file:// stores, verified once per process)."""
+
+    name = "none"
+
+    def __init__(self) -> None:
+        self._verified: set[str] = set()
+
+    def __getstate__(self) -> dict:
+        return {"_verified": set()}
+
+    def read(self, store: Any, shard_id: str) -> pa.Buffer:
+        path = store.local_path(shard_key(shard_id))
+        if path is None:
+            return pa.py_buffer(fetch_verified(store, shard_id))
+        try:
+            buf = pa.memory_map(path).read_buffer()
+        except FileNotFoundError:
+            raise NotFoundError(f"shard {shard_id} is missing from {store.url}", hint="run `dataversion verify`") from None
+        if shard_id not in self._verified:
+            if object_id(memoryview(buf)) != shard_id:
+                # a local file cannot be re-fetched: it is the source of truth
+                raise CorruptObjectError(f"shard {shard_id} is corrupt in {store.url}: its bytes do not hash to its id", hint="run `dataversion verify`")
+            self._verified.add(shard_id)
+        return buf

@@ -1,0 +1,134 @@
+"""Batches built in one process: positions of the order -> (shard, row) -> one Arrow `take`.
+
+`BatchReader` decodes each shard once (through the read tier, next shards prefetched) and
+keeps a bounded set of decoded shards; `RawBatch` is what a DataLoader worker sends (one
+Arrow record batch, pickled as whole buffers); `Batch` is what the training loop gets.
+Torch-free: the dataset and loader (`dataset`, `loader`) are the torch side.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from ..cache import Prefetcher
+from ..errors import CorruptObjectError
+from ..records import ids_as_numpy
+from ..shards import live_rows
+from . import order as order_mod
+
+if TYPE_CHECKING:
+    from .dataset import SnapshotDataset
+
+
+class Batch(dict):
+    """One batch: column name -> list (record_id: hex strings), plus where it lies in the order."""
+
+    epoch: int = 0
+    index: int = 0
+    position: int = 0
+
+
+class BatchReader:
+    """Builds batches in one process: positions -> (shard, row) -> Arrow take, shards decoded once."""
+
+    def __init__(self, ds: SnapshotDataset, order: order_mod.EpochOrder):
+        self.ds, self.order = ds, order
+        self.store = ds.open_repo().store
+        # shard -> (decoded table, its rows' features block (FeatureJoin.block_of) or None)
+        self.tables: OrderedDict[int, tuple[pa.Table, np.ndarray | None]] = OrderedDict()
+        self.features = ds._features
+        self.table_bytes = 0
+        self.read_cols = ["record_id", *ds.columns]
+        start_shards = order.shards_from(ds.position)
+        self.shard_rank = {s: i for i, s in enumerate(start_shards)}
+        self.prefetcher = (
+            Prefetcher(ds.tier, self.store, [ds.shards[s][0] for s in start_shards], ds.prefetch)
+            if ds.prefetch > 0 and start_shards else None
+        )
+
+    def close(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.stop()
+
+    def _table(self, s: int) -> pa.Table:
+        return self._shard(s)[0]
+
+    def _shard(self, s: int) -> tuple[pa.Table, np.ndarray | None]:
+        hit = self.tables.get(s)
+        if hit is not None:
+            self.tables.move_to_end(s)
+            return hit
+        shard_id, rows, deleted = self.ds.shards[s]
+        if self.prefetcher is not None and s in self.shard_rank:
+            self.prefetcher.advance(self.shard_rank[s])
+        t = self.ds.tier.read_table(self.store, shard_id).select(self.read_cols)
+        if t.num_rows != rows:
+            raise CorruptObjectError(f"shard {shard_id} has {t.num_rows} rows, its manifest says {rows}")
+        if deleted:
+            t = live_rows(t, deleted).combine_chunks()
+        # one join per decoded shard (id search + gather): batches then only index its block
+        fblock = None
+        if self.features is not None:
+            fblock = self.features.block_of(self.features.rows_for(ids_as_numpy(t.column(0))))
+        self.tables[s] = (t, fblock)
+        self.table_bytes += t.nbytes + (fblock.nbytes if fblock is not None else 0)
+        while self.table_bytes > self.ds.decoded_cache_bytes and len(self.tables) > 1:
+            _, (old, old_fblock) = self.tables.popitem(last=False)
+            self.table_bytes -= old.nbytes + (old_fblock.nbytes if old_fblock is not None else 0)
+        return t, fblock
+
+    def batch(self, plan: order_mod.RankPlan, i: int) -> RawBatch:
+        flat = self.order.flat_at(plan.batch_positions(i))
+        shard, row = self.order.flat_to_shard_row(flat)
+        uniq = np.unique(shard)
+        fblock = None  # the batch's rows of the shards' features blocks, when features are joined
+        if len(uniq) == 1:
+            t, shard_fblock = self._shard(int(uniq[0]))
+            table = t.take(pa.array(row))
+            if shard_fblock is not None:
+                fblock = np.take(shard_fblock, row, axis=0)
+        else:
+            tables = {int(s): self._shard(int(s)) for s in uniq}
+            perm = np.argsort(shard, kind="stable")
+            parts = [tables[int(s)][0].take(pa.array(row[shard == s])) for s in uniq]
+            inverse = np.empty_like(perm)
+            inverse[perm] = np.arange(len(perm))
+            if self.features is not None:
+                fparts = [(tables[int(s)][1], row[shard == s]) for s in uniq]
+                fblock = np.take(np.concatenate([np.take(b, r, axis=0) for b, r in fparts if b is not None]),
+                                 inverse, axis=0)
+            table = pa.concat_tables(parts).combine_chunks().take(pa.array(inverse))
+        batch = table.combine_chunks().to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
+        return RawBatch(batch, self.ds.epoch, i, plan.position_after(i), fblock)
+
+
+class RawBatch:
+    """What a worker sends: one Arrow record batch (pickled as whole buffers) + its place.
+
+    With features joined, `fblock` holds its rows' features (FeatureJoin.block_of: the
+    features table row, -1 where it lacks the record, then the values), which the main
+    process only turns into lists."""
+
+    __slots__ = ("table", "epoch", "index", "position", "fblock")
+
+    def __init__(self, table: pa.RecordBatch, epoch: int, index: int, position: int,
+                 fblock: np.ndarray | None = None):
+        self.table, self.epoch, self.index, self.position = table, epoch, index, position
+        self.fblock = fblock
+
+    def __reduce__(self):
+        return (RawBatch, (self.table, self.epoch, self.index, self.position, self.fblock))
+
+    def to_batch(self, fmt: str) -> Batch:
+        """Python lists ("python") or Arrow arrays ("arrow"); record_id always hex strings."""
+        out = Batch()
+        raw = ids_as_numpy(self.table.column(0)).tobytes().hex()
+        out["record_id"] = [raw[k : k + 32] for k in range(0, len(raw), 32)]
+        for name, col in zip(self.table.schema.names[1:], self.table.columns[1:]):
+            out[name] = col.to_pylist() if fmt == "python" else col
+        out.epoch, out.index, out.position = self.epoch, self.index, self.position
+        return out
