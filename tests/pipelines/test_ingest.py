@@ -206,7 +206,9 @@ def test_add_and_ingest_reject_the_same_jsonl_lines_alike(tmp_path, vocab):
         "messy.jsonl#L11": "bad_jsonl_line",
     }
     assert {x["source"]: x["reason"] for x in ingested} == expected
-    assert sorted(read_rejects(added, "main"), key=lambda x: x["source"]) == ingested  # messages too
+    assert (
+        sorted(read_rejects(added, "main"), key=lambda x: x["source"]) == ingested
+    )  # messages too
     kept = {row["source"] for row in added.ls("main", columns=("record_id", "source"))}
     assert kept == {"messy.jsonl#L1", "messy.jsonl#L5", "messy.jsonl#L12"}
     assert r.inputs == 10 and r.kept == 3 and r.rejected == 7
@@ -247,3 +249,16 @@ def test_s3_raw_bucket_into_s3_repo(s3_env, vocab):
     client.put_object(raw_bucket, "2026/docs/new.txt", io.BytesIO(data), len(data))
     r2 = run_ingest(f"s3://{raw_bucket}/2026", repo_url)
     assert (r2.objects, r2.kept) == (1, 1) and repo.read_commit(r2.commit).parents == (r.commit,)
+
+
+def test_the_driver_and_the_plain_steps_import_without_beam():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipelines, pipelines.ingest, pipelines.graph, pipelines.results, "
+        "pipelines.process, pipelines.config, pipelines.dedup.decide, pipelines.runner, "
+        "pipelines.readers, dataversion.scan, dataversion.jsonl\n"
+        "assert 'apache_beam' not in sys.modules, 'Beam was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
