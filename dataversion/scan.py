@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from .errors import BadInputError
+from .jsonl import LineReject, parse_jsonl
 from .records import RECORD_SCHEMA, binary_record_ids, ids_to_array, text_record_ids
 from .sniff import sniff_modality
 
@@ -86,7 +87,7 @@ def split_line_source(source: str) -> tuple[str, int] | None:
 def scan_tree(paths: list[str], *, text_field: str = JSONL_TEXT_FIELD, progress=None) -> ScanResult:
     """Read every file under `paths` into a record table (not yet deduplicated).
 
-    Never raises for a bad file: undecodable JSONL lines are skipped with a reason.
+    Never raises for a bad file: bad JSONL lines are skipped with a reason (`dataversion.jsonl`).
     Text files that are not valid UTF-8 are kept as binary records (nothing is lost).
     """
     texts: list[str] = []
@@ -127,23 +128,16 @@ def _scan_one(source, data, text_field, texts, t_src, t_meta, blobs, b_src, b_mo
     inputs = 0
     modality = sniff_modality(source, data[:64])
     if modality == "jsonl":
-        for line_no, raw_line in enumerate(data.splitlines(), start=1):
-            if not raw_line.strip():
-                continue
+        for line_no, parsed in parse_jsonl(data, text_field):
             inputs += 1
             src = jsonl_line_source(source, line_no)
-            try:
-                obj = json.loads(raw_line.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as e:
-                skipped.append(Skipped(src, "bad_jsonl_line", f"line is not valid JSON: {e}"))
+            if isinstance(parsed, LineReject):
+                skipped.append(Skipped(src, parsed.reason, parsed.message))
                 continue
-            if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
-                skipped.append(Skipped(src, "missing_text_field", f"line has no string field {text_field!r}"))
-                continue
-            text = obj.pop(text_field)
+            text = parsed.pop(text_field)
             texts.append(text)
             t_src.append(src)
-            t_meta.append(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if obj else None)
+            t_meta.append(json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if parsed else None)
         return inputs
     if modality == "text":
         try:

@@ -15,8 +15,6 @@ Feast is imported inside `publish` only.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import io
@@ -24,8 +22,6 @@ import json
 import os
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,6 +42,7 @@ from dataversion.features import (
     features_key,
 )
 from dataversion.records import ids_as_numpy, ids_to_hex
+from dataversion.stores.atomic import write_atomic
 
 DEFAULT_FEATURE_REPO = "feature_repo"
 DEFINITIONS = "definitions.py"
@@ -225,16 +222,13 @@ def write_commit_features(
 
 
 # ---------------------------------------------------------------------------- publish
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """One publisher per Feast repository at a time (apply and materialize included)."""
+def _exclusive(path: Path):
+    """One publisher per Feast repository at a time (apply and materialize included), across
+    processes and threads."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return FileLock(path)
 
 
 def _definitions_hash(feature_repo: Path) -> str:
@@ -252,17 +246,13 @@ def _read_state(feature_repo: Path) -> dict[str, Any]:
 
 
 def _write_state(feature_repo: Path, state: dict[str, Any]) -> None:
-    path = feature_repo / STATE
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(str(feature_repo / STATE), json.dumps(state, indent=1, sort_keys=True).encode())
 
 
 def _write_parquet_atomic(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    write_atomic(str(path), buf.getvalue().to_pybytes())
 
 
 def _append_offline(path: Path, parts: list[pa.Table], schema: pa.Schema) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from dataversion.jsonl import LineReject, parse_jsonl
 from dataversion.records import RECORD_SCHEMA, binary_record_ids, ids_to_array, text_record_ids
 from dataversion.sniff import sniff_modality
 
@@ -223,40 +224,23 @@ def _process_one(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig)
 
 
 def _process_jsonl(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig) -> None:
-    """One unit per non-blank line; blank lines separate records and are not inputs."""
-    field_name, label_field = config.text_field, config.label_field
+    """One unit per non-blank line (`dataversion.jsonl`: the line rules `add` uses too);
+    blank lines separate records and are not inputs."""
+    label_field = config.label_field
     seen = 0
-    for line_no, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
+    for line_no, parsed in parse_jsonl(data, config.text_field):
         seen += 1
         b.inputs += 1
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            b.reject(
-                item.key,
-                line_no,
-                Drop("invalid_utf8", f"line is not valid UTF-8 at byte {e.start}"),
-            )
+        if isinstance(parsed, LineReject):
+            b.reject(item.key, line_no, Drop(parsed.reason, parsed.message))
             continue
-        except ValueError as e:
-            b.reject(item.key, line_no, Drop("bad_jsonl_line", f"line is not valid JSON: {e}"))
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get(field_name), str):
-            b.reject(
-                item.key,
-                line_no,
-                Drop("missing_text_field", f"line has no string field {field_name!r}"),
-            )
-            continue
-        text = obj.pop(field_name)
+        text = parsed.pop(config.text_field)
         label = item.label
-        if label_field and label_field in obj:
-            raw_label = obj.pop(label_field)
+        if label_field and label_field in parsed:
+            raw_label = parsed.pop(label_field)
             if raw_label is not None:
                 label = normalize_label(str(raw_label), config.label_map, config.lowercase_labels)
-        b.add_text(item.key, line_no, text, label, obj)
+        b.add_text(item.key, line_no, text, label, parsed)
     if not seen:
         b.inputs += 1
         b.reject(item.key, 0, Drop("empty_file", "the JSONL object has no non-blank line"))

@@ -93,3 +93,72 @@ def decide_duplicates(
         kind[rows[dup]] = "near"
         dup_of[rows[dup]] = all_ids[new_reps[dup]]
     return DedupDecision(keep, dup_of, kind)
+
+
+def decide_run(tables: list, parent_contains, parent_index: DedupIndex, rules: DedupRules) -> dict:
+    """A run's dedup keys (tables of `steps.DEDUP_KEY_COLUMNS`, in any order) -> its decision:
+    {kept_sources: [source], duplicates: [{source, record_id, duplicate_of, kind}],
+    index: the parent's index extended with the kept records, as bytes}.
+
+    `parent_contains(ids) -> bool array` says which ids the parent holds (None: no parent).
+    The same keys give the same decision whatever order the runner delivered them in.
+    """
+    import pyarrow as pa
+
+    from dataversion.records import ids_as_numpy, ids_to_hex
+
+    tables = [t for t in tables if t.num_rows]
+    if tables:
+        t = pa.concat_tables(tables)
+        # a deterministic order whatever order the runner delivered the batches in
+        keys = np.asarray(t.column("object_key").to_pylist(), dtype=object)
+        lines = t.column("line").to_numpy()
+        order = sorted(range(t.num_rows), key=lambda i: (keys[i], lines[i]))
+        t = t.take(pa.array(order, pa.int64()))
+        ids = ids_as_numpy(t.column("record_id")).copy()
+        modality = np.asarray(t.column("modality").to_pylist(), dtype=object)
+        sig_col = t.column("sig").combine_chunks()
+        sigs = (
+            sig_col.values.to_numpy().reshape(t.num_rows, rules.num_perm)
+            if t.num_rows
+            else np.empty((0, rules.num_perm), np.uint32)
+        )
+        phash = t.column("phash").to_numpy().astype(np.uint64)
+        sources = t.column("source").to_pylist()
+    else:
+        ids = np.empty(0, "S16")
+        modality = np.empty(0, object)
+        sigs = np.empty((0, rules.num_perm), np.uint32)
+        phash = np.empty(0, np.uint64)
+        sources = []
+    d = decide_duplicates(
+        ids,
+        modality,
+        np.arange(len(ids)),
+        sigs,
+        phash,
+        parent_contains or _no_parent,
+        parent_index,
+        rules,
+    )
+    dup_rows = np.flatnonzero(~d.keep)
+    dup_hex = ids_to_hex(d.duplicate_of[dup_rows]) if len(dup_rows) else []
+    own_hex = ids_to_hex(ids[dup_rows]) if len(dup_rows) else []
+    duplicates = [
+        {"source": sources[r], "record_id": own, "duplicate_of": of, "kind": d.kind[r]}
+        for r, own, of in zip(dup_rows.tolist(), own_hex, dup_hex)
+    ]
+    kept_text = d.keep & (modality == "text")
+    kept_image = d.keep & (modality == "image")
+    index = parent_index.extended(
+        ids[kept_text], sigs[kept_text], ids[kept_image], phash[kept_image]
+    )
+    return {
+        "kept_sources": [s for s, k in zip(sources, d.keep.tolist()) if k],
+        "duplicates": duplicates,
+        "index": index.to_bytes(),
+    }
+
+
+def _no_parent(ids: np.ndarray) -> np.ndarray:
+    return np.zeros(len(ids), bool)

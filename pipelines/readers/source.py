@@ -1,17 +1,19 @@
 """Raw input sources: a local directory or an S3 prefix, listed with a change token.
 
 The token (`etag`) is what incremental ingestion compares: the S3 ETag, or for local files
-`<size>-<mtime_ns>`. A `Source` is a small picklable value; the S3 client is created lazily
-in each process that reads.
+`<size>-<mtime_ns>`. An S3 source lists and reads through the store layer (`S3Store`). A
+`Source` is a small picklable value: its store is created lazily, once per process that
+uses it, and is not pickled (Beam ships the Source to its workers).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
-from dataversion.errors import BadInputError, NotFoundError, StoreError
+from dataversion.errors import BadInputError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class Source:
     """Where raw objects live: `file:///dir`, a plain path, or `s3://bucket/prefix`."""
 
     url: str
+    # the S3 store, made on first use; never pickled (one per process)
+    _store: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_s3(self) -> bool:
@@ -37,31 +41,27 @@ class Source:
     def root(self) -> str:
         return urlparse(self.url).path if self.url.startswith("file://") else self.url
 
-    def _s3(self):
-        from dataversion.stores.s3 import S3Store
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_store": None}
 
-        u = urlparse(self.url)
-        if not u.netloc:
-            raise BadInputError(f"source URL {self.url!r} names no bucket")
-        return S3Store(u.netloc, u.path.lstrip("/"))
+    def _s3(self):
+        if self._store is None:
+            from dataversion.stores.s3 import S3Store
+
+            u = urlparse(self.url)
+            if not u.netloc:
+                raise BadInputError(f"source URL {self.url!r} names no bucket")
+            object.__setattr__(self, "_store", S3Store(u.netloc, u.path.lstrip("/")))
+        return self._store
 
     def list(self) -> list[RawObject]:
         """Every object under the source, sorted by key. Hidden files/dirs (.name) skipped."""
         if self.is_s3:
-            store = self._s3()
-            out = []
-            try:
-                for obj in store.client.list_objects(
-                    store.bucket, prefix=store.prefix, recursive=True
-                ):
-                    if obj.is_dir:
-                        continue
-                    key = obj.object_name[len(store.prefix) :]
-                    if any(part.startswith(".") for part in key.split("/")):
-                        continue
-                    out.append(RawObject(key, (obj.etag or "").strip('"'), obj.size or 0))
-            except Exception as e:  # noqa: BLE001 - one clear error
-                raise StoreError(f"cannot list {self.url}: {e}") from e
+            out = [
+                RawObject(info.key, info.etag or "", info.size)
+                for info in self._s3().list()
+                if not any(part.startswith(".") for part in info.key.split("/"))
+            ]
             return sorted(out, key=lambda o: o.key)
         root = self.root
         if not os.path.isdir(root):
@@ -79,6 +79,7 @@ class Source:
         return sorted(out, key=lambda o: o.key)
 
     def read(self, key: str) -> bytes:
+        """The object's bytes. Raises NotFoundError, StoreError or OSError."""
         if self.is_s3:
             return self._s3().get(key)
         with open(os.path.join(self.root, key), "rb") as f:

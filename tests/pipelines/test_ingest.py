@@ -172,6 +172,48 @@ def test_branch_moved_during_run_is_a_conflict(tmp_path, monkeypatch):
     assert len(repo.log("main")) == 1  # only the other writer's commit
 
 
+def test_add_and_ingest_reject_the_same_jsonl_lines_alike(tmp_path, vocab):
+    rng = random.Random(5)
+    good = [json.dumps({"text": words_doc(rng, vocab, 30), "n": i}).encode() for i in range(4)]
+    deep = b"[" * 100_000 + b"]" * 100_000
+    lines = [
+        good[0] + b"\r",  # CRLF
+        b"",
+        b"   ",
+        b"{not json",
+        good[1],
+        b'{"text": "caf\xe9"}',  # invalid UTF-8
+        b'{"body": "no text field"}',
+        b"[1, 2]",
+        deep,
+        good[2] + b"\r" + good[3],  # a lone CR is no line break
+        b'{"text": "nested", "m": ' + deep + b"}",
+        good[3],
+    ]
+    raw = tmp_path / "raw"
+    write_tree(raw, {"messy.jsonl": b"\n".join(lines) + b"\n"})
+    added = Repo.init("file://" + str(tmp_path / "added"))
+    added.add([str(raw)])
+    r = run_ingest(str(raw), "file://" + str(tmp_path / "ingested"))
+    ingested = read_rejects(Repo.open("file://" + str(tmp_path / "ingested")), "main")
+    expected = {
+        "messy.jsonl#L4": "bad_jsonl_line",
+        "messy.jsonl#L6": "invalid_utf8",
+        "messy.jsonl#L7": "missing_text_field",
+        "messy.jsonl#L8": "bad_jsonl_line",
+        "messy.jsonl#L9": "bad_jsonl_line",
+        "messy.jsonl#L10": "bad_jsonl_line",
+        "messy.jsonl#L11": "bad_jsonl_line",
+    }
+    assert {x["source"]: x["reason"] for x in ingested} == expected
+    assert (
+        sorted(read_rejects(added, "main"), key=lambda x: x["source"]) == ingested
+    )  # messages too
+    kept = {row["source"] for row in added.ls("main", columns=("record_id", "source"))}
+    assert kept == {"messy.jsonl#L1", "messy.jsonl#L5", "messy.jsonl#L12"}
+    assert r.inputs == 10 and r.kept == 3 and r.rejected == 7
+
+
 @pytest.mark.slow
 def test_multi_processing_runner_gives_the_same_manifest(tmp_path, vocab):
     raw = tmp_path / "raw"
@@ -207,3 +249,16 @@ def test_s3_raw_bucket_into_s3_repo(s3_env, vocab):
     client.put_object(raw_bucket, "2026/docs/new.txt", io.BytesIO(data), len(data))
     r2 = run_ingest(f"s3://{raw_bucket}/2026", repo_url)
     assert (r2.objects, r2.kept) == (1, 1) and repo.read_commit(r2.commit).parents == (r.commit,)
+
+
+def test_the_driver_and_the_plain_steps_import_without_beam():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipelines, pipelines.ingest, pipelines.graph, pipelines.results, "
+        "pipelines.process, pipelines.config, pipelines.dedup.decide, pipelines.runner, "
+        "pipelines.readers, dataversion.scan, dataversion.jsonl\n"
+        "assert 'apache_beam' not in sys.modules, 'Beam was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -65,7 +65,7 @@ def test_jsonl_with_broken_lines_keeps_good_lines():
     assert reasons == {
         "mix.jsonl#L2": "bad_jsonl_line",
         "mix.jsonl#L5": "invalid_utf8",
-        "mix.jsonl#L6": "missing_text_field",
+        "mix.jsonl#L6": "bad_jsonl_line",  # an array, not an object
         "mix.jsonl#L7": "empty_text",
     }
     assert out.inputs == 6  # the blank line is a separator, not an input

@@ -65,3 +65,37 @@ def test_jsonl_field_label_field_and_metadata():
             "message": "line has no string field 'body'",
         }
     ]
+
+
+def test_s3_source_lists_through_one_store_with_etags_and_pickles_without_it(s3_env):
+    import io
+    import pickle
+
+    client = s3_env.client()
+    bucket = s3_env.new_bucket()
+    for key, data in {
+        "raw/b.txt": b"bb",
+        "raw/a/c.txt": b"c",
+        "raw/.hidden/x": b"x",
+        "rawx/d.txt": b"d",
+    }.items():
+        client.put_object(bucket, key, io.BytesIO(data), len(data))
+    src = open_source(f"s3://{bucket}/raw/")
+    objs = src.list()
+    assert [(o.key, o.size) for o in objs] == [("a/c.txt", 1), ("b.txt", 2)]
+    etags = {o.key: client.stat_object(bucket, f"raw/{o.key}").etag.strip('"') for o in objs}
+    assert all(o.etag and o.etag == etags[o.key] for o in objs)  # the incremental-run token
+    store = src._store
+    assert src.read("b.txt") == b"bb" and src.read("a/c.txt") == b"c"
+    assert src._store is store and store.stats["GET"] == 2  # one store, reused
+    copy = pickle.loads(pickle.dumps(src))  # as Beam ships it to a worker
+    assert copy == src and copy._store is None and src._store is store
+    assert copy.read("b.txt") == b"bb"
+
+
+def test_local_source_pickles_and_reads(tmp_path):
+    import pickle
+
+    _write(tmp_path, "a.txt", "x")
+    src = open_source(str(tmp_path))
+    assert pickle.loads(pickle.dumps(src)).read("a.txt") == b"x"
