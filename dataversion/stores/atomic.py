@@ -28,10 +28,12 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def write_temp(directory: str, data: bytes, *, fsync: bool = True) -> str:
-    """Write `data` to a new temporary file in `directory` (created if needed); its path."""
+def write_temp(directory: str, data: bytes, *, fsync: bool = True, name: str = "") -> str:
+    """Write `data` to a new temporary file in `directory` (created if needed); its path.
+
+    The temporary name is `.tmp-<name>-XXXX`, so a leftover says what it was meant to be."""
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}-" if name else TMP_PREFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -48,7 +50,7 @@ def write_temp(directory: str, data: bytes, *, fsync: bool = True) -> str:
 def write_atomic(path: str, data: bytes, *, fsync: bool = True) -> None:
     """Replace the file at `path` with `data` atomically (and durably when `fsync`)."""
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = write_temp(directory, data, fsync=fsync)
+    tmp = write_temp(directory, data, fsync=fsync, name=os.path.basename(path))
     try:
         os.replace(tmp, path)
     except BaseException:

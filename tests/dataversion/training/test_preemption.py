@@ -185,7 +185,7 @@ def test_kill_during_save_leaves_previous_checkpoint_loadable(url, tmp_path):
     assert proc.stdout.readline().strip() == "SAVING"
     proc.kill()
     proc.wait()
-    assert any(p.name.startswith(".tmp-") for p in ckpt.parent.iterdir())  # it died mid-write (stores.atomic temp)
+    assert any(p.name.startswith(".tmp-last.pt") for p in ckpt.parent.iterdir())  # it died mid-write
     from dataversion.torch import SnapshotLoader
 
     loader = SnapshotLoader(url, batch_size=8, window=100, columns=["text"])
