@@ -5,7 +5,8 @@ A commit, an ingest run or any writer that stores objects before a ref names the
 younger than the oldest live marker, and everything under a live marker's scratch prefix,
 whatever `--grace` says. A writer that reuses an object already stored refreshes its
 mtime (`Store.touch`), so reused objects count as young too. A marker whose heartbeat is
-older than its time-to-live belongs to a dead writer and stops protecting anything.
+older than its time-to-live, or whose process on this machine is gone, belongs to a dead
+writer and stops protecting anything.
 """
 
 from __future__ import annotations
@@ -38,6 +39,20 @@ class Marker:
     heartbeat: float
     what: str
     scratch: str | None
+    host: str = ""
+    pid: int = 0
+
+    def writer_is_dead(self) -> bool:
+        """True when the writer ran on this machine and its process is gone (killed)."""
+        if self.host != socket.gethostname() or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
 
 class InFlight:
@@ -91,9 +106,10 @@ def live_markers(store: Store, now: float | None = None) -> list[Marker]:
             continue
         try:
             d = json.loads(store.get(info.key))
-            out.append(Marker(info.key, float(d["started"]), float(d.get("heartbeat", info.mtime)), str(d.get("what", "")), d.get("scratch")))
+            out.append(Marker(info.key, float(d["started"]), float(d.get("heartbeat", info.mtime)), str(d.get("what", "")),
+                              d.get("scratch"), str(d.get("host", "")), int(d.get("pid", 0))))
         except NotFoundError:
             continue  # the writer finished meanwhile
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptObjectError(f"in-flight marker {info.key} is unreadable: {e}", hint="delete it if no writer is running") from e
-    return [m for m in out if m.heartbeat >= now - ttl]
+    return [m for m in out if m.heartbeat >= now - ttl and not m.writer_is_dead()]
