@@ -1,18 +1,14 @@
 """`dataversion cache warm|status`: the read tier from the command line.
 
-Registered by `dataversion.cli` with `main.add_command(cache_group, "cache")`. Imports only
-click and the core at the top; self-contained so that it does not import `dataversion.cli`
-(no import cycle whichever module is loaded first).
+A core command of `dataversion.cli` (CORE_COMMANDS). Imports only click and the core at the
+top (alluxiofs only for `--tier alluxio`).
 """
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from .support import open_repo, repo_option
-from .support import run_command as _run
+from .support import DataversionGroup, emit_json, json_option, repo_options
 
 
 def _tier(name: str, cache_dir: str | None, max_bytes: int | None):
@@ -29,49 +25,57 @@ _dir_option = click.option("--cache-dir", default=None, metavar="DIR", help="Loc
 _max_option = click.option("--max-bytes", type=int, default=None, help="Local cache size bound (default: DATAVERSION_CACHE_MAX_BYTES or 20 GiB).")
 
 
-@click.group("cache")
+@click.group("cache", cls=DataversionGroup)
 def cache_group() -> None:
     """Preload snapshots into the shard cache and inspect it."""
 
 
 @cache_group.command("warm")
 @click.argument("ref")
-@repo_option
+@repo_options
 @_tier_option
 @_dir_option
 @_max_option
-@click.option("--json", "as_json", is_flag=True)
-def warm_cmd(ref, repo_url, tier, cache_dir, max_bytes, as_json):
+@json_option
+def warm_cmd(ref, repo, tier, cache_dir, max_bytes, as_json):
     """Fetch every shard of REF into the cache tier."""
+    from ..cache import warm
 
-    def go():
-        from ..cache import warm
-
-        result = warm(open_repo(repo_url), ref, _tier(tier, cache_dir, max_bytes))
-        if as_json:
-            click.echo(json.dumps(result, indent=2))
-        else:
-            click.echo(f"warmed {result['commit'][:12]} into {result['tier']}: {result['shards']} shards, "
-                       f"{result['fetched']} fetched ({result['bytes_fetched']} bytes), {result['already_cached']} already cached, {result['seconds']} s")
-
-    _run(go)
+    result = warm(repo.open(), ref, _tier(tier, cache_dir, max_bytes))
+    if as_json:
+        return emit_json(result)
+    click.echo(f"warmed {result['commit'][:12]} into {result['tier']}: {result['shards']} shards, "
+               f"{result['fetched']} fetched ({result['bytes_fetched']} bytes), {result['already_cached']} already cached, {result['seconds']} s")
 
 
 @cache_group.command("status")
+@click.option("--ref", default="main", show_default=True, help="With --repo: the snapshot whose cached shards to count.")
+@repo_options
 @_tier_option
 @_dir_option
-@click.option("--json", "as_json", is_flag=True)
-def status_cmd(tier, cache_dir, as_json):
-    """Size, hit rate and evictions of the cache."""
+@json_option
+def status_cmd(ref, repo, tier, cache_dir, as_json):
+    """Size, hit rate and evictions of the cache; with --repo, how much of REF it holds."""
+    from ..cache import status
 
-    def go():
-        from ..cache import status
+    cache = _tier(tier, cache_dir, None)
+    result = status(cache)
+    if repo.url:  # --repo or DATAVERSION_REPO
+        result.update(_snapshot_coverage(repo.open(), ref, cache))
+    if as_json:
+        return emit_json(result)
+    for k, v in result.items():
+        click.echo(f"{k:>20}: {v}")
 
-        result = status(_tier(tier, cache_dir, None))
-        if as_json:
-            click.echo(json.dumps(result, indent=2))
-            return
-        for k, v in result.items():
-            click.echo(f"{k:>18}: {v}")
 
-    _run(go)
+def _snapshot_coverage(repo, ref: str, cache) -> dict:
+    """How many of the shards of `ref` the tier holds (None for a tier that cannot tell)."""
+    commit = repo.resolve(ref)
+    shards = {s.id for s in repo.read_manifest(commit).shards}
+    contains = getattr(cache, "contains", None)
+    return {
+        "repo": repo.url,
+        "commit": commit,
+        "commit_shards": len(shards),
+        "commit_shards_cached": sum(1 for s in shards if contains(s)) if contains else None,
+    }

@@ -1,8 +1,7 @@
 """`dataversion inspect | lineage | unpin`: training lineage from the command line.
 
-Registered by `dataversion.cli` (`main.add_command(inspect_command)`, ...). Imports only click
-and the core at the top (torch only inside `inspect`, which must read a torch checkpoint);
-self-contained so that it does not import `dataversion.cli` (no import cycle).
+Core commands of `dataversion.cli` (CORE_COMMANDS). Imports only click and the core at the
+top (torch only inside `inspect`, which must read a torch checkpoint).
 
 JSON shapes: `lineage --json` always prints a list of entries (empty when none), each with
 id, run, step, commit, seed, epoch, position, world_size, batch_size, remainder, shuffle,
@@ -20,22 +19,18 @@ from typing import Any
 import click
 
 from ..errors import BadInputError, NotFoundError
-from .support import emit_json as _emit
-from .support import open_repo as _open
-from .support import repo_option as _repo_option
-from .support import run_command as _run
-
-_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-_debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
+from .support import DataversionCommand, RepoLocation, emit_json, json_option, repo_options
 
 
 # --------------------------------------------------------------------------- inspect
-def inspect_checkpoint(path: str, repo_url: str | None = None) -> dict[str, Any]:
+def inspect_checkpoint(path: str, repo_url: str | None = None, *, endpoint_url: str | None = None,
+                       access_key: str | None = None, secret_key: str | None = None) -> dict[str, Any]:
     """What a checkpoint says about its data, checked against the repository.
 
     Errors: NotFoundError (no such file; its commit is gone from the repository), BadInputError
-    (not a dataversion checkpoint). The repository is `repo_url`, else the one the checkpoint
-    names; if none can be opened, `commit_exists` is None.
+    (not a dataversion checkpoint). The repository is `repo_url` (S3: with the endpoint and keys
+    given, else from the environment), else the one the checkpoint names; if none can be
+    opened, `commit_exists` is None.
     """
     import io
 
@@ -83,7 +78,7 @@ def inspect_checkpoint(path: str, repo_url: str | None = None) -> dict[str, Any]
     }
     if out["commit"] is None or out["repo"] is None:
         return out
-    repo = _open(out["repo"])
+    repo = RepoLocation(out["repo"], endpoint_url, access_key, secret_key).open()
     out["commit_exists"] = repo.store.exists(commit_key(out["commit"]))
     if not out["commit_exists"]:
         raise NotFoundError(
@@ -98,38 +93,34 @@ def inspect_checkpoint(path: str, repo_url: str | None = None) -> dict[str, Any]
     return out
 
 
-@click.command("inspect")
+@click.command("inspect", cls=DataversionCommand)
 @click.argument("checkpoint")
-@_repo_option
-@_json_option
-@_debug_option
-def inspect_command(checkpoint, repo_url, as_json, debug):
+@repo_options
+@json_option
+def inspect_command(checkpoint, repo, as_json):
     """What a checkpoint trained on: commit, seed, epoch, position, run, step, sha256.
 
     CHECKPOINT is a local path or s3://BUCKET/KEY. The repository is --repo, else the one
     the checkpoint names; the command fails if the commit no longer exists there.
     """
 
-    def go():
-        d = inspect_checkpoint(checkpoint, repo_url)
-        if as_json:
-            return _emit(d)
-        for k in ("checkpoint", "commit", "run", "step", "seed", "epoch", "position", "world_size", "saved_at", "sha256", "repo"):
-            click.echo(f"{k:<11}{d[k]}")
-        click.echo(f"{'recorded':<11}{len(d['recorded'])} lineage entr{'y' if len(d['recorded']) == 1 else 'ies'}{' (pinned)' if d['pinned'] else ''}")
-
-    _run(go, debug)
+    d = inspect_checkpoint(checkpoint, repo.url, endpoint_url=repo.endpoint_url, access_key=repo.access_key,
+                           secret_key=repo.secret_key)
+    if as_json:
+        return emit_json(d)
+    for k in ("checkpoint", "commit", "run", "step", "seed", "epoch", "position", "world_size", "saved_at", "sha256", "repo"):
+        click.echo(f"{k:<11}{d[k]}")
+    click.echo(f"{'recorded':<11}{len(d['recorded'])} lineage entr{'y' if len(d['recorded']) == 1 else 'ies'}{' (pinned)' if d['pinned'] else ''}")
 
 
 # --------------------------------------------------------------------------- lineage
-@click.command("lineage")
+@click.command("lineage", cls=DataversionCommand)
 @click.argument("ref", required=False)
 @click.option("--run", "run", default=None, help="Only the checkpoints of this run (its commits, in order, with steps).")
 @click.option("--record", "record_id", default=None, metavar="RID", help="Only the checkpoints whose run had consumed this record.")
-@_repo_option
-@_json_option
-@_debug_option
-def lineage_command(ref, run, record_id, repo_url, as_json, debug):
+@repo_options
+@json_option
+def lineage_command(ref, run, record_id, repo, as_json):
     """Recorded checkpoints: on a commit (REF), of a run, or that saw a record.
 
     \b
@@ -139,57 +130,49 @@ def lineage_command(ref, run, record_id, repo_url, as_json, debug):
     Filters combine. Every form prints a list (empty when nothing matches).
     """
 
-    def go():
-        from ..training import lineage
+    from ..training import lineage
 
-        repo = _open(repo_url)
-        commit = repo.resolve(ref) if ref else None
-        if record_id is not None:
-            found = lineage.checkpoints_that_saw(repo, record_id, commit=commit)
-            if run is not None:
-                lineage.entries_of_run(repo, run)  # unknown run: a clear error
-                found = [e for e in found if e.run == run]
-        elif run is not None:
-            found = [e for e in lineage.entries_of_run(repo, run) if commit is None or e.commit == commit]
-        else:
-            found = lineage.entries(repo, commit=commit)
-        rows = lineage.entry_dicts(repo, found)
-        if as_json:
-            return _emit(rows)
-        if not rows:
-            click.echo("no recorded checkpoints")
-        for r in rows:
-            pin = "  [pinned]" if r["pinned"] else ""
-            click.echo(f"{r['saved_at']}  {r['run']}  step {r['step']}  commit {r['commit'][:12]}  "
-                       f"epoch {r['epoch']} position {r['position']}  {r['checkpoint']}{pin}")
-
-    _run(go, debug)
+    r = repo.open()
+    commit = r.resolve(ref) if ref else None
+    if record_id is not None:
+        found = lineage.checkpoints_that_saw(r, record_id, commit=commit)
+        if run is not None:
+            lineage.entries_of_run(r, run)  # unknown run: a clear error
+            found = [e for e in found if e.run == run]
+    elif run is not None:
+        found = [e for e in lineage.entries_of_run(r, run) if commit is None or e.commit == commit]
+    else:
+        found = lineage.entries(r, commit=commit)
+    rows = lineage.entry_dicts(r, found)
+    if as_json:
+        return emit_json(rows)
+    if not rows:
+        click.echo("no recorded checkpoints")
+    for row in rows:
+        pin = "  [pinned]" if row["pinned"] else ""
+        click.echo(f"{row['saved_at']}  {row['run']}  step {row['step']}  commit {row['commit'][:12]}  "
+                   f"epoch {row['epoch']} position {row['position']}  {row['checkpoint']}{pin}")
 
 
 # --------------------------------------------------------------------------- unpin
-@click.command("unpin")
+@click.command("unpin", cls=DataversionCommand)
 @click.option("--run", "run", default=None, help="Release the pins of every checkpoint of this run.")
 @click.option("--checkpoint", "checkpoint", default=None, metavar="PATH", help="Release the pins of the entries naming this checkpoint.")
-@_repo_option
-@_json_option
-@_debug_option
-def unpin_command(run, checkpoint, repo_url, as_json, debug):
+@repo_options
+@json_option
+def unpin_command(run, checkpoint, repo, as_json):
     """Release commits pinned by recorded checkpoints (gc may then collect them).
 
     Lineage entries stay (they show "pinned": false); only the pins go. A commit still named
     by a branch, a tag, the reflog or another pin is kept by gc anyway.
     """
 
-    def go():
-        from ..training import lineage
+    from ..training import lineage
 
-        if not run and not checkpoint:
-            raise BadInputError("say what to unpin", hint="pass --run NAME or --checkpoint PATH")
-        repo = _open(repo_url)
-        done = lineage.unpin(repo, run=run, checkpoint=checkpoint)
-        commits = sorted({e.commit for e in done})
-        if as_json:
-            return _emit({"unpinned": [e.id for e in done], "commits": commits})
-        click.echo(f"unpinned {len(done)} checkpoint entr{'y' if len(done) == 1 else 'ies'} ({len(commits)} commit{'s' if len(commits) != 1 else ''})")
-
-    _run(go, debug)
+    if not run and not checkpoint:
+        raise BadInputError("say what to unpin", hint="pass --run NAME or --checkpoint PATH")
+    done = lineage.unpin(repo.open(), run=run, checkpoint=checkpoint)
+    commits = sorted({e.commit for e in done})
+    if as_json:
+        return emit_json({"unpinned": [e.id for e in done], "commits": commits})
+    click.echo(f"unpinned {len(done)} checkpoint entr{'y' if len(done) == 1 else 'ies'} ({len(commits)} commit{'s' if len(commits) != 1 else ''})")

@@ -1,7 +1,8 @@
 """`dataversion ingest` and `dataversion rejects`: thin click shells over `pipelines.ingest`.
 
-Only click and the dataversion core are imported here: Beam is imported when a command
-runs, so `dataversion --help` works without the pipelines extra installed.
+Entry points "dataversion.commands": `ingest` needs the pipelines extra (Beam), `rejects`
+only the core. Only click and the dataversion core are imported here: Beam is imported when
+`ingest` runs, so `dataversion --help` works without the pipelines extra installed.
 """
 
 from __future__ import annotations
@@ -11,24 +12,19 @@ import sys
 
 import click
 
-from dataversion.cli.support import repo_option
-from dataversion.cli.support import require_repo_url as _repo_url
+from dataversion.cli.support import DataversionCommand, emit_json, json_option, repo_options
 from dataversion.errors import BadInputError
 
+from .options import config_option, read_ingest_config
 
-@click.command("ingest", context_settings={"ignore_unknown_options": False})
+
+@click.command("ingest", cls=DataversionCommand, context_settings={"ignore_unknown_options": False})
 @click.argument("source")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
-@repo_option
+@repo_options
 @click.option("--branch", default="main", show_default=True)
 @click.option("--message", "-m", default="", help="Commit message.")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="JSON file of IngestConfig overrides.",
-)
+@config_option
 @click.option("--text-field", default=None, help="JSONL field holding the text (default: text).")
 @click.option("--label-field", default=None, help="JSONL field holding the label (default: label).")
 @click.option(
@@ -60,7 +56,7 @@ from dataversion.errors import BadInputError
 def ingest_command(
     source,
     beam_args,
-    repo_url,
+    repo,
     branch,
     message,
     config_file,
@@ -81,17 +77,11 @@ def ingest_command(
     """
     import dataclasses
 
-    from ..config import IngestConfig
+    import apache_beam  # noqa: F401 - without the pipelines extra, say so before any other work
+
     from ..ingest import run_ingest
 
-    overrides: dict = {}
-    if config_file:
-        with open(config_file) as f:
-            try:
-                overrides = json.load(f)
-            except ValueError as e:
-                raise BadInputError(f"--config {config_file} is not valid JSON: {e}") from e
-    config = IngestConfig.from_dict(overrides)
+    config = read_ingest_config(config_file)
     changes: dict = {}
     if text_field:
         changes["text_field"] = text_field
@@ -120,7 +110,7 @@ def ingest_command(
         config = config.replace(**changes)
     report = run_ingest(
         source,
-        _repo_url(repo_url),
+        repo.url_for_workers(),
         branch=branch,
         config=config,
         beam_args=tuple(beam_args),
@@ -128,8 +118,7 @@ def ingest_command(
         message=message,
     )
     if as_json:
-        click.echo(json.dumps(report.to_dict(), sort_keys=True))
-        return
+        return emit_json(report.to_dict(), indent=None, sort_keys=True)
     if report.commit is None:
         click.echo(report.message)
         return
@@ -141,21 +130,19 @@ def ingest_command(
         click.echo(f"  rejected {reason}: {n}")
 
 
-@click.command("rejects")
+@click.command("rejects", cls=DataversionCommand)
 @click.argument("ref", default="main")
-@repo_option
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print a JSON list of {source, reason, message}."
-)
-def rejects_command(ref, repo_url, as_json):
-    """List the inputs an ingest commit rejected, with their reasons."""
-    from dataversion import Repo
+@repo_options
+@json_option
+def rejects_command(ref, repo, as_json):
+    """List the inputs an ingest commit rejected, with their reasons.
 
+    --json prints a list of {source, reason, message}.
+    """
     from ..ingest import read_rejects
 
-    rows = read_rejects(Repo.open(_repo_url(repo_url)), ref)
+    rows = read_rejects(repo.open(), ref)
     if as_json:
-        click.echo(json.dumps(rows, sort_keys=True))
-        return
+        return emit_json(rows, indent=None, sort_keys=True)
     for r in rows:
         click.echo(f"{r['source']}\t{r['reason']}\t{r['message']}")

@@ -1,33 +1,36 @@
 """`dataversion runner` and `dataversion runs`: thin click shells over `pipelines.runner`
 and `pipelines.run_history`.
 
-Only click and the dataversion core are imported here; APScheduler, prometheus_client and
-Beam load when a command runs.
+Entry points "dataversion.commands": `runner` needs the runner extra (APScheduler,
+prometheus_client) and the pipelines one (Beam, for the default ingest); `runs` only the
+core. Only click and the dataversion core are imported here; those load when a command runs.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
 import click
 
-from dataversion.cli.support import fail, parse_duration, repo_option
-from dataversion.cli.support import require_repo_url as _repo_url
-from dataversion.errors import BadInputError, DataversionError
+from dataversion.cli.support import (
+    DataversionCommand,
+    emit_json,
+    json_option,
+    parse_duration,
+    repo_options,
+)
+from dataversion.errors import BadInputError
+
+from .options import config_option, read_ingest_config
+
+__all__ = ["runner_command", "runs_command", "parse_duration"]
 
 
-def _fail(e: DataversionError, debug: bool) -> None:
-    if debug:
-        raise e
-    fail(str(e), e.exit_code)
-
-
-@click.command("runner", context_settings={"ignore_unknown_options": False})
+@click.command("runner", cls=DataversionCommand, context_settings={"ignore_unknown_options": False})
 @click.argument("source")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
-@repo_option
+@repo_options
 @click.option("--branch", default="main", show_default=True)
 @click.option("--cron", default=None, help='5-field crontab in UTC, e.g. "*/15 * * * *".')
 @click.option(
@@ -66,13 +69,7 @@ def _fail(e: DataversionError, debug: bool) -> None:
     show_default=True,
     help="On SIGTERM/SIGINT, how long the current run may finish before it is abandoned.",
 )
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="JSON file of IngestConfig overrides.",
-)
+@config_option
 @click.option(
     "--ingest-fn",
     default="pipelines.ingest:run_ingest",
@@ -85,11 +82,10 @@ def _fail(e: DataversionError, debug: bool) -> None:
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
 )
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
 def runner_command(
     source,
     beam_args,
-    repo_url,
+    repo,
     branch,
     cron,
     every,
@@ -102,7 +98,6 @@ def runner_command(
     config_file,
     ingest_fn,
     log_level,
-    debug,
 ):
     """Run the ingestion of SOURCE into --repo on a schedule, one run at a time per branch.
 
@@ -116,48 +111,39 @@ def runner_command(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        url = _repo_url(repo_url)
-        if not once and (cron is None) == (every is None):
-            raise BadInputError(
-                "give one of --cron or --every", hint='e.g. --cron "*/15 * * * *" or --every 30s'
-            )
-        if cron is not None and every is not None:
-            raise BadInputError("give --cron or --every, not both")
-        from ..runner import PipelineRunner, RetryPolicy, make_trigger
-
-        try:
-            trigger = (
-                make_trigger(cron=cron, every=parse_duration(every) if every else None)
-                if (cron or every)
-                else None
-            )
-        except ValueError as e:
-            raise BadInputError(f"bad schedule: {e}") from e
-        kwargs: dict = {}
-        if beam_args:
-            kwargs["beam_args"] = tuple(beam_args)
-        if config_file:
-            from ..config import IngestConfig
-
-            with open(config_file) as f:
-                try:
-                    kwargs["config"] = IngestConfig.from_dict(json.load(f))
-                except ValueError as e:
-                    raise BadInputError(f"--config {config_file} is not valid JSON: {e}") from e
-        runner = PipelineRunner(
-            source,
-            url,
-            branch,
-            ingest=ingest_fn,
-            ingest_kwargs=kwargs,
-            lease_ttl=parse_duration(lease_ttl),
-            retry=RetryPolicy(attempts=retries, backoff=parse_duration(backoff)),
-            stop_grace=parse_duration(stop_grace, allow_zero=True),
+    url = repo.url_for_workers()
+    if not once and (cron is None) == (every is None):
+        raise BadInputError(
+            "give one of --cron or --every", hint='e.g. --cron "*/15 * * * *" or --every 30s'
         )
-        code = runner.serve(trigger, once=once, metrics_port=metrics_port)
-    except DataversionError as e:
-        _fail(e, debug)
+    if cron is not None and every is not None:
+        raise BadInputError("give --cron or --every, not both")
+    from ..runner import PipelineRunner, RetryPolicy, make_trigger
+
+    try:
+        trigger = (
+            make_trigger(cron=cron, every=parse_duration(every) if every else None)
+            if (cron or every)
+            else None
+        )
+    except ValueError as e:
+        raise BadInputError(f"bad schedule: {e}") from e
+    kwargs: dict = {}
+    if beam_args:
+        kwargs["beam_args"] = tuple(beam_args)
+    if config_file:
+        kwargs["config"] = read_ingest_config(config_file)
+    runner = PipelineRunner(
+        source,
+        url,
+        branch,
+        ingest=ingest_fn,
+        ingest_kwargs=kwargs,
+        lease_ttl=parse_duration(lease_ttl),
+        retry=RetryPolicy(attempts=retries, backoff=parse_duration(backoff)),
+        stop_grace=parse_duration(stop_grace, allow_zero=True),
+    )
+    code = runner.serve(trigger, once=once, metrics_port=metrics_port)
     sys.exit(code)
 
 
@@ -173,8 +159,8 @@ def _row(r) -> str:
     return f"{r.started_at[:19]}  {r.branch:<10} {r.status:<18} {r.duration_s if r.duration_s is not None else '':>8}  {commit:<12}  {counts}  {tail}".rstrip()
 
 
-@click.command("runs")
-@repo_option
+@click.command("runs", cls=DataversionCommand)
+@repo_options
 @click.option("--branch", default=None, help="Only this branch (default: all).")
 @click.option(
     "-n",
@@ -184,21 +170,17 @@ def _row(r) -> str:
     show_default=True,
     help="At most this many runs, newest first (0: all).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the records as a JSON list.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def runs_command(repo_url, branch, limit, as_json, debug):
-    """The scheduled runner's run history, newest first."""
-    try:
-        from dataversion import Repo
+@json_option
+def runs_command(repo, branch, limit, as_json):
+    """The scheduled runner's run history, newest first.
 
-        from ..run_history import list_runs
+    --json prints the run records as a list.
+    """
+    from ..run_history import list_runs
 
-        records = list_runs(Repo.open(_repo_url(repo_url)).store, branch, limit or None)
-    except DataversionError as e:
-        _fail(e, debug)
+    records = list_runs(repo.open().store, branch, limit or None)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in records], indent=2))
-        return
+        return emit_json([r.to_dict() for r in records])
     if not records:
         click.echo("no runs recorded")
         return
@@ -207,15 +189,3 @@ def runs_command(repo_url, branch, limit, as_json, debug):
     )
     for r in records:
         click.echo(_row(r))
-
-
-@click.group()
-def _standalone() -> None:
-    """Standalone entry point (`python -m pipelines.cli.runner runner|runs ...`)."""
-
-
-_standalone.add_command(runner_command)
-_standalone.add_command(runs_command)
-
-if __name__ == "__main__":
-    _standalone()

@@ -42,5 +42,10 @@ def test_missing_repo_is_a_clear_error(tmp_path, monkeypatch):
     from dataversion.errors import BadInputError
 
     monkeypatch.delenv("DATAVERSION_REPO", raising=False)
+    # the command itself turns the error into one line and its exit code...
     res = CliRunner().invoke(ingest_command, [str(tmp_path)])
+    assert res.exit_code == 2 and res.stderr.startswith("error: no repository given")
+    assert "DATAVERSION_REPO" in res.stderr and "Traceback" not in res.output
+    # ...and lets it through with --debug
+    res = CliRunner().invoke(ingest_command, [str(tmp_path), "--debug"])
     assert isinstance(res.exception, BadInputError) and "DATAVERSION_REPO" in str(res.exception)

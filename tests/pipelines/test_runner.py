@@ -61,7 +61,7 @@ def wait_for(pred, timeout: float, what: str, poll: float = 0.1):
 def start_runner(source, url, *args: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), **(env or {})}
     out = open(log, "wb") if log else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli.runner", "runner", str(source), "--repo", url, *args],
+    return subprocess.Popen([sys.executable, "-m", "dataversion", "runner", str(source), "--repo", url, *args],
                             cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -292,7 +292,7 @@ def test_scheduled_runs_ingest_new_files(kind, tmp_path, request):
     assert repo.branch_tip("main") == second.commit and [c["id"] for c in repo.log("main")][:2] == [second.commit, first.commit]
     assert read_lease(repo.store, "main").released
     # `dataversion runs --json` shows the same history.
-    out = subprocess.run([sys.executable, "-m", "pipelines.cli.runner", "runs", "--repo", url, "--json", "-n", "0"],
+    out = subprocess.run([sys.executable, "-m", "dataversion", "runs", "--repo", url, "--json", "-n", "0"],
                          cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     listed = json.loads(out.stdout)
     assert [r["run_id"] for r in listed] == [r.run_id for r in reversed(runs_of(url))]
