@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from .training.batches import Batch
 from .training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .training.checkpoint import read_checkpoint_bytes as _read_bytes  # noqa: F401 - old name, for dataversion.cli.lineage
 from .training.dataset import SnapshotDataset
 from .training.loader import SnapshotLoader
 from .training.preemption import PreemptionHandler

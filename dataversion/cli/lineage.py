@@ -37,15 +37,10 @@ def inspect_checkpoint(path: str, repo_url: str | None = None, *, endpoint_url: 
     import torch
 
     from ..repo import commit_key
-    from ..torch import _read_bytes
     from ..training import lineage
+    from ..training.checkpoint import read_checkpoint_bytes
 
-    try:
-        data = _read_bytes(path)
-    except FileNotFoundError:
-        raise NotFoundError(f"no checkpoint at {path}") from None
-    except IsADirectoryError:
-        raise BadInputError(f"{path} is a directory, not a checkpoint") from None
+    data = read_checkpoint_bytes(path)
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a non-checkpoint

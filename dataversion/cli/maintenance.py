@@ -21,7 +21,7 @@ VERIFY_FAILED_EXIT = 5  # the exit code of CorruptObjectError: `verify` found co
 
 @click.command("gc", cls=DataversionCommand)
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
-@click.option("--grace", default="1h", show_default=True, help="Keep unreachable objects younger than this (s, m, h, d).")
+@click.option("--grace", default="14d", show_default=True, help="Keep unreachable objects younger than this (s, m, h, d); writers in flight are protected whatever it says.")
 @click.option("--expire-reflog", default=None, metavar="AGE", help="First drop reflog entries older than AGE (e.g. 90d); default: keep all.")
 @json_option
 @repo_options
@@ -33,7 +33,7 @@ def gc_command(dry_run, grace, expire_reflog, as_json, repo):
     if as_json:
         return emit_json(d)
     verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {d['deleted']} object(s), {d['bytes']:,} bytes; kept {d['kept_young']} unreachable object(s) younger than {grace}")
+    click.echo(f"{verb} {d['deleted']} object(s), {d['bytes']:,} bytes; kept {d['kept_young']} unreachable object(s) younger than {grace} or written by a writer in flight")
 
 
 @click.command("verify", cls=DataversionCommand)

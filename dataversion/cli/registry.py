@@ -7,12 +7,8 @@ The table is built once per process from
   other distribution's. The extras an entry point names (`module:attr [pipelines]`) are
   the ones the command needs.
 
-Where metadata comes from: the installed distributions, except when `dataversion` is
-imported from a source checkout (a pyproject.toml of project "dataversion" beside the
-package): then that file's table replaces what the installed `dataversion` distribution
-declares, so a checkout never runs with stale or missing metadata (a tree never installed,
-or installed before a command was added). Without either (no metadata, no pyproject, or
-Python 3.10 without tomllib/tomli), only the core commands exist.
+Metadata comes from the installed distributions (`scripts/setup.sh` reinstalls whenever
+pyproject.toml changes); a tree that was never installed has only the core commands.
 
 A command whose module cannot be imported still appears (in `--help` too); running it
 prints one line and exits 2, e.g. `error: 'ingest' needs the pipelines extra: pip install
@@ -23,10 +19,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
-from pathlib import Path
 from typing import Any
 
 import click
@@ -35,46 +29,11 @@ from ..errors import BadInputError, DataversionError
 from .support import DataversionCommand, is_missing_dependency, missing_dependency_error
 
 ENTRY_POINT_GROUP = "dataversion.commands"
-DISTRIBUTION = "dataversion"
-
-
-def source_tree_entry_points(package_dir: Path | None = None) -> list[EntryPoint] | None:
-    """The entry points pyproject.toml declares when the package lives in a source checkout
-    of dataversion; None when it does not (an installed package) or cannot be read."""
-    package_dir = package_dir or Path(__file__).resolve().parents[1]
-    pyproject = package_dir.parent / "pyproject.toml"
-    if not pyproject.is_file():
-        return None
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            return None
-    try:
-        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
-    except (OSError, ValueError):
-        return None
-    if project.get("name") != DISTRIBUTION:
-        return None
-    table = project.get("entry-points", {}).get(ENTRY_POINT_GROUP, {})
-    return [EntryPoint(name, value, ENTRY_POINT_GROUP) for name, value in table.items()]
-
-
-def _from_dataversion(ep: EntryPoint) -> bool:
-    dist = getattr(ep, "dist", None)
-    return dist is not None and re.sub(r"[-_.]+", "-", dist.name).lower() == DISTRIBUTION
 
 
 def discover_entry_points() -> list[EntryPoint]:
-    """The optional commands: installed entry points, with a source checkout's own table
-    in place of the installed dataversion distribution's (see the module docstring)."""
-    installed = list(entry_points(group=ENTRY_POINT_GROUP))
-    source = source_tree_entry_points()
-    if source is None:
-        return installed
-    return source + [ep for ep in installed if not _from_dataversion(ep)]
+    """The optional commands: the installed entry points of the group."""
+    return list(entry_points(group=ENTRY_POINT_GROUP))
 
 
 class CommandRegistry(click.Group):

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from dataversion.cli import CORE_COMMANDS, main, registry
-from dataversion.cli.registry import ENTRY_POINT_GROUP, CommandRegistry, source_tree_entry_points
+from dataversion.cli.registry import ENTRY_POINT_GROUP, CommandRegistry
 
 ROOT = Path(__file__).resolve().parents[3]
 OPTIONAL = {"ingest", "rejects", "runner", "runs", "features"}
@@ -55,15 +55,6 @@ def test_help_lists_every_command_with_its_short_help():
 def test_optional_commands_declare_their_extras():
     assert [main.extras_of(n) for n in ("ingest", "rejects", "runner", "runs", "features", "log")] == [
         ("pipelines",), (), ("runner", "pipelines"), (), ("feast",), ()]
-
-
-def test_a_source_checkout_reads_the_table_of_its_pyproject(tmp_path):
-    found = source_tree_entry_points(ROOT / "dataversion")
-    assert found is not None and {ep.name for ep in found} == OPTIONAL
-    (tmp_path / "pkg").mkdir()
-    assert source_tree_entry_points(tmp_path / "pkg") is None  # no pyproject: installed metadata only
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "other"\n')
-    assert source_tree_entry_points(tmp_path / "pkg") is None  # another project's pyproject
 
 
 def _registry_with(monkeypatch, *eps: EntryPoint) -> CommandRegistry:
@@ -129,9 +120,8 @@ def test_help_needs_no_extra(args):
     assert p.returncode == 0 and "Usage: dataversion" in p.stdout and p.stderr == ""
 
 
-def test_without_metadata_or_pyproject_only_the_core_commands_exist(monkeypatch):
+def test_without_metadata_only_the_core_commands_exist(monkeypatch):
     monkeypatch.setattr(registry, "entry_points", lambda group: [])
-    monkeypatch.setattr(registry, "source_tree_entry_points", lambda package_dir=None: None)
 
     @click.group(cls=CommandRegistry, core=CORE_COMMANDS)
     def root():
@@ -143,10 +133,10 @@ def test_without_metadata_or_pyproject_only_the_core_commands_exist(monkeypatch)
 
 
 def test_installed_metadata_matches_the_pyproject():
-    """Where dataversion is installed with its entry points (pip install [-e] .), they are the
-    table pyproject.toml declares: the registry finds the same commands either way."""
-    installed = [ep for ep in registry.entry_points(group=ENTRY_POINT_GROUP) if registry._from_dataversion(ep)]
-    if not installed:
-        pytest.skip("dataversion is installed without its dataversion.commands entry points (reinstall it)")
-    as_pairs = lambda eps: sorted((ep.name, ep.value) for ep in eps)  # noqa: E731
-    assert as_pairs(installed) == as_pairs(source_tree_entry_points(ROOT / "dataversion"))
+    """The installed entry points (pip install [-e] ., which scripts/setup.sh redoes whenever
+    pyproject.toml changes) are the table pyproject.toml declares."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][ENTRY_POINT_GROUP]
+    installed = {ep.name: ep.value for ep in registry.entry_points(group=ENTRY_POINT_GROUP)}
+    assert {k: installed.get(k) for k in declared} == declared
