@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import NotFoundError
 from .hashing import canonical_json
+from .objects import Commit
 from .stores.base import Store
 
 CHUNK = 128
@@ -55,6 +56,25 @@ def parse_chunk(data: bytes) -> Chunk:
     d = json.loads(data)
     entries = d["entries"]
     return Chunk(canonical_json(entries).decode("utf-8")[1:-1], len(entries), d["next"])
+
+
+def checked_entries(chunk: Chunk, commit_id: str) -> list[dict[str, Any]] | None:
+    """The chunk's entries if each one hashes to its commit id and they chain from
+    `commit_id` along first parents to `chunk.next`; None if any does not (a chunk is
+    derived data: the caller reads the commits themselves instead)."""
+    try:
+        entries = chunk.entries()
+        expected: str | None = commit_id
+        for e in entries:
+            fields = {k: v for k, v in e.items() if k != "id"}
+            if e.get("id") != expected or Commit.from_dict(fields).id != expected:
+                return None
+            expected = e["parents"][0] if e["parents"] else None
+        if expected != chunk.next:
+            return None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+    return entries
 
 
 def read_chunk(store: Store, commit_id: str) -> Chunk | None:

@@ -27,8 +27,8 @@ def log(repo: Repo, ref: str = DEFAULT_BRANCH, n: int | None = None) -> list[dic
     out: list[dict[str, Any]] = []
     while commit_id and (n is None or len(out) < n):
         chunk = history.read_chunk(repo.store, commit_id)
-        entries = chunk.entries() if chunk is not None else []
-        if not entries or entries[0].get("id") != commit_id:
+        entries = history.checked_entries(chunk, commit_id) if chunk is not None else None
+        if not entries:
             commit = repo.read_commit(commit_id)
             out.append(commit.summary(commit_id))
             commit_id = commit.parents[0] if commit.parents else None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
+from .. import history
 from ..errors import CorruptObjectError, DataversionError, NotFoundError
 from ..hashing import DIGEST_MOD, digest_hex, digest_int, object_id
-from ..objectdb import commit_key, manifest_key
+from ..history import history_key
+from ..objectdb import blob_key, commit_key, manifest_key
 from ..objects import Commit, Manifest
 from ..shards import (
     decode_shard,
@@ -25,15 +28,25 @@ if TYPE_CHECKING:
 def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[str, Any]:
     """Re-hash every object reachable from `ref` (or from every ref if None).
 
-    Checks: each commit's bytes hash to its id; each manifest's bytes to its id and its
-    record summary equals the commit's; each shard's bytes to its id; each payload to its
-    record id; each shard's entry digest and counts to what the manifest says.
+    Checks every object kind: each ref names a stored commit; each commit's bytes hash to
+    its id; each history chunk's entries hash to their commits and chain along first
+    parents; each attachment blob hashes to its id; each manifest's bytes hash to its id
+    and its record summary equals the commit's; each shard's bytes hash to its id, each
+    payload to its record id, each shard's entry digest and counts to what the manifest
+    says; each lineage entry and pin parses and names stored commits.
     """
     bad: list[dict[str, str]] = []
     roots = [repo.resolve(ref)] if ref else sorted(root_commits(repo))
     commits = reachable_commits(repo, roots)
     seen_shards: set[str] = set()
-    checked = {"commits": 0, "manifests": 0, "shards": 0, "records": 0}
+    checked = {"refs": 0, "commits": 0, "history": 0, "blobs": 0, "manifests": 0, "shards": 0, "records": 0,
+               "lineage": 0, "pins": 0}
+    if not ref:
+        for name, target in sorted(repo.refs.list().items()):
+            checked["refs"] += 1
+            if not repo.store.exists(commit_key(target)):
+                bad.append({"object": name, "problem": f"{name} names commit {target}, which is missing"})
+        _verify_side_objects(repo, commits, checked, bad)
     for cid in sorted(commits):
         checked["commits"] += 1
         try:
@@ -45,6 +58,16 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
         for parent in commit.parents:
             if parent not in commits or not repo.store.exists(commit_key(parent)):
                 bad.append({"object": commit_key(parent), "problem": f"parent of {cid} is missing"})
+        chunk_problem = _verify_history(repo, cid)
+        if chunk_problem is not None:
+            bad.append({"object": history_key(cid), "problem": chunk_problem})
+        checked["history"] += 1
+        for name, blob_id in sorted(commit.attachments.items()):
+            checked["blobs"] += 1
+            try:
+                repo.read_blob(blob_id)
+            except DataversionError as e:
+                bad.append({"object": blob_key(blob_id), "problem": f"attachment {name!r} of commit {cid}: {e}"})
         checked["manifests"] += 1
         try:
             mdata = repo.store.get(manifest_key(manifest_id))
@@ -67,6 +90,42 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
             if progress is not None:
                 progress.update(1)
     return {"ok": not bad, "checked": checked, "bad": bad}
+
+
+def _verify_history(repo: Repo, cid: str) -> str | None:
+    try:
+        data = repo.store.get(history_key(cid))
+    except NotFoundError:
+        return None  # derived data: `log` falls back to reading commits
+    try:
+        chunk = history.parse_chunk(data)
+    except (ValueError, KeyError, TypeError) as e:
+        return f"history chunk of {cid} cannot be parsed: {e}"
+    if history.checked_entries(chunk, cid) is None:
+        return f"history chunk of {cid} does not match the commits it summarizes"
+    return None
+
+
+def _verify_side_objects(repo: Repo, commits: set[str], checked: dict[str, int], bad: list[dict[str, str]]) -> None:
+    """Lineage entries and pins: each parses, and each commit it names is stored."""
+    for prefix, kind, field in (("lineage/", "lineage", "commit"), ("pins/", "pins", "commits")):
+        for info in repo.store.list(prefix):
+            if not info.key.endswith(".json"):
+                continue
+            checked[kind] += 1
+            try:
+                d = json.loads(repo.store.get(info.key))
+                named = d[field] if isinstance(d[field], list) else [d[field]]
+                if not all(isinstance(c, str) for c in named):
+                    raise TypeError(f"{field} must name commit ids")
+            except (ValueError, KeyError, TypeError) as e:
+                bad.append({"object": info.key, "problem": f"cannot be parsed: {e}"})
+                continue
+            except NotFoundError:
+                continue
+            for c in named:
+                if c not in commits and not repo.store.exists(commit_key(c)):
+                    bad.append({"object": info.key, "problem": f"names commit {c}, which is missing"})
 
 
 def _verify_shard(repo: Repo, shard, checked: dict[str, int]) -> str | None:

@@ -94,3 +94,40 @@ def test_loader_refuses_a_swapped_manifest_pointer(repo):
     with pytest.raises(CorruptObjectError):
         loader = SnapshotLoader(repo.url, ref=tip, batch_size=4, num_workers=0, cache="none")
         list(loader)
+
+
+# ---------------------------------------------------------------------------- verify: every kind
+def _forge_history(repo):
+    from dataversion.history import history_key
+
+    tip = repo.resolve("main")
+    key = history_key(tip)
+    d = json.loads(repo.store.get(key))
+    d["entries"][0]["counts"]["added"] = 999_999
+    repo.store.put(key, json.dumps(d).encode())
+    return key
+
+
+def test_a_forged_history_chunk_fails_verify_and_log_shows_the_true_counts(repo):
+    key = _forge_history(repo)
+    fresh = Repo.open(repo.url)
+    assert fresh.log()[0]["counts"]["added"] == 5
+    d = fresh.verify()
+    assert not d["ok"] and [b["object"] for b in d["bad"]] == [key]
+    r = _cli(repo, "verify", "--all")
+    assert r.exit_code == 5 and key in r.output
+
+
+def test_verify_names_a_corrupt_attachment_a_broken_pin_lineage_entry_and_a_dangling_ref(repo):
+    from dataversion.objectdb import blob_key
+
+    res = repo.commit(make_text_records(["with attachment"]), message="att", attachments={"rejects": b"[]"})
+    blob = repo.read_commit(res.commit_id).attachments["rejects"]
+    repo.store.put(blob_key(blob), b"[tampered]")
+    repo.store.put("pins/p1.json", b"{broken")
+    repo.store.put("lineage/run/e1.json", json.dumps({"commit": "0" * 32}).encode())
+    repo.store.put("refs/heads/ghost", ("f" * 32 + "\n").encode())
+    d = Repo.open(repo.url).verify()
+    objects = {b["object"] for b in d["bad"]}
+    assert {blob_key(blob), "pins/p1.json", "lineage/run/e1.json", "refs/heads/ghost"} <= objects, d["bad"]
+    assert d["checked"]["blobs"] >= 1 and d["checked"]["pins"] == 1 and d["checked"]["lineage"] == 1
