@@ -72,3 +72,5 @@ def checkout_command(ref, directory, as_json, repo):
     if as_json:
         return emit_json(d)
     click.echo(f"checked out {d['records']:,} records of {d['commit'][:12]} into {d['directory']} ({d['files']:,} files)")
+    for r_ in d["renamed"]:
+        click.echo(f"warning: {r_['source']} is the source of several records; record {r_['record_id'][:12]} written as {r_['path']}", err=True)

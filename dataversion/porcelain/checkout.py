@@ -2,14 +2,21 @@
 
 Every target path is checked before anything is written: a record whose source would land
 outside the directory (`../../x`, an absolute path, a symlink escaping it) aborts the
-checkout with a clear error and no file written.
+checkout with a clear error and no file written. Every record lands: records that share a
+source path (a file edited and added again without `--sync`) are each written under the
+path with `~<first 8 hex of the record id>` before the extension, and reported as renamed.
+JSONL lines are regrouped into their files in line order through sorted runs spilled to a
+temporary directory, so memory stays bounded by a batch whatever the snapshot's size.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError
@@ -20,6 +27,7 @@ if TYPE_CHECKING:
     from ..repo import Repo
 
 _EXT = {"text": ".txt", "image": ".img", "audio": ".audio", "binary": ".bin"}
+_SPILL_BYTES = 64 * 2**20  # JSONL lines held in memory before a sorted run is spilled
 
 
 def safe_target(root: str, relative: str) -> str:
@@ -36,16 +44,64 @@ def safe_target(root: str, relative: str) -> str:
     return target
 
 
+def suffixed(relative: str, record_id: str) -> str:
+    """`dir/name~<id8>.ext`: where a record goes when others share its source path."""
+    head, tail = os.path.split(relative)
+    stem, ext = os.path.splitext(tail)
+    return os.path.join(head, f"{stem}~{record_id[:8]}{ext}")
+
+
+class _LineSpool:
+    """JSONL lines of many files, returned per file in (line, text) order, with memory
+    bounded by `_SPILL_BYTES`: full buffers are sorted and spilled as runs, then merged."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.buffers: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        self.runs: dict[str, list[str]] = defaultdict(list)
+        self.held = 0
+
+    def add(self, rel: str, line: int, text: str) -> None:
+        self.buffers[rel].append((line, text))
+        self.held += len(text) + 32
+        if self.held > _SPILL_BYTES:
+            self._spill()
+
+    def _spill(self) -> None:
+        for rel, entries in self.buffers.items():
+            entries.sort()
+            fd, path = tempfile.mkstemp(dir=self.workdir, suffix=".run")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for line, text in entries:
+                    f.write(f"{line}\t{text}\n")
+            self.runs[rel].append(path)
+        self.buffers.clear()
+        self.held = 0
+
+    @staticmethod
+    def _read_run(path: str) -> Iterator[tuple[int, str]]:
+        with open(path, encoding="utf-8") as f:
+            for row in f:
+                line, _, text = row.rstrip("\n").partition("\t")
+                yield int(line), text
+
+    def files(self) -> list[str]:
+        return sorted(set(self.buffers) | set(self.runs))
+
+    def lines(self, rel: str) -> Iterator[tuple[int, str]]:
+        streams = [self._read_run(p) for p in self.runs.get(rel, [])]
+        streams.append(iter(sorted(self.buffers.get(rel, []))))
+        return heapq.merge(*streams)
+
+
 def checkout(repo: Repo, ref: str, directory: str, *, progress: Any = None) -> dict[str, Any]:
     """Write the records of `ref` as files under `directory` (paths checked before any write)."""
     return materialize(repo, repo.resolve(ref), directory, progress=progress)
 
 
-def materialize(repo: Repo, commit_id: str, directory: str, *, progress: Any = None) -> dict[str, Any]:
-    os.makedirs(directory, exist_ok=True)
-    manifest = repo.read_manifest(commit_id)
-    # Pass 1: plan every path (metadata only) and validate it; nothing is written yet.
-    plan_files: dict[str, str] = {}
+def _plan(repo: Repo, manifest, directory: str) -> tuple[dict[str, str], dict[str, str], list[dict[str, str]]]:
+    """Pass 1, metadata only: the target of every file record and every JSONL file."""
+    by_path: dict[str, list[str]] = defaultdict(list)
     jsonl_files: dict[str, str] = {}
     for shard in manifest.shards:
         t = repo.read_shard_columns(shard, ["record_id", "modality", "source"])
@@ -54,38 +110,63 @@ def materialize(repo: Repo, commit_id: str, directory: str, *, progress: Any = N
             if line:
                 jsonl_files.setdefault(line[0], safe_target(directory, line[0]))
             else:
-                rel = src or f"{mod}/{rid}{_EXT.get(mod, '.bin')}"
-                plan_files[rid] = safe_target(directory, rel)
+                by_path[src or f"{mod}/{rid}{_EXT.get(mod, '.bin')}"].append(rid)
+    plan: dict[str, str] = {}
+    renamed: list[dict[str, str]] = []
+    for rel, rids in by_path.items():
+        if len(rids) == 1 and rel not in jsonl_files:
+            plan[rids[0]] = safe_target(directory, rel)
+            continue
+        for rid in sorted(rids):
+            new = suffixed(rel, rid)
+            plan[rid] = safe_target(directory, new)
+            renamed.append({"record_id": rid, "source": rel, "path": new})
+    taken = {}
+    for rid, target in plan.items():
+        if target in taken:  # a suffixed name that another record's source already had
+            raise BadInputError(f"cannot check out: records {taken[target]} and {rid} both map to {target}")
+        taken[target] = rid
+    return plan, jsonl_files, renamed
+
+
+def materialize(repo: Repo, commit_id: str, directory: str, *, progress: Any = None) -> dict[str, Any]:
+    os.makedirs(directory, exist_ok=True)
+    manifest = repo.read_manifest(commit_id)
+    plan_files, jsonl_files, renamed = _plan(repo, manifest, directory)
     # Pass 2: write.
     written = 0
-    lines: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for shard in manifest.shards:
-        t = repo.read_shard(shard)
-        cols = {c: t.column(c).to_pylist() for c in ("modality", "source", "meta", "text", "data", "label")}
-        for i, rid in enumerate(ids_to_hex(ids_as_numpy(t.column("record_id")))):
-            src = cols["source"][i]
-            line = split_line_source(src) if src else None
-            if line:
-                obj = json.loads(cols["meta"][i]) if cols["meta"][i] else {}
-                obj[JSONL_TEXT_FIELD] = cols["text"][i]
-                lines[line[0]].append((line[1], json.dumps(obj, ensure_ascii=False, sort_keys=True)))
-                continue
-            target = plan_files[rid]
+    with tempfile.TemporaryDirectory(prefix="dataversion-checkout-") as workdir:
+        spool = _LineSpool(workdir)
+        for shard in manifest.shards:
+            t = repo.read_shard(shard)
+            cols = {c: t.column(c).to_pylist() for c in ("source", "meta", "text", "data")}
+            for i, rid in enumerate(ids_to_hex(ids_as_numpy(t.column("record_id")))):
+                src = cols["source"][i]
+                line = split_line_source(src) if src else None
+                if line:
+                    obj = json.loads(cols["meta"][i]) if cols["meta"][i] else {}
+                    obj[JSONL_TEXT_FIELD] = cols["text"][i]
+                    spool.add(line[0], line[1], json.dumps(obj, ensure_ascii=False, sort_keys=True))
+                    continue
+                target = plan_files[rid]
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                payload = cols["text"][i].encode("utf-8") if cols["text"][i] is not None else (cols["data"][i] or b"")
+                with open(target, "wb") as f:
+                    f.write(payload)
+                written += 1
+                if progress is not None:
+                    progress.update(1)
+            del t, cols
+        for rel in spool.files():
+            target = jsonl_files[rel]
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            payload = cols["text"][i].encode("utf-8") if cols["text"][i] is not None else (cols["data"][i] or b"")
-            with open(target, "wb") as f:
-                f.write(payload)
+            n = 0
+            with open(target, "w", encoding="utf-8") as f:
+                for _, text in spool.lines(rel):
+                    f.write(text + "\n")
+                    n += 1
             written += 1
             if progress is not None:
-                progress.update(1)
-    for rel, entries in lines.items():
-        target = jsonl_files[rel]
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        entries.sort()
-        with open(target, "w", encoding="utf-8") as f:
-            for _, text in entries:
-                f.write(text + "\n")
-        written += 1
-        if progress is not None:
-            progress.update(len(entries))
-    return {"commit": commit_id, "directory": os.path.abspath(directory), "files": written, "records": manifest.records.count}
+                progress.update(n)
+    return {"commit": commit_id, "directory": os.path.abspath(directory), "files": written,
+            "records": manifest.records.count, "renamed": renamed}

@@ -310,3 +310,36 @@ def test_gc_with_reflog_expiry_collects_reset_away_commits(repo, raw):
     fresh = Repo.open(repo.url)
     assert not fresh.store.exists(f"commits/{c2}.json")
     assert fresh.verify()["ok"] and fresh.resolve("main") == c1
+
+
+def test_checkout_writes_every_record_when_two_share_a_source_path(repo, tmp_path):
+    """Edit a file and add it again without --sync: both versions are in the snapshot, with
+    one source path. checkout used to say 2 files and write one."""
+    raw = tmp_path / "raw"
+    write_tree(raw, {"a.txt": "first version", "b.txt": "other"})
+    repo.add([str(raw)], message="one")
+    write_tree(raw, {"a.txt": "second version"})
+    repo.add([str(raw)], message="two")
+    out = tmp_path / "out"
+    d = repo.checkout("main", str(out))
+    written = {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*") if p.is_file()}
+    assert d["files"] == len(written) == 3
+    assert sorted(written.values()) == ["first version", "other", "second version"]
+    assert written["b.txt"] == "other"
+    assert sorted(r["source"] for r in d["renamed"]) == ["a.txt", "a.txt"]
+    assert all(p.startswith("a~") for p in written if p != "b.txt")
+
+
+def test_checkout_spills_jsonl_lines_and_keeps_their_order(repo, tmp_path, monkeypatch):
+    from dataversion.porcelain import checkout as co
+
+    monkeypatch.setattr(co, "_SPILL_BYTES", 200)  # spill after a few lines
+    raw = tmp_path / "raw"
+    lines = [json.dumps({"text": f"line number {i} " + "x" * (i % 7)}) for i in range(60)]
+    write_tree(raw, {"d.jsonl": "\n".join(lines) + "\n", "e.jsonl": json.dumps({"text": "only line"}) + "\n"})
+    repo.add([str(raw)], message="jsonl")
+    out = tmp_path / "out"
+    repo.checkout("main", str(out))
+    got = [json.loads(x)["text"] for x in (out / "d.jsonl").read_text().splitlines()]
+    assert got == [json.loads(x)["text"] for x in lines]
+    assert (out / "e.jsonl").read_text().count("\n") == 1
