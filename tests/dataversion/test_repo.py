@@ -289,7 +289,7 @@ def test_commit_counts_and_idset_after_rm_and_readd(repo):
 def test_small_commit_on_big_s3_repo_reads_only_id_columns(s3_repo_url):
     """A fresh process adding one record must not download every shard's payloads."""
     repo = Repo.init(s3_repo_url)
-    big = ["payload %d " % i + "x" * 4000 for i in range(3000)]
+    big = [f"payload {i} " + "x" * 4000 for i in range(3000)]
     first = repo.commit(make_text_records(big), message="big")
     shard_bytes = sum(s.size for s in repo.read_manifest(first.commit_id).shards)
     fresh = Repo.open(s3_repo_url)
