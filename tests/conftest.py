@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from .faultproxy import FaultProxy
+
 ACCESS_KEY = "dataversion-test"
 SECRET_KEY = "dataversion-test-secret"
 
@@ -272,6 +274,16 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 def s3_repo_url(s3_env: S3Server) -> str:
     """A fresh "s3://<empty bucket>/repo" URL, with the environment pointing at the server."""
     return f"s3://{s3_env.new_bucket()}/repo"
+
+
+@pytest.fixture
+def fault_proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
+    """A `tests.faultproxy.FaultProxy` on loopback in front of the S3 server, passing
+    everything through until a test switches on a fault; stopped after the test.
+
+    Point a store at `fault_proxy.endpoint` (same credentials as `s3_server`)."""
+    with FaultProxy(s3_server.endpoint, io_timeout_s=30.0, max_lifetime_s=300.0) as proxy:
+        yield proxy
 
 
 @pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
