@@ -20,8 +20,12 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def open_store(url: str, *, create: bool = False, **options: object) -> Store:
-    """Open the store a repository URL names: file://PATH, s3://BUCKET/PREFIX, memory://NAME."""
+def open_store(url: str, *, create: bool = False, create_bucket: bool = False, **options: object) -> Store:
+    """Open the store a repository URL names: file://PATH, s3://BUCKET/PREFIX, memory://NAME.
+
+    `create`: make a missing local directory (an S3 prefix needs no making). `create_bucket`:
+    make a missing S3 bucket; without it a missing bucket is NotFoundError, never created by
+    accident (a typo in a bucket name must not become a new bucket)."""
     url = normalize_url(url)
     u = urlparse(url)
     if u.scheme == "file":
@@ -34,7 +38,7 @@ def open_store(url: str, *, create: bool = False, **options: object) -> Store:
 
         if not u.netloc:
             raise BadInputError(f"repository URL {url!r} names no bucket", hint="use s3://BUCKET/PREFIX")
-        return S3Store(u.netloc, u.path.lstrip("/"), create=create, **options)  # type: ignore[arg-type]
+        return S3Store(u.netloc, u.path.lstrip("/"), create_bucket=create_bucket, **options)  # type: ignore[arg-type]
     if u.scheme == "memory":
         return MemoryStore(u.netloc or "memory")
     raise BadInputError(f"unsupported repository URL {url!r}", hint="use file://PATH or s3://BUCKET/PREFIX")

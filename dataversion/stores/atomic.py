@@ -32,8 +32,15 @@ def write_temp(directory: str, data: bytes, *, fsync: bool = True, name: str = "
     """Write `data` to a new temporary file in `directory` (created if needed); its path.
 
     The temporary name is `.tmp-<name>-XXXX`, so a leftover says what it was meant to be."""
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}-" if name else TMP_PREFIX, dir=directory)
+    for attempt in range(3):
+        os.makedirs(directory, exist_ok=True)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}-" if name else TMP_PREFIX, dir=directory)
+            break
+        except FileNotFoundError:
+            # A concurrent delete pruned the (then empty) directory between the two calls.
+            if attempt == 2:
+                raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -1,9 +1,10 @@
 """The storage interface every backend implements, and the one place CAS semantics live.
 
 A store maps string keys ("commits/ab12...json") to immutable-or-CAS-updated bytes.
-Compare-and-swap is `put_if_absent` (create only) and `put_if_match` (replace only when
-the current version token is the one the caller read). Every ref, lease and pin update goes
-through these two methods.
+Compare-and-swap is `put_if_absent` (create only), `put_if_match` (replace only when the
+current version token is the one the caller read) and `delete_if_match` (delete only then).
+Every ref, lease and pin update goes through these methods. On a remote store they are
+idempotent under retries: a lost reply never turns a write that landed into a conflict.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class Store(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Delete the object; deleting a missing object is not an error."""
+
+    @abstractmethod
+    def delete_if_match(self, key: str, token: str) -> None:
+        """Delete the object only if its version is still `token`; else ConflictError (also
+        when it is already gone: someone else deleted it)."""
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

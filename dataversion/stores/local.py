@@ -3,7 +3,10 @@
 Writes go to a temporary file in the same directory, fsynced, and are renamed into place
 (`stores.atomic`), so a reader never sees a half-written object, a killed writer leaves only
 a temp file and a power cut loses no acknowledged write. Compare-and-swap holds a per-key
-`filelock.FileLock`.
+`filelock.FileLock` kept under `.locks/` at the root, not beside the object: a lock file is
+never deleted (that would split its waiters across inodes), and one left beside
+`refs/heads/a/b` would keep the directory `refs/heads/a` alive after the ref is gone, so a ref
+`refs/heads/a` could never be created again.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from ..hashing import object_id
 from .atomic import TMP_PREFIX as _TMP_PREFIX
 from .atomic import fsync_dir, move_atomic, write_temp
 from .base import ObjectInfo, Store
+
+LOCKS_DIR = ".locks"
 
 
 class LocalStore(Store):
@@ -35,6 +40,9 @@ class LocalStore(Store):
             raise BadInputError(f"invalid object key {key!r}")
         return os.path.join(self.root, key)
 
+    def _lock(self, key: str) -> FileLock:
+        return FileLock(os.path.join(self.root, LOCKS_DIR, object_id(key.encode()) + ".lock"))
+
     def get(self, key: str) -> bytes:
         self.stats["GET"] += 1
         try:
@@ -50,7 +58,13 @@ class LocalStore(Store):
         return data, object_id(data)
 
     def _write_temp(self, path: str, data: bytes) -> str:
-        return write_temp(os.path.dirname(path), data)
+        try:
+            return write_temp(os.path.dirname(path), data)
+        except (NotADirectoryError, FileExistsError) as e:
+            # makedirs met a file where a directory of the key's path should be.
+            key = os.path.relpath(path, self.root)
+            raise StoreError(f"cannot write {key} in {self.url}: a shorter key on its path is an object, "
+                             "so it cannot hold other keys") from e
 
     def put(self, key: str, data: bytes) -> None:
         self.stats["PUT"] += 1
@@ -73,6 +87,8 @@ class LocalStore(Store):
             fsync_dir(os.path.dirname(path))
             return True
         except FileExistsError:
+            if os.path.isdir(path):
+                raise StoreError(f"cannot create {key} in {self.url}: it is a directory holding other keys") from None
             return False
         finally:
             os.unlink(tmp)
@@ -80,8 +96,7 @@ class LocalStore(Store):
     def put_if_match(self, key: str, data: bytes, token: str) -> None:
         self.stats["PUT"] += 1
         path = self._path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with FileLock(path + ".lock"):
+        with self._lock(key):
             try:
                 with open(path, "rb") as f:
                     current = object_id(f.read())
@@ -105,6 +120,33 @@ class LocalStore(Store):
             os.unlink(self._path(key))
         except FileNotFoundError:
             pass
+
+    def delete_if_match(self, key: str, token: str) -> None:
+        self.stats["DELETE"] += 1
+        path = self._path(key)
+        with self._lock(key):
+            try:
+                with open(path, "rb") as f:
+                    current = object_id(f.read())
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise ConflictError(f"{key} was deleted by another writer") from None
+            if current != token:
+                raise ConflictError(f"{key} was updated by another writer")
+            os.unlink(path)
+            directory = os.path.dirname(path)
+            fsync_dir(directory)
+        self._prune_empty_dirs(directory)
+
+    def _prune_empty_dirs(self, directory: str) -> None:
+        """Remove empty directories from `directory` up to the root, as git does for refs, so a
+        deleted `refs/heads/a/b` leaves no directory `refs/heads/a` in the way of a ref of that
+        name. A writer that makes the directory again meanwhile is fine: `write_temp` retries."""
+        while directory != self.root and directory.startswith(self.root + os.sep):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return  # not empty (or gone): stop
+            directory = os.path.dirname(directory)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         self.stats["LIST"] += 1

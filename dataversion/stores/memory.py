@@ -60,6 +60,14 @@ class MemoryStore(Store):
         with self._lock:
             self._objects.pop(key, None)
 
+    def delete_if_match(self, key: str, token: str) -> None:
+        self.stats["DELETE"] += 1
+        with self._lock:
+            current = self._objects.get(key)
+            if current is None or object_id(current[0]) != token:
+                raise ConflictError(f"{key} was updated or deleted by another writer")
+            del self._objects[key]
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         self.stats["LIST"] += 1
         with self._lock:

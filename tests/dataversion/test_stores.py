@@ -111,6 +111,34 @@ class TestStoreContract:
             store.put_if_match("k", b"v2", token)
         assert not store.exists("k")
 
+    def test_delete_if_match_with_current_token_deletes(self, store: Store) -> None:
+        store.put("refs/heads/dev", b"v1")
+        _, token = store.get_versioned("refs/heads/dev")
+        store.delete_if_match("refs/heads/dev", token)
+        assert not store.exists("refs/heads/dev")
+
+    def test_delete_if_match_with_stale_token_conflicts_and_keeps(self, store: Store) -> None:
+        store.put("refs/heads/dev", b"v1")
+        _, stale = store.get_versioned("refs/heads/dev")
+        store.put("refs/heads/dev", b"v2")
+        with pytest.raises(ConflictError):
+            store.delete_if_match("refs/heads/dev", stale)
+        assert store.get("refs/heads/dev") == b"v2"
+
+    def test_delete_if_match_on_a_deleted_key_conflicts(self, store: Store) -> None:
+        store.put("refs/heads/dev", b"v1")
+        _, token = store.get_versioned("refs/heads/dev")
+        store.delete("refs/heads/dev")
+        with pytest.raises(ConflictError):
+            store.delete_if_match("refs/heads/dev", token)
+
+    def test_a_key_deleted_by_cas_frees_its_name_as_a_directory_and_back(self, store: Store) -> None:
+        store.put("refs/heads/a/b", b"v")
+        _, token = store.get_versioned("refs/heads/a/b")
+        store.delete_if_match("refs/heads/a/b", token)
+        assert store.put_if_absent("refs/heads/a", b"w") is True  # no directory left in the way
+        assert [o.key for o in store.list("refs/")] == ["refs/heads/a"]
+
     def test_list_with_prefix(self, store: Store) -> None:
         for key in ("commits/a1", "commits/b2", "commitsX", "refs/heads/main", "refs/tags/v1"):
             store.put(key, key.encode())
@@ -276,8 +304,10 @@ def test_two_processes_race_put_if_match_on_s3(s3_env, s3_bucket: str, tmp_path:
 def test_s3_wrong_secret_is_a_store_error_naming_the_bucket(s3_server, s3_bucket: str) -> None:
     with pytest.raises(StoreError) as info:
         _s3_store(s3_server, s3_bucket, secret_key="not-the-secret")
-    assert s3_bucket in str(info.value)
-    assert "SignatureDoesNotMatch" in str(info.value)
+    message = str(info.value)
+    assert f"bucket {s3_bucket} at {s3_server.endpoint}" in message
+    assert "store-" not in message  # the prefix is not the bucket
+    assert "SignatureDoesNotMatch" in message
 
 
 @pytest.mark.s3
@@ -303,16 +333,32 @@ def test_s3_missing_bucket_is_not_found_and_not_created(s3_server) -> None:
     bucket = f"missing-{uuid.uuid4().hex[:12]}"
     with pytest.raises(NotFoundError) as info:
         _s3_store(s3_server, bucket)
-    assert bucket in str(info.value)
+    assert f"bucket {bucket} does not exist at {s3_server.endpoint}" in str(info.value)
+    assert "--create-bucket" in str(info.value)
     assert not s3_server.client().bucket_exists(bucket)
 
 
 @pytest.mark.s3
-def test_s3_create_makes_the_bucket(s3_server) -> None:
+def test_s3_create_bucket_makes_the_bucket(s3_server) -> None:
     bucket = f"created-{uuid.uuid4().hex[:12]}"
-    store = _s3_store(s3_server, bucket, create=True)
+    store = _s3_store(s3_server, bucket, create_bucket=True)
     store.put("k", b"v")
     assert s3_server.client().bucket_exists(bucket)
+
+
+@pytest.mark.s3
+def test_repo_init_on_a_missing_bucket_is_an_error_unless_asked(s3_env) -> None:
+    from dataversion import Repo
+
+    bucket = f"missing-{uuid.uuid4().hex[:12]}"
+    with pytest.raises(NotFoundError) as info:
+        Repo.init(f"s3://{bucket}/repo")
+    assert str(info.value) == (f"bucket {bucket} does not exist at {s3_env.endpoint} "
+                               "(create it, or pass --create-bucket to `dataversion init`)")
+    assert not s3_env.client().bucket_exists(bucket)
+    repo = Repo.init(f"s3://{bucket}/repo", create_bucket=True)
+    assert s3_env.client().bucket_exists(bucket)
+    assert Repo.open(repo.url).url == repo.url
 
 
 @pytest.mark.s3
