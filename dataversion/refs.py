@@ -15,18 +15,49 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from .errors import BadInputError, ConflictError, CorruptObjectError, NotFoundError
+from .errors import BadInputError, ConflictError, CorruptObjectError, NotFoundError, StoreError
 from .hashing import canonical_json
 from .stores.base import Store
 
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$")
+# git check-ref-format: no ASCII control character, space, ~ ^ : ? * [ or backslash anywhere.
+_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_REF_NAME_HINT = "use letters, digits and . _ - /, as git allows (see `git check-ref-format`)"
+
+
+def _ref_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid ref name by git's `check-ref-format` rules (None: it is)."""
+    if not name:
+        return "it is empty"
+    if name in ("@", "HEAD"):
+        return f"{name!r} is reserved"
+    if name.startswith("-"):
+        return "it starts with '-'"  # git refuses such branch names: they read as options
+    bad = _FORBIDDEN_RE.search(name)
+    if bad:
+        return f"it contains {bad.group()!r}"
+    for needle in ("..", "@{", "//"):
+        if needle in name:
+            return f"it contains {needle!r}"
+    if name.startswith("/") or name.endswith("/"):
+        return "it starts or ends with '/'"
+    if name.endswith("."):
+        return "it ends with '.'"
+    for part in name.split("/"):
+        if part.startswith("."):
+            return f"its component {part!r} starts with '.'"
+        if part.endswith(".lock"):
+            return f"its component {part!r} ends with '.lock'"
+    return None
 
 
 def validate_ref_name(name: str) -> str:
-    if not _NAME_RE.match(name) or ".." in name or name.endswith("/") or name.endswith(".lock") or "//" in name:
-        raise BadInputError(f"invalid ref name {name!r}", hint="use letters, digits, '.', '_', '-', '/'")
+    """`name` if it is a valid branch or tag name (git's rules, and not commit-id-like);
+    else BadInputError saying which rule it breaks."""
+    problem = _ref_name_problem(name)
+    if problem:
+        raise BadInputError(f"invalid ref name {name!r}: {problem}", hint=_REF_NAME_HINT)
     if re.fullmatch(r"[0-9a-f]{8,32}", name):
         raise BadInputError(f"ref name {name!r} looks like a commit id")
     return name
@@ -69,20 +100,16 @@ class Refs:
     def set_if_equals(self, full_name: str, old: RefValue | None, new_commit: str, *, reason: str) -> None:
         """Point `full_name` at `new_commit` only if it still holds `old` (None: must not exist).
 
-        Raises ConflictError if another writer got there first; nothing is changed then.
+        Raises ConflictError if another writer got there first; nothing is changed then. A
+        creation (old None) also raises BadInputError for an invalid name or for a name that
+        is a directory of another ref or has one as its directory (`main` beside `main/x`),
+        as git forbids, on every store.
         """
         payload = (new_commit + "\n").encode()
-        if full_name.startswith(TAGS):
-            if old is not None:
-                raise ConflictError(f"tag {full_name[len(TAGS):]} already exists; tags never move")
-            if not self.store.put_if_absent(full_name, payload):
-                raise ConflictError(f"tag {full_name[len(TAGS):]} already exists; tags never move")
-        elif old is None:
-            if not self.store.put_if_absent(full_name, payload):
-                raise ConflictError(
-                    f"{short_ref(full_name)} was created by another writer at the same time",
-                    hint="re-run the command to build on the new tip",
-                )
+        if full_name.startswith(TAGS) and old is not None:
+            raise ConflictError(f"tag {full_name[len(TAGS):]} already exists; tags never move")
+        if old is None:
+            self._create(full_name, payload)
         else:
             try:
                 self.store.put_if_match(full_name, payload, old.token)
@@ -93,11 +120,69 @@ class Refs:
                 ) from None
         self.append_reflog(full_name, old.commit_id if old else None, new_commit, reason)
 
+    def _create(self, full_name: str, payload: bytes) -> None:
+        validate_ref_name(_name_in_namespace(full_name))
+        clash = self._name_clash(full_name)
+        if clash:
+            raise BadInputError(
+                f"cannot create {short_ref(full_name)}: {short_ref(clash)} exists",
+                hint="a ref name cannot also be the directory of other refs (as in git): delete it or pick another name",
+            )
+        try:
+            created = self.store.put_if_absent(full_name, payload)
+        except StoreError:
+            # file:// cannot make `a/b` under a file `a`, nor `a` over a directory `a/`:
+            # a clashing ref created since the check above.
+            if self._name_clash(full_name):
+                raise ConflictError(f"{short_ref(full_name)} was not created: a ref of a clashing name was created at the same time",
+                                    hint="list refs with `dataversion branch` / `dataversion tag`") from None
+            raise
+        if not created:
+            if full_name.startswith(TAGS):
+                raise ConflictError(f"tag {full_name[len(TAGS):]} already exists; tags never move")
+            raise ConflictError(
+                f"{short_ref(full_name)} was created by another writer at the same time",
+                hint="re-run the command to build on the new tip",
+            )
+        # Two writers creating `a` and `a/b` at once both pass the check above; each looks
+        # again and backs out on a clash, so the two never stay side by side (both may lose).
+        clash = self._name_clash(full_name)
+        if clash:
+            ours = self.read(full_name)
+            if ours is not None and ours.commit_id.encode() == payload.strip():
+                try:
+                    self.store.delete_if_match(full_name, ours.token)
+                except ConflictError:
+                    pass
+            raise ConflictError(f"{short_ref(full_name)} was not created: {short_ref(clash)} was created at the same time",
+                                hint="a ref name cannot also be the directory of other refs: pick another name")
+
+    def _name_clash(self, full_name: str) -> str | None:
+        """An existing ref that `full_name` cannot live beside: one of its directories
+        (`refs/heads/a` for `refs/heads/a/b`), or one below it (`refs/heads/a/b` for `refs/heads/a`)."""
+        parts = full_name.split("/")
+        namespace = 2 if full_name.startswith((HEADS, TAGS)) else 1  # "refs/heads" is no ref
+        for i in range(namespace + 1, len(parts)):
+            parent = "/".join(parts[:i])
+            if self.store.exists(parent):
+                return parent
+        for info in self.store.list(full_name + "/"):
+            return info.key
+        return None
+
     def delete(self, full_name: str, *, reason: str) -> str:
+        """Delete a ref by compare-and-swap from the value read: NotFoundError if it does not
+        exist, ConflictError (nothing deleted) if another writer moved it meanwhile."""
         current = self.read(full_name)
         if current is None:
             raise NotFoundError(f"no ref {short_ref(full_name)}")
-        self.store.delete(full_name)
+        try:
+            self.store.delete_if_match(full_name, current.token)
+        except ConflictError:
+            raise ConflictError(
+                f"{short_ref(full_name)} was not deleted: another writer moved or deleted it meanwhile",
+                hint="look at its new tip and delete again if you still mean it",
+            ) from None
         self.append_reflog(full_name, current.commit_id, None, reason)
         return current.commit_id
 
@@ -138,6 +223,13 @@ class Refs:
             if value is not None:
                 out[info.key] = value.commit_id
         return out
+
+
+def _name_in_namespace(full_name: str) -> str:
+    for p in (HEADS, TAGS):
+        if full_name.startswith(p):
+            return full_name[len(p):]
+    return full_name[len("refs/"):] if full_name.startswith("refs/") else full_name
 
 
 def short_ref(full_name: str) -> str:

@@ -42,9 +42,12 @@ class Repo(ObjectDB):
 
     # ------------------------------------------------------------------ open / init
     @classmethod
-    def init(cls, url: str, **store_options: Any) -> Repo:
-        """Create a repository (idempotent: an existing one is opened unchanged)."""
-        store = open_store(normalize_url(url), create=True, **store_options)
+    def init(cls, url: str, *, create_bucket: bool = False, **store_options: Any) -> Repo:
+        """Create a repository (idempotent: an existing one is opened unchanged).
+
+        A local directory is made as needed; an S3 bucket only with `create_bucket=True`
+        (NotFoundError "bucket B does not exist at ENDPOINT" otherwise)."""
+        store = open_store(normalize_url(url), create=True, create_bucket=create_bucket, **store_options)
         config = {"format": 1, "default_branch": DEFAULT_BRANCH, "created": utc_now()}
         store.put_if_absent(CONFIG_KEY, canonical_json(config))
         return cls(store)
