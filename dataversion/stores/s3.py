@@ -73,10 +73,13 @@ def _cause(exc: BaseException) -> str:
         inner = inner.reason
     if isinstance(inner, ue.ProtocolError) and len(inner.args) > 1 and isinstance(inner.args[1], BaseException):
         inner = inner.args[1]  # ("Connection aborted.", RemoteDisconnected(...))
-    if isinstance(inner, (ue.TimeoutError, TimeoutError)):
-        return f"timed out ({type(inner).__name__.removesuffix('Error')})"
+    # Before the timeouts: urllib3's NewConnectionError (refused, no route) is a ConnectTimeoutError.
     if "refused" in str(inner).lower():
         return "unreachable (ConnectionRefused)"
+    if isinstance(inner, ue.NewConnectionError):
+        return "unreachable (NewConnection)"
+    if isinstance(inner, (ue.TimeoutError, TimeoutError)):
+        return f"timed out ({type(inner).__name__.removesuffix('Error')})"
     return f"unreachable ({type(inner).__name__.removesuffix('Error')})"
 
 
@@ -176,19 +179,21 @@ class S3Store(Store):
             if not _is_transient(exc):
                 return StoreError(f"S3 error {exc.code} while trying to {verb} {what} at {self.endpoint}: {exc.message}")
         return StoreError(
-            f"cannot {verb} {what} at {self.endpoint}: S3 endpoint {_cause(exc)}, {self.attempts} attempt(s)",
-            hint="is the S3 endpoint up and reachable? DATAVERSION_S3_RETRIES sets the attempts",
+            f"cannot {verb} {what} at {self.endpoint}: S3 endpoint {_cause(exc)}, "
+            f"gave up after {self.attempts} attempt{'s' if self.attempts > 1 else ''}",
+            hint="is the S3 endpoint up? check AWS_ENDPOINT_URL (or --endpoint-url); DATAVERSION_S3_RETRIES sets the attempts",
         )
 
-    def _pause(self, doing: str, key: str, exc: BaseException, attempt: int) -> None:
-        """Log the transient failure of attempt `attempt` and wait before the next one."""
+    def _pause(self, doing: str, key: str | None, exc: BaseException, attempt: int) -> None:
+        """Log the transient failure of attempt `attempt` on `key` (None: the bucket itself)
+        and wait before the next one."""
         wait = _backoff_s(attempt)
-        target = f"s3://{self.bucket}/{self._k(key)}" if key or self.prefix else f"bucket {self.bucket}"
+        target = f"bucket {self.bucket}" if key is None else f"s3://{self.bucket}/{self._k(key)}"
         logger.warning("S3 endpoint %s %s %s %s; retry %d/%d in %.1fs",
                        self.endpoint, _cause(exc), doing, target, attempt, self.attempts - 1, wait)
         time.sleep(wait)
 
-    def _with_retries(self, doing: str, key: str, fn: Callable[[], T]) -> T:
+    def _with_retries(self, doing: str, key: str | None, fn: Callable[[], T]) -> T:
         """`fn()`, retried on transient failures (the one retry policy of this store).
 
         A hand-written loop rather than a decorator: the conditional writes and listings must
@@ -204,11 +209,11 @@ class S3Store(Store):
 
     def _check_bucket(self, create_bucket: bool) -> None:
         try:
-            exists = self._with_retries("opening", "", lambda: self.client.bucket_exists(self.bucket))
+            exists = self._with_retries("opening", None, lambda: self.client.bucket_exists(self.bucket))
             if not exists:
                 if not create_bucket:
                     raise NotFoundError(f"bucket {self.bucket} does not exist at {self.endpoint}", hint=_MISSING_BUCKET_HINT)
-                self._with_retries("creating", "", lambda: self.client.make_bucket(self.bucket))
+                self._with_retries("creating", None, lambda: self.client.make_bucket(self.bucket))
         except NotFoundError:
             raise
         except Exception as e:  # noqa: BLE001 - converted to a clear error

@@ -239,6 +239,22 @@ def test_outage_when_opening_a_repository_is_a_store_error_not_not_found(s3_serv
     assert fault_proxy.endpoint in str(info.value)
 
 
+def test_no_server_at_the_endpoint_is_connection_refused_naming_the_bucket(s3_server, bucket, monkeypatch, caplog):
+    import socket
+
+    monkeypatch.setenv("DATAVERSION_S3_RETRIES", "2")
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    caplog.set_level(logging.WARNING, logger="dataversion.s3")
+    with pytest.raises(StoreError) as info:
+        S3Store(bucket, "repo", endpoint=dead, access_key=s3_server.access_key, secret_key=s3_server.secret_key)
+    assert str(info.value).startswith(f"cannot open bucket {bucket} at {dead}: S3 endpoint unreachable (ConnectionRefused)")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"S3 endpoint {dead} unreachable (ConnectionRefused) opening bucket {bucket}; retry 1/1 in 0.2s"
+    ]
+
+
 # -- (e) a stall ------------------------------------------------------------------------------
 
 
