@@ -131,23 +131,22 @@ def run_ingest(
             _log(progress, "pipeline done; checking the accounting")
             _fill_report(report, results)
             _check_accounting(report, results, listed=len(work))
+            result = _commit(
+                repo,
+                report,
+                results,
+                src=src,
+                new=new,
+                consumed={**consumed, src.url: {**seen, **{o.key: o.etag for o in new}}},
+                retried=retried,
+                config=config,
+                branch=branch,
+                message=message,
+                parent=parent,
+            )
         except BaseException:
             _drop_scratch(repo, scratch)
             raise
-        result = _commit(
-            repo,
-            report,
-            results,
-            src,
-            new,
-            consumed,
-            seen,
-            retried,
-            config,
-            branch,
-            message,
-            parent,
-        )
         report.commit = result.commit_id
         report.shards_written = len(results.shard_refs)
         report.features = _write_features(repo, result.commit_id, scratch)
@@ -222,10 +221,9 @@ def _strip_step(msg: str) -> str:
     return re.sub(r"(?: \[while running [^\]]*\])+$", "", msg.strip())
 
 
-def _commit(
-    repo, report, results, src, new, consumed, seen, retried, config, branch, message, parent
-):
-    consumed = {**consumed, src.url: {**seen, **{o.key: o.etag for o in new}}}
+def _commit(repo, report, results, *, src, new, consumed, retried, config, branch, message, parent):
+    """The run's commit: prewritten shards, counts, provenance and attachments, CAS on
+    `parent`. `consumed` is the branch's record after this run."""
     counts = {
         "inputs": report.inputs,
         "kept": report.kept,

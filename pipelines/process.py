@@ -257,6 +257,13 @@ def size_drop(key: str, head: bytes, size: int, config: IngestConfig) -> Drop | 
     return None
 
 
+def _line_too_large(n: int, config: IngestConfig) -> Drop:
+    return Drop(
+        TOO_LARGE,
+        f"a JSONL line of {n} bytes, limit {config.text.max_bytes} (text.max_bytes); not parsed",
+    )
+
+
 def declared_pixels(data: bytes) -> int:
     """Width x height an image's header declares (0 for anything else); decodes no pixels."""
     if sniff_format(data[:16]) not in IMAGE_FORMATS:
@@ -336,6 +343,9 @@ def _process_jsonl(b: _Builder, item: WorkItem, data: bytes, config: IngestConfi
         seen += 1
         b.inputs += 1
         marks = (len(b.rejects), len(b.pending))
+        if len(raw) > config.text.max_bytes:  # decoding and parsing it would cost ~5x
+            b.reject(item.key, line_no, _line_too_large(len(raw), config))
+            continue
         try:
             parsed = parse_line(raw, config.text_field)
             if isinstance(parsed, LineReject):
