@@ -1,20 +1,45 @@
-"""Turning a local directory tree into records: one per file, one per JSONL line."""
+"""Turning a local directory tree into records: one per file, one per JSONL line.
+
+The walk (`walk_entries`) and the read (`read_regular_file`) are shared with ingest's local
+source (`pipelines.readers.source`), so `add` and `ingest` reject the same entries for the
+same reasons. Every entry under a directory is an input; what is not a readable regular
+file inside the tree is rejected without being opened:
+
+- `hidden_file`: a name starting with "." (one unit per hidden directory, not descended)
+- `not_a_regular_file`: FIFO, socket, device, or a symlink to a directory (never opened:
+  opening a FIFO blocks until a writer comes)
+- `symlink_outside_source`: a symlink whose target lies outside the directory given
+- `broken_symlink`: a dangling or looping symlink
+- `too_large`: larger than the caller's byte limit (checked before reading)
+
+A file that cannot be read (permissions, I/O error, gone since the walk) is no property of
+its bytes: the read raises and the caller fails, nothing is recorded as rejected.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from .errors import BadInputError
+from .errors import BadInputError, StoreError
 from .jsonl import LineReject, parse_jsonl
 from .records import RECORD_SCHEMA, binary_record_ids, ids_to_array, text_record_ids
 from .sniff import sniff_modality
 
 JSONL_TEXT_FIELD = "text"
+
+HIDDEN_FILE = "hidden_file"
+NOT_A_REGULAR_FILE = "not_a_regular_file"
+SYMLINK_OUTSIDE_SOURCE = "symlink_outside_source"
+BROKEN_SYMLINK = "broken_symlink"
+TOO_LARGE = "too_large"
+INTERNAL_ERROR = "internal_error"
+HEAD_BYTES = 64  # what content sniffing looks at
 
 
 @dataclass
@@ -34,45 +59,186 @@ class ScanResult:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def walk_files(paths: list[str]) -> Iterator[tuple[str, str]]:
-    """(absolute path, source name) for every regular file under the given paths, sorted.
+@dataclass(frozen=True)
+class FileEntry:
+    """One entry of a walked tree. `problem` (reason, message) when it is rejected unread.
+
+    `path` is what to open: the file itself, or a symlink's resolved target. `token` is
+    `<size>-<mtime_ns>` of what would be read (the target, for a symlink).
+    """
+
+    path: str
+    name: str  # the source name: relative to the directory given, "/"-separated
+    size: int
+    token: str
+    problem: tuple[str, str] | None = None
+
+
+def walk_entries(paths: list[str], *, include_hidden: bool = False) -> Iterator[FileEntry]:
+    """Every entry under the given paths, sorted by name per path (see the module doc).
 
     The source name is the path relative to the directory given (a file given directly is
-    named by its base name). Hidden files and directories (".git", ".DS_Store") are skipped.
-    Symlinks to files are followed; symlinked directories are not (no cycles).
+    named by its base name and followed if it is a symlink: it was asked for). Raises
+    BadInputError for a path that does not exist, StoreError for a directory that cannot
+    be listed (an accounting hole otherwise).
     """
     for root in paths:
         root_abs = os.path.abspath(root)
-        if os.path.isfile(root_abs):
-            yield root_abs, os.path.basename(root_abs)
+        if os.path.isdir(root_abs):
+            found: list[FileEntry] = []
+            _scan_dir(root_abs, "", os.path.realpath(root_abs), include_hidden, found)
+            found.sort(key=lambda e: e.name)
+            yield from found
             continue
-        if not os.path.isdir(root_abs):
+        if not os.path.lexists(root_abs):
             raise BadInputError(f"{root} does not exist")
-        found: list[tuple[str, str]] = []
-        _scan_dir(root_abs, "", found)
-        found.sort(key=lambda t: t[1])
-        yield from found
+        name = os.path.basename(root_abs)
+        try:
+            target = os.path.realpath(root_abs, strict=True)
+            st = os.stat(target)
+        except OSError as e:
+            yield FileEntry(root_abs, name, 0, "broken", (BROKEN_SYMLINK, _broken_message(e)))
+            continue
+        yield _classified(target, name, st)
 
 
-def _scan_dir(directory: str, rel: str, out: list[tuple[str, str]]) -> None:
-    # os.scandir gives the entry type without a stat per file, and relative names are built
+def walk_files(paths: list[str], *, include_hidden: bool = False) -> Iterator[tuple[str, str]]:
+    """(path to open, source name) of every readable regular file `walk_entries` finds."""
+    for e in walk_entries(paths, include_hidden=include_hidden):
+        if e.problem is None:
+            yield e.path, e.name
+
+
+def _token(st: os.stat_result) -> str:
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    return "special file"
+
+
+def _classified(path: str, name: str, st: os.stat_result, via_link: bool = False) -> FileEntry:
+    if stat.S_ISREG(st.st_mode):
+        return FileEntry(path, name, st.st_size, _token(st))
+    what = f"a symlink to a {_kind(st.st_mode)}" if via_link else f"a {_kind(st.st_mode)}"
+    return FileEntry(path, name, 0, _token(st), (NOT_A_REGULAR_FILE, f"{what}, not a regular file; not opened"))
+
+
+def _broken_message(e: OSError) -> str:
+    return f"the symlink does not resolve: {e.strerror or e}"
+
+
+def _scan_dir(directory: str, rel: str, root_real: str, include_hidden: bool, out: list[FileEntry]) -> None:
+    # os.scandir gives the entry type without a stat per entry, and relative names are built
     # by concatenation: os.walk + relpath cost more than reading the files themselves.
     try:
         entries = list(os.scandir(directory))
-    except OSError:
-        return
+    except OSError as e:
+        raise StoreError(f"cannot list directory {directory}: {e.strerror or e}") from e
     for entry in entries:
-        if entry.name.startswith("."):
-            continue
+        name = rel + entry.name
         try:
-            if entry.is_dir(follow_symlinks=False):
-                _scan_dir(entry.path, rel + entry.name + "/", out)
-            elif entry.is_file():
-                out.append((entry.path, rel + entry.name))
-        except OSError:
-            continue
+            if entry.name.startswith(".") and not include_hidden:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                what = "hidden directory, not descended into" if is_dir else "hidden file, not read"
+                token = "dir" if is_dir else _token(entry.stat(follow_symlinks=False))
+                out.append(FileEntry(entry.path, name, 0, token, (HIDDEN_FILE, f"{what} (include_hidden reads it)")))
+            elif entry.is_dir(follow_symlinks=False):
+                _scan_dir(entry.path, name + "/", root_real, include_hidden, out)
+            elif entry.is_symlink():
+                out.append(_symlink_entry(entry.path, name, root_real))
+            elif entry.is_file(follow_symlinks=False):
+                out.append(FileEntry(entry.path, name, *_size_token(entry.stat(follow_symlinks=False))))
+            else:
+                out.append(_classified(entry.path, name, entry.stat(follow_symlinks=False)))
+        except FileNotFoundError:
+            continue  # gone since the directory was listed: not part of this snapshot
 
 
+def _size_token(st: os.stat_result) -> tuple[int, str]:
+    return st.st_size, _token(st)
+
+
+def _symlink_entry(path: str, name: str, root_real: str) -> FileEntry:
+    try:
+        target = os.path.realpath(path, strict=True)
+        st = os.stat(target)
+    except OSError as e:  # dangling (ENOENT) or looping (ELOOP)
+        return FileEntry(path, name, 0, f"broken-{_token(os.lstat(path))}", (BROKEN_SYMLINK, _broken_message(e)))
+    if not is_inside(target, root_real):
+        return FileEntry(path, name, 0, _token(st), (SYMLINK_OUTSIDE_SOURCE, "the symlink points outside the source directory; not followed"))
+    return _classified(target, name, st, via_link=True)
+
+
+def is_inside(path: str, root_real: str) -> bool:
+    """Whether a resolved path is `root_real` or lies under it (both already realpath'd)."""
+    return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def read_regular_file(
+    path: str,
+    *,
+    max_bytes: int | None = None,
+    check_head: Callable[[bytes, int], tuple[str, str] | None] | None = None,
+) -> bytes | tuple[str, str]:
+    """The bytes of a regular file, or (reason, message) when it is rejected unread.
+
+    Opened without blocking and without following a final symlink, then checked with
+    fstat: a FIFO or device swapped in since the walk is `not_a_regular_file`, a file over
+    `max_bytes` is `too_large` (before any byte is read, and again if it grew).
+    `check_head(first bytes, size)` may reject on the first `HEAD_BYTES` bytes before the
+    rest is read. Raises OSError when the file cannot be read (a fault, not a property).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return NOT_A_REGULAR_FILE, f"a {_kind(st.st_mode)}, not a regular file; not read"
+        if max_bytes is not None and st.st_size > max_bytes:
+            return TOO_LARGE, too_large_message(st.st_size, max_bytes)
+        if check_head is not None:
+            problem = check_head(f.read(HEAD_BYTES), st.st_size)
+            if problem is not None:
+                return problem
+            f.seek(0)
+        data = _read_upto(f, st.st_size, max_bytes)
+    if max_bytes is not None and len(data) > max_bytes:
+        return TOO_LARGE, f"grew past the limit of {max_bytes} bytes while being read; not kept"
+    return data
+
+
+def too_large_message(size: int, limit: int) -> str:
+    return f"{size} bytes, limit {limit}; not read"
+
+
+def _read_upto(f, expected: int, limit: int | None) -> bytes:
+    """To the end of the file, stopping once more than `limit` bytes are in (None: no limit).
+
+    The first read asks for `expected` + 1 bytes (fstat's size): an unchanged file is read in
+    one buffer, without the doubling copies of an open-ended read.
+    """
+    parts: list[bytes] = []
+    total, ask = 0, expected + 1
+    while limit is None or total <= limit:
+        want = ask if limit is None else min(ask, limit + 1 - total)
+        chunk = f.read(want)
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+        ask = 1 << 20
+    return b"".join(parts)
 def jsonl_line_source(source: str, line_no: int) -> str:
     return f"{source}#L{line_no}"
 
@@ -84,11 +250,21 @@ def split_line_source(source: str) -> tuple[str, int] | None:
     return None
 
 
-def scan_tree(paths: list[str], *, text_field: str = JSONL_TEXT_FIELD, progress=None) -> ScanResult:
+def scan_tree(
+    paths: list[str],
+    *,
+    text_field: str = JSONL_TEXT_FIELD,
+    progress=None,
+    include_hidden: bool = False,
+    max_file_bytes: int | None = None,
+) -> ScanResult:
     """Read every file under `paths` into a record table (not yet deduplicated).
 
-    Never raises for a bad file: bad JSONL lines are skipped with a reason (`dataversion.jsonl`).
-    Text files that are not valid UTF-8 are kept as binary records (nothing is lost).
+    Never raises for a bad file: every entry is an input, and what is not kept is skipped
+    with a reason (the module doc; bad JSONL lines per `dataversion.jsonl`; any exception
+    while handling one file makes that file `internal_error`). Text files that are not valid
+    UTF-8 are kept as binary records (nothing is lost). Raises StoreError when a file or
+    directory cannot be read at all: that is a fault of the machine, not of the data.
     """
     texts: list[str] = []
     t_src: list[str] = []
@@ -99,28 +275,41 @@ def scan_tree(paths: list[str], *, text_field: str = JSONL_TEXT_FIELD, progress=
     skipped: list[Skipped] = []
     inputs = 0
     # Sequential reads: for small files a thread pool costs more than the reads (measured).
-    files = list(walk_files(paths))
+    entries = list(walk_entries(paths, include_hidden=include_hidden))
     if progress is not None and hasattr(progress, "total"):
-        progress.total = len(files)
-    for full, source in files:
+        progress.total = len(entries)
+    lists = (texts, t_src, t_meta, blobs, b_src, b_mod, skipped)
+    for entry in entries:
         if progress is not None:
             progress.update(1)
-        data = _read_file(full)
-        if isinstance(data, OSError):
+        if entry.problem is not None:
             inputs += 1
-            skipped.append(Skipped(source, "unreadable", f"cannot read file: {data.strerror}"))
+            skipped.append(Skipped(entry.name, *entry.problem))
             continue
-        inputs += _scan_one(source, data, text_field, texts, t_src, t_meta, blobs, b_src, b_mod, skipped)
+        try:
+            data = read_regular_file(entry.path, max_bytes=max_file_bytes)
+        except OSError as e:
+            raise StoreError(f"cannot read {entry.path}: {e.strerror or e}", hint="nothing was committed; fix it and rerun") from e
+        if isinstance(data, tuple):
+            inputs += 1
+            skipped.append(Skipped(entry.name, *data))
+            continue
+        marks = [len(x) for x in lists]
+        try:
+            inputs += _scan_one(entry.name, data, text_field, *lists)
+        except Exception as e:  # noqa: BLE001 - one file can only ever reject itself
+            for x, n in zip(lists, marks):
+                del x[n:]
+            inputs += 1
+            skipped.append(Skipped(entry.name, INTERNAL_ERROR, internal_error_message(e)))
     table = _records_table(texts, t_src, t_meta, blobs, b_src, b_mod)
     return ScanResult(table, inputs, skipped)
 
 
-def _read_file(path: str) -> bytes | OSError:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        return e
+def internal_error_message(e: BaseException) -> str:
+    """`Type: message` of an exception, short enough for a reject row."""
+    text = f"{type(e).__name__}: {e}"
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 def _scan_one(source, data, text_field, texts, t_src, t_meta, blobs, b_src, b_mod, skipped) -> int:

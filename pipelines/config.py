@@ -27,6 +27,9 @@ class TextRules:
     normalize_whitespace: bool = True
     min_chars: int = 1
     max_chars: int = 1_000_000
+    # a whole-object text larger than this is `too_large` before it is read (JSONL objects
+    # are bounded by IngestConfig.max_object_bytes instead: their lines are the units)
+    max_bytes: int = 16 * 1024 * 1024
     redact_pii: bool = True
     pii_kinds: tuple[str, ...] = ("email", "phone", "ipv4", "card")
 
@@ -96,6 +99,13 @@ class IngestConfig:
     audio: AudioRules = field(default_factory=AudioRules)
     dedup: DedupRules = field(default_factory=DedupRules)
     batch_size: int = 2048  # records per batch inside a DoFn
+    include_hidden: bool = False  # dot-files and dot-dirs: rejected `hidden_file`, or read
+    # bounded memory: an object over max_object_bytes is `too_large` before it is read; a
+    # worker processes its batch in chunks of at most max_batch_bytes of raw bytes and
+    # max_batch_pixels of declared image pixels (an object over a budget is a chunk alone)
+    max_object_bytes: int = 256 * 1024 * 1024
+    max_batch_bytes: int = 256 * 1024 * 1024
+    max_batch_pixels: int = 100_000_000
     target_shard_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -114,6 +124,11 @@ class IngestConfig:
             raise BadInputError("dedup: shingle_size must be positive")
         if self.text.min_chars < 0 or self.text.max_chars < self.text.min_chars:
             raise BadInputError("text: need 0 <= min_chars <= max_chars")
+        for name in ("max_object_bytes", "max_batch_bytes", "max_batch_pixels"):
+            if getattr(self, name) <= 0:
+                raise BadInputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.text.max_bytes <= 0:
+            raise BadInputError(f"text: max_bytes must be positive, got {self.text.max_bytes}")
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -46,7 +46,8 @@ def build_pipeline(
     keys = RunScratch(scratch)
     out = (
         pipeline
-        | "ListedObjects" >> beam.Create([(w.key, w.etag, w.size, w.label) for w in work])
+        | "ListedObjects"
+        >> beam.Create([(w.key, w.etag, w.size, w.label, w.problem) for w in work])
         | "Spread" >> beam.Reshuffle()
         | "BatchObjects" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
         | "ReadAndProcess"

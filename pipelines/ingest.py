@@ -9,6 +9,12 @@ runner can reach; a run killed before the commit leaves only unreferenced object
 
 Shards are written per record-id range (the number of ranges depends on the input size
 only), so the same input gives the same shards whatever the runner and worker count.
+
+A fault of the source store (unreachable after its retries, an object gone between listing
+and reading) fails the run with one line naming the source, endpoint and key: nothing is
+committed and nothing is consumed, so a rerun reads everything (`SourceFault`). The run
+holds an in-flight marker (`dataversion.inflight`) from before the pipeline writes until
+after the commit, so a concurrent `gc` keeps its scratch and the shards its workers wrote.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import sys
 import time
 from collections import Counter
@@ -24,19 +31,21 @@ from dataclasses import dataclass
 from dataversion import Repo
 from dataversion.errors import DataversionError, NotFoundError
 from dataversion.hashing import canonical_json
+from dataversion.inflight import InFlight
 from dataversion.objects import ShardRef
 
 from .config import IngestConfig
 from .graph import build_pipeline
 from .process import WorkItem
 from .readers.labels import LabelResolver
-from .readers.source import open_source
+from .readers.source import SourceFault, open_source
 from .results import (
     CODE_VERSION,
     CONSUMED,
     DEDUP_INDEX,
     DUPLICATES,
     REJECTS,
+    RETRIED,
     IngestReport,
     read_consumed,
     read_duplicates,
@@ -55,12 +64,16 @@ def run_ingest(
     beam_args: tuple[str, ...] | list[str] = (),
     progress: bool = False,
     message: str = "",
+    retry_rejected: str | bool | None = None,
 ) -> IngestReport:
     """Ingest every object under `source` the branch has not consumed yet; one commit.
 
     Creates the repository if missing. Returns the report (commit None when nothing was
-    new). Raises ConflictError if the branch moved during the run (nothing is committed;
-    rerun), DataversionError if the accounting does not balance.
+    new). `retry_rejected` re-reads objects the branch rejected although it consumed them:
+    True (or "") all of them, a reason (e.g. "unreadable") only those rejected for it.
+    Raises SourceFault (a StoreError) when the source store cannot serve a listed object,
+    ConflictError if the branch moved during the run, DataversionError if the accounting
+    does not balance; in each case nothing is committed or consumed (rerun).
     """
     import apache_beam as beam
 
@@ -71,10 +84,10 @@ def run_ingest(
     parent = repo.branch_tip(branch)
     report = IngestReport(None, parent, branch, src.url, config_hash=config.hash)
 
-    listing = src.list()
+    listing = src.list(include_hidden=config.include_hidden)
     resolver = LabelResolver(
-        listing,
-        src.read,
+        [o for o in listing if o.problem is None],
+        lambda key: _read_sidecar(src, key, config),
         folder_labels=config.folder_labels,
         label_map=config.label_map,
         lowercase=config.lowercase_labels,
@@ -84,7 +97,14 @@ def run_ingest(
     seen = consumed.get(src.url, {})
     objects = [o for o in listing if o.key not in resolver.sidecars]
     new = [o for o in objects if seen.get(o.key) != o.etag]
+    retried: list[str] = []
+    if retry_rejected or retry_rejected == "":
+        reason = retry_rejected if isinstance(retry_rejected, str) and retry_rejected else None
+        again = rejected_keys(repo, parent, src.url, reason)
+        retried = [o.key for o in objects if o.key in again and seen.get(o.key) == o.etag]
+        new = sorted(new + [o for o in objects if o.key in set(retried)], key=lambda o: o.key)
     report.objects = len(new)
+    report.objects_retried = len(retried)
     report.objects_skipped = len(objects) - len(new)
     if not new:
         report.message = (
@@ -93,14 +113,64 @@ def run_ingest(
         report.elapsed_s = round(time.monotonic() - started, 3)
         return report
 
-    work = [WorkItem(o.key, o.etag, o.size, resolver.label_of(o.key)) for o in new]
+    work = [WorkItem(o.key, o.etag, o.size, resolver.label_of(o.key), o.problem) for o in new]
     total_bytes = sum(o.size for o in new)
     partitions = max(1, min(256, math.ceil(total_bytes / config.target_shard_bytes)))
     scratch = RunScratch.new()
+    retry_note = f" ({len(retried)} rejected before, read again)" if retried else ""
     _log(
         progress,
-        f"{len(new)} new object(s), {report.objects_skipped} already consumed; running the pipeline",
+        f"{len(new)} new object(s){retry_note}, {report.objects_skipped} already consumed; "
+        "running the pipeline",
     )
+    with InFlight(repo.store, f"ingest {scratch.run_id} into {branch}", scratch=scratch.prefix):
+        try:
+            results = _run_pipeline(
+                beam, beam_args, src, repo, work, config, parent, scratch, partitions
+            )
+            _log(progress, "pipeline done; checking the accounting")
+            _fill_report(report, results)
+            _check_accounting(report, results, listed=len(work))
+            result = _commit(
+                repo,
+                report,
+                results,
+                src=src,
+                new=new,
+                consumed={**consumed, src.url: {**seen, **{o.key: o.etag for o in new}}},
+                retried=retried,
+                config=config,
+                branch=branch,
+                message=message,
+                parent=parent,
+            )
+        except BaseException:
+            _drop_scratch(repo, scratch)
+            raise
+        report.commit = result.commit_id
+        report.shards_written = len(results.shard_refs)
+        report.features = _write_features(repo, result.commit_id, scratch)
+        _drop_scratch(repo, scratch)
+    report.message = f"committed {report.kept} new record(s) from {len(new)} object(s)"
+    report.elapsed_s = round(time.monotonic() - started, 3)
+    _log(progress, report.message)
+    return report
+
+
+def _read_sidecar(src, key: str, config: IngestConfig) -> bytes:
+    """A label sidecar's bytes; one that is rejected (too large...) is a sidecar error
+    (ValueError), a store fault fails the run (SourceFault)."""
+    try:
+        return src.read(key, max_bytes=config.max_object_bytes)
+    except SourceFault:
+        raise
+    except DataversionError as e:
+        raise ValueError(str(e)) from e
+
+
+def _run_pipeline(beam, beam_args, src, repo, work, config, parent, scratch, partitions):
+    """Run the pipeline and read what it left; a SourceFault raised in a worker comes back
+    as one clean SourceFault whatever the runner wrapped it in."""
     try:
         with beam.Pipeline(options=_pipeline_options(beam_args)) as p:
             build_pipeline(
@@ -113,14 +183,47 @@ def run_ingest(
                 scratch=scratch.prefix,
                 partitions=partitions,
             )
-        _log(progress, "pipeline done; checking the accounting")
-        results = _read_results(repo, scratch)
+    except Exception as e:
+        fault = source_fault_in(e)
+        if fault is not None:
+            raise SourceFault(
+                f"ingest failed, nothing committed or consumed: {fault}",
+                hint="fix the source store and rerun; the run reads everything again",
+            ) from e
+        raise
+    try:
+        return _read_results(repo, scratch)
     except NotFoundError as e:
         raise DataversionError(f"the pipeline did not produce its results ({e})") from e
-    _fill_report(report, results)
-    _check_accounting(report, results, listed=len(work))
 
-    consumed = {**consumed, src.url: {**seen, **{o.key: o.etag for o in new}}}
+
+_FAULT_LINE = re.compile(r"SourceFault: (.+?)(?: \[while running [^\]]*\])*$", re.MULTILINE)
+
+
+def source_fault_in(exc: BaseException) -> str | None:
+    """The one-line message of a SourceFault behind a pipeline failure, or None.
+
+    In-process runners re-raise the worker's exception (its message suffixed with the
+    step); multi-process ones raise a RuntimeError holding the worker's traceback text.
+    """
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, SourceFault):
+            return _strip_step(str(e))
+        e = e.__cause__ or e.__context__
+    found = _FAULT_LINE.findall(str(exc))
+    return _strip_step(found[-1]) if found else None
+
+
+def _strip_step(msg: str) -> str:
+    return re.sub(r"(?: \[while running [^\]]*\])+$", "", msg.strip())
+
+
+def _commit(repo, report, results, *, src, new, consumed, retried, config, branch, message, parent):
+    """The run's commit: prewritten shards, counts, provenance and attachments, CAS on
+    `parent`. `consumed` is the branch's record after this run."""
     counts = {
         "inputs": report.inputs,
         "kept": report.kept,
@@ -138,31 +241,74 @@ def run_ingest(
         "config": config.to_dict(),
         "code_version": CODE_VERSION,
     }
-    result = repo.commit(
+    attachments = {
+        CONSUMED: canonical_json(consumed),
+        REJECTS: canonical_json(results.rejects),
+        DUPLICATES: canonical_json(results.duplicates),
+        DEDUP_INDEX: results.index_bytes,
+    }
+    if retried:
+        provenance["objects_retried"] = len(retried)
+        attachments[RETRIED] = canonical_json(sorted(retried))
+    return repo.commit(
         None,
         prewritten_shards=results.shard_refs,
         branch=branch,
         message=message or f"ingest {src.url}: {len(new)} object(s)",
         counts=counts,
         provenance=provenance,
-        attachments={
-            CONSUMED: canonical_json(consumed),
-            REJECTS: canonical_json(results.rejects),
-            DUPLICATES: canonical_json(results.duplicates),
-            DEDUP_INDEX: results.index_bytes,
-        },
+        attachments=attachments,
         expected_parent=parent,
         allow_empty=True,
     )
-    report.commit = result.commit_id
-    report.shards_written = len(results.shard_refs)
-    report.features = _write_features(repo, result.commit_id, scratch)
-    for info in list(repo.store.list(scratch.prefix)):
-        repo.store.delete(info.key)
-    report.message = f"committed {report.kept} new record(s) from {len(new)} object(s)"
-    report.elapsed_s = round(time.monotonic() - started, 3)
-    _log(progress, report.message)
-    return report
+
+
+def _drop_scratch(repo: Repo, scratch: RunScratch) -> None:
+    """Delete the run's scratch objects; best effort (gc collects what is left)."""
+    try:
+        for info in list(repo.store.list(scratch.prefix)):
+            repo.store.delete(info.key)
+    except (DataversionError, OSError):
+        pass
+
+
+def rejected_keys(repo: Repo, tip: str | None, source_url: str, reason: str | None) -> set[str]:
+    """Keys of the objects of `source_url` whose latest reading on the branch (first-parent
+    history from `tip`) rejected them, or one of their lines (for `reason`, if given).
+
+    Walks the ingest commits back while each carries its `consumed` attachment; an object a
+    newer run read (consumed anew, or retried) is settled by that run.
+    """
+    keys: set[str] = set()
+    settled: set[str] = set()
+    cid = tip
+    now = read_consumed(repo, cid).get(source_url, {})
+    while cid is not None:
+        commit = repo.read_commit(cid)
+        if commit.provenance.get("pipeline") != "pipelines.ingest":
+            break
+        parent = commit.parents[0] if commit.parents else None
+        before = read_consumed(repo, parent).get(source_url, {})
+        if commit.provenance.get("source") == source_url:
+            run_keys = {k for k, v in now.items() if before.get(k) != v}
+            run_keys.update(json.loads(repo.read_attachment(cid, RETRIED) or b"[]"))
+            for r in json.loads(repo.read_attachment(cid, REJECTS) or b"[]"):
+                if reason is not None and r["reason"] != reason:
+                    continue
+                key = _object_key(r["source"], run_keys)
+                if key not in settled:
+                    keys.add(key)
+            settled |= run_keys
+        now, cid = before, parent
+    return keys
+
+
+def _object_key(unit_source: str, keys: set[str]) -> str:
+    """The object key of a unit's source (`key` or `key#L<line>`)."""
+    if unit_source in keys:
+        return unit_source
+    base, sep, line = unit_source.rpartition("#L")
+    return base if sep and line.isdigit() else unit_source
 
 
 @dataclass

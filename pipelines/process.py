@@ -4,6 +4,11 @@ For each object: empty file check, content sniffing, then the filter of its moda
 (text / JSONL lines / image / audio). Kept units become rows of a candidate table (the
 record schema plus the keys dedup needs: object key, line, MinHash signature, pHash);
 dropped units become reject rows. Pure: no I/O, the Beam DoFn and the tests call it alike.
+
+One input can only ever reject itself: an exception while handling one object or one JSONL
+line (RecursionError, MemoryError in a decoder, a bug) makes that unit an `internal_error`
+reject with the exception's type and message, and the rest of the batch goes on. Store
+faults cannot happen here (no I/O); reading is `pipelines.readers.source`.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from dataversion.jsonl import LineReject, parse_jsonl
+from dataversion.jsonl import LineReject, jsonl_lines, parse_line
 from dataversion.records import RECORD_SCHEMA, binary_record_ids, ids_to_array, text_record_ids
-from dataversion.sniff import sniff_modality
+from dataversion.scan import INTERNAL_ERROR, TOO_LARGE, internal_error_message
+from dataversion.sniff import IMAGE_FORMATS, sniff_format, sniff_modality
 
 from .config import IngestConfig
 from .dedup.minhash import minhash_signatures
@@ -56,6 +62,7 @@ class WorkItem:
     etag: str
     size: int
     label: str | None = None
+    problem: tuple[str, str] | None = None  # (reason, message): rejected without reading
 
 
 @dataclass
@@ -105,7 +112,9 @@ class _Builder:
         """Clean the pending texts as one batch: kept ones become text rows, in order."""
         pending, self.pending = self.pending, []
         if pending:
-            results = clean_texts([p[2] for p in pending], self.config.text)
+            results = _each_alone_on_error(
+                lambda raws: clean_texts(raws, self.config.text), [p[2] for p in pending]
+            )
             for (key, line, _, label, meta, slot), res in zip(pending, results):
                 if isinstance(res, Drop):
                     self.rejects[slot] = {
@@ -120,23 +129,42 @@ class _Builder:
                 self.t_rows.append((key, line, label, canonical_meta(meta)))
         self.rejects[:] = [r for r in self.rejects if r is not None]
 
+    def signatures(self) -> np.ndarray:
+        """MinHash signatures of the kept texts; a text whose signature fails is rejected
+        `internal_error` (and leaves the kept rows), the others keep theirs."""
+        cfg = self.config.dedup
+        if not self.texts or not cfg.near_text:
+            return np.zeros((len(self.texts), cfg.num_perm), np.uint32)
+
+        def sign(texts):
+            sigs = minhash_signatures(
+                texts, shingle_size=cfg.shingle_size, num_perm=cfg.num_perm, seed=cfg.seed
+            )
+            return list(np.asarray(sigs, np.uint32).reshape(len(texts), cfg.num_perm))
+
+        out = _each_alone_on_error(sign, self.texts)
+        failed = [i for i, r in enumerate(out) if isinstance(r, Drop)]
+        for i in failed:
+            key, line = self.t_rows[i][0], self.t_rows[i][1]
+            self.reject(key, line, out[i])
+        if failed:
+            keep = [i for i, r in enumerate(out) if not isinstance(r, Drop)]
+            self.texts = [self.texts[i] for i in keep]
+            self.t_rows = [self.t_rows[i] for i in keep]
+            out = [out[i] for i in keep]
+        if not out:
+            return np.zeros((0, cfg.num_perm), np.uint32)
+        return np.stack(out).astype(np.uint32, copy=False)
+
     def table(self) -> pa.Table:
         self.flush_texts()
         cfg = self.config
         num_perm = cfg.dedup.num_perm
+        sigs = self.signatures()
         n_t, n_b = len(self.texts), len(self.blobs)
         text_arr = pa.array(self.texts, pa.large_string())
         data_arr = pa.array(self.blobs, pa.large_binary())
         ids = text_record_ids(text_arr) + binary_record_ids(data_arr)
-        if n_t and cfg.dedup.near_text:
-            sigs = minhash_signatures(
-                self.texts,
-                shingle_size=cfg.dedup.shingle_size,
-                num_perm=num_perm,
-                seed=cfg.dedup.seed,
-            )
-        else:
-            sigs = np.zeros((n_t, num_perm), np.uint32)
         sigs = np.concatenate((sigs, np.zeros((n_b, num_perm), np.uint32)))
         rows_meta = [(k, ln, lab, me) for k, ln, lab, me in self.t_rows] + [
             (k, 0, lab, me) for k, _, lab, me, _ in self.b_rows
@@ -162,11 +190,94 @@ class _Builder:
 def process_objects(
     items: Sequence[tuple[WorkItem, bytes]], config: IngestConfig
 ) -> ProcessedBatch:
-    """Split, clean and featurize a batch of raw objects. Never raises for bad content."""
+    """Split, clean and featurize a batch of raw objects. Never raises: an exception while
+    handling one object or line rejects that unit `internal_error`; one in a step of the
+    whole batch reruns the batch object by object, so it lands on the object that caused it."""
+    try:
+        return _process_batch(items, config)
+    except Exception as e:  # noqa: BLE001 - isolate the object that caused it
+        if len(items) == 1:
+            b = _Builder(config)
+            b.inputs = 1
+            b.reject(items[0][0].key, 0, internal_error(e))
+            return ProcessedBatch(b.table(), b.rejects, b.inputs)
+        parts = [process_objects([it], config) for it in items]
+        return ProcessedBatch(
+            pa.concat_tables([p.candidates for p in parts]),
+            [r for p in parts for r in p.rejects],
+            sum(p.inputs for p in parts),
+        )
+
+
+def internal_error(e: BaseException) -> Drop:
+    """The reject of a unit whose handling raised: the exception's type and message."""
+    return Drop(INTERNAL_ERROR, internal_error_message(e))
+
+
+def _each_alone_on_error(batch_fn, values: list) -> list:
+    """`batch_fn(values)` (one result per value); if it raises, each value alone, and a
+    value that still raises gets an `internal_error` Drop as its result."""
+    try:
+        return list(batch_fn(values))
+    except Exception as e:  # noqa: BLE001 - find the value that caused it
+        if len(values) == 1:
+            return [internal_error(e)]
+    out = []
+    for v in values:
+        try:
+            out.extend(batch_fn([v]))
+        except Exception as e:  # noqa: BLE001
+            out.append(internal_error(e))
+    return out
+
+
+def _process_batch(items: Sequence[tuple[WorkItem, bytes]], config: IngestConfig) -> ProcessedBatch:
     b = _Builder(config)
     for item, data in items:
-        _process_one(b, item, data, config)
+        marks = (b.inputs, len(b.rejects), len(b.pending), len(b.blobs), len(b.b_rows))
+        try:
+            _process_one(b, item, data, config)
+        except Exception as e:  # noqa: BLE001 - one object can only ever reject itself
+            b.inputs = marks[0]
+            del b.rejects[marks[1] :], b.pending[marks[2] :]
+            del b.blobs[marks[3] :], b.b_rows[marks[4] :]
+            b.inputs += 1
+            b.reject(item.key, 0, internal_error(e))
     return ProcessedBatch(b.table(), b.rejects, b.inputs)
+
+
+def size_drop(key: str, head: bytes, size: int, config: IngestConfig) -> Drop | None:
+    """A limit of the object's modality that its size breaks, judged on its first bytes
+    (before the rest is read): whole-object text over `text.max_bytes`."""
+    if size > config.text.max_bytes and sniff_modality(key, head) == "text":
+        return Drop(
+            TOO_LARGE,
+            f"a text object of {size} bytes, limit {config.text.max_bytes} (text.max_bytes); not read",
+        )
+    return None
+
+
+def _line_too_large(n: int, config: IngestConfig) -> Drop:
+    return Drop(
+        TOO_LARGE,
+        f"a JSONL line of {n} bytes, limit {config.text.max_bytes} (text.max_bytes); not parsed",
+    )
+
+
+def declared_pixels(data: bytes) -> int:
+    """Width x height an image's header declares (0 for anything else); decodes no pixels."""
+    if sniff_format(data[:16]) not in IMAGE_FORMATS:
+        return 0
+    try:
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+        return w * h
+    except Exception:  # noqa: BLE001 - a broken header is the image filter's to judge
+        return 0
 
 
 def _process_one(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig) -> None:
@@ -228,19 +339,30 @@ def _process_jsonl(b: _Builder, item: WorkItem, data: bytes, config: IngestConfi
     blank lines separate records and are not inputs."""
     label_field = config.label_field
     seen = 0
-    for line_no, parsed in parse_jsonl(data, config.text_field):
+    for line_no, raw in jsonl_lines(data):
         seen += 1
         b.inputs += 1
-        if isinstance(parsed, LineReject):
-            b.reject(item.key, line_no, Drop(parsed.reason, parsed.message))
+        marks = (len(b.rejects), len(b.pending))
+        if len(raw) > config.text.max_bytes:  # decoding and parsing it would cost ~5x
+            b.reject(item.key, line_no, _line_too_large(len(raw), config))
             continue
-        text = parsed.pop(config.text_field)
-        label = item.label
-        if label_field and label_field in parsed:
-            raw_label = parsed.pop(label_field)
-            if raw_label is not None:
-                label = normalize_label(str(raw_label), config.label_map, config.lowercase_labels)
-        b.add_text(item.key, line_no, text, label, parsed)
+        try:
+            parsed = parse_line(raw, config.text_field)
+            if isinstance(parsed, LineReject):
+                b.reject(item.key, line_no, Drop(parsed.reason, parsed.message))
+                continue
+            text = parsed.pop(config.text_field)
+            label = item.label
+            if label_field and label_field in parsed:
+                raw_label = parsed.pop(label_field)
+                if raw_label is not None:
+                    label = normalize_label(
+                        str(raw_label), config.label_map, config.lowercase_labels
+                    )
+            b.add_text(item.key, line_no, text, label, parsed)
+        except Exception as e:  # noqa: BLE001 - one line can only ever reject itself
+            del b.rejects[marks[0] :], b.pending[marks[1] :]
+            b.reject(item.key, line_no, internal_error(e))
     if not seen:
         b.inputs += 1
         b.reject(item.key, 0, Drop("empty_file", "the JSONL object has no non-blank line"))

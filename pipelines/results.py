@@ -16,6 +16,7 @@ CONSUMED = "consumed"  # {source url: {object key: change token}}, cumulative al
 REJECTS = "rejects"
 DUPLICATES = "duplicates"
 DEDUP_INDEX = "dedup_index"
+RETRIED = "retried"  # keys of objects rejected before and read again by this run (sorted)
 CODE_VERSION = f"dataversion {dataversion.__version__} / ingest pipeline {PIPELINE_VERSION}"
 
 
@@ -29,6 +30,7 @@ class IngestReport:
     source: str
     objects: int = 0  # new objects consumed by this run
     objects_skipped: int = 0  # objects the branch had already consumed
+    objects_retried: int = 0  # of `objects`: rejected before, read again (retry_rejected)
     inputs: int = 0  # units: objects, or JSONL lines of JSONL objects
     kept: int = 0
     duplicates: int = 0

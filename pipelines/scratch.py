@@ -29,6 +29,10 @@ class RunScratch:
         return cls(f"{SCRATCH_ROOT}{uuid.uuid4().hex}/")
 
     @property
+    def run_id(self) -> str:
+        return self.prefix.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
     def audit(self) -> str:
         return self.prefix + "audit.json"
 

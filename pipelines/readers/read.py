@@ -2,6 +2,11 @@
 
 Reading is the only I/O here; splitting, cleaning and featurizing are
 `pipelines.process.process_objects`, a plain function the tests call without Beam.
+
+Memory per worker is bounded: an object over `max_object_bytes` (or a text over
+`text.max_bytes`) is rejected `too_large` before it is read, and the batch is processed in
+chunks of at most `max_batch_bytes` raw bytes and `max_batch_pixels` declared image pixels
+(an object over a budget is a chunk of its own).
 """
 
 from __future__ import annotations
@@ -9,19 +14,26 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from dataversion.errors import DataversionError
-
 from ..config import IngestConfig
-from ..process import WorkItem, process_objects
-from .source import open_source
+from ..filters import Drop
+from ..process import (
+    WorkItem,
+    declared_pixels,
+    internal_error,
+    line_source,
+    process_objects,
+    size_drop,
+)
+from .source import SourceFault, open_source
 
 AUDIT = "audit"  # the tagged output: {objects, inputs, rejects} per batch
 
 
 class ReadAndProcess(beam.DoFn):
-    """A batch of work items -> one candidate table (main) + one audit dict (`AUDIT`).
+    """A batch of work items -> candidate tables (main) + one audit dict (`AUDIT`).
 
-    An object that cannot be read is one reject (`unreadable`), not a failed pipeline.
+    An object the store cannot serve fails the pipeline (`SourceFault`: nothing is
+    committed or consumed); only properties of an object make it a reject.
     """
 
     def __init__(self, source_url: str, config: IngestConfig):
@@ -34,30 +46,73 @@ class ReadAndProcess(beam.DoFn):
         self.rejected = Metrics.counter("ingest", "rejected")
 
     def process(self, batch):
-        items, read_rejects = [], []
-        for wi in batch:
-            item = WorkItem(*wi)
-            try:
-                items.append((item, self.source.read(item.key)))
-            except (OSError, DataversionError) as e:
-                read_rejects.append(
-                    {
-                        "source": item.key,
-                        "reason": "unreadable",
-                        "message": f"cannot read object: {e}",
-                    }
-                )
-        out = process_objects(items, self.config)
-        rejects = out.rejects + read_rejects
-        self.inputs.inc(out.inputs + len(read_rejects))
-        self.rejected.inc(len(rejects))
-        if out.candidates.num_rows:
-            yield out.candidates
-        yield beam.pvalue.TaggedOutput(
-            AUDIT,
-            {
-                "objects": len(batch),
-                "inputs": out.inputs + len(read_rejects),
-                "rejects": rejects,
-            },
+        audit = {"objects": len(batch), "inputs": 0, "rejects": []}
+        items = [WorkItem(*wi) for wi in batch]
+        yield from chunked_process(self.source, items, self.config, audit)
+        self.inputs.inc(audit["inputs"])
+        self.rejected.inc(len(audit["rejects"]))
+        yield beam.pvalue.TaggedOutput(AUDIT, audit)
+
+
+def read_item(source, item: WorkItem, config: IngestConfig) -> bytes | Drop:
+    """An item's bytes, or the Drop that rejects it unread. Raises SourceFault (store or
+    machine fault) and nothing else."""
+    if item.problem is not None:
+        return Drop(*item.problem)
+    try:
+        check = None
+        if item.size > config.text.max_bytes:
+            key = item.key
+
+            def check(head, size):
+                return size_drop(key, head, size, config)
+
+        return source.fetch(
+            item.key, size=item.size, max_bytes=config.max_object_bytes, check_head=check
         )
+    except SourceFault:
+        raise
+    except Exception as e:  # noqa: BLE001 - one input can only ever reject itself
+        return internal_error(e)
+
+
+def chunked_process(source, items: list[WorkItem], config: IngestConfig, audit: dict):
+    """Read and process `items` in memory-bounded chunks; yields candidate tables and adds
+    every unit to `audit` (inputs, rejects)."""
+    chunk: list[tuple[WorkItem, bytes]] = []
+    chunk_bytes = chunk_pixels = 0
+
+    def flush():
+        nonlocal chunk, chunk_bytes, chunk_pixels
+        if chunk:
+            out = process_objects(chunk, config)
+            audit["inputs"] += out.inputs
+            audit["rejects"].extend(out.rejects)
+            chunk, chunk_bytes, chunk_pixels = [], 0, 0
+            if out.candidates.num_rows:
+                return out.candidates
+        return None
+
+    for item in items:
+        if chunk and chunk_bytes + item.size > config.max_batch_bytes:
+            table = flush()
+            if table is not None:
+                yield table
+        got = read_item(source, item, config)
+        if isinstance(got, Drop):
+            audit["inputs"] += 1
+            audit["rejects"].append(
+                {"source": line_source(item.key, 0), "reason": got.reason, "message": got.message}
+            )
+            continue
+        pixels = declared_pixels(got)
+        if chunk and chunk_pixels + pixels > config.max_batch_pixels:
+            table = flush()
+            if table is not None:
+                yield table
+        chunk.append((item, got))
+        chunk_bytes += len(got)
+        chunk_pixels += pixels
+    table = flush()
+    if table is not None:
+        yield table

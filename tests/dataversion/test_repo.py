@@ -77,6 +77,34 @@ def test_incremental_add_reuses_shards_and_skips_known_content(repo, raw):
     assert second.bytes_written < sum(s.size for s in m1.shards) * 2
 
 
+def test_add_counts_hostile_entries_as_rejects_and_never_opens_them(repo, raw, tmp_path):
+    """A FIFO (opening it would hang), a symlink out of the tree (/etc/passwd), dangling and
+    looping symlinks, hidden names: each is one rejected input, as `ingest` rejects them."""
+    os.mkfifo(raw / "pipe.txt")
+    os.symlink("/etc/passwd", raw / "passwd.txt")
+    os.symlink(raw / "gone.txt", raw / "dangling.txt")
+    os.symlink(raw / "loop2", raw / "loop1")
+    os.symlink(raw / "loop1", raw / "loop2")
+    os.symlink("a.txt", raw / "alias.txt")  # inside the tree: followed
+    write_tree(raw, {".env": "SECRET=1", ".git/config": "[core]"})
+    res = repo.add([str(raw)])
+    reasons = {s["source"]: s["reason"] for s in res.skipped}
+    assert reasons == {
+        ".env": "hidden_file",
+        ".git": "hidden_file",
+        "c.jsonl#L3": "bad_jsonl_line",
+        "dangling.txt": "broken_symlink",
+        "loop1": "broken_symlink",
+        "loop2": "broken_symlink",
+        "passwd.txt": "symlink_outside_source",
+        "pipe.txt": "not_a_regular_file",
+    }
+    counts = repo.log()[0]["counts"]
+    assert counts["inputs"] == 6 + 1 + 7 and counts["rejected"] == 8  # + alias.txt, + hidden
+    sources = [r["source"] for r in repo.ls("main")]
+    assert len(sources) == 5 and "passwd.txt" not in sources  # alias.txt is a.txt's content
+
+
 def test_diff_counts_and_records(repo, raw):
     repo.add([str(raw)])
     write_tree(raw, {"d.txt": "delta"})

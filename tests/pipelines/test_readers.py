@@ -11,15 +11,27 @@ def _write(root, rel, data):
     p.write_bytes(data if isinstance(data, bytes) else data.encode())
 
 
-def test_listing_is_sorted_with_change_tokens_and_skips_hidden(tmp_path):
+def test_listing_is_sorted_with_change_tokens_and_marks_hidden(tmp_path):
     _write(tmp_path, "b.txt", "b")
     _write(tmp_path, "a/c.txt", "c")
     _write(tmp_path, ".hidden", "x")
     _write(tmp_path, ".git/config", "x")
     src = open_source(str(tmp_path))
     objs = src.list()
-    assert [o.key for o in objs] == ["a/c.txt", "b.txt"]
-    assert objs[0].etag.startswith("1-") and src.read("a/c.txt") == b"c"
+    # hidden entries are listed (counted) as rejects, a hidden directory as one unit
+    assert [(o.key, o.problem and o.problem[0]) for o in objs] == [
+        (".git", "hidden_file"),
+        (".hidden", "hidden_file"),
+        ("a/c.txt", None),
+        ("b.txt", None),
+    ]
+    assert objs[2].etag.startswith("1-") and src.read("a/c.txt") == b"c"
+    assert [o.key for o in src.list(include_hidden=True)] == [
+        ".git/config",
+        ".hidden",
+        "a/c.txt",
+        "b.txt",
+    ]
 
 
 def test_labels_from_sidecars_folders_and_map(tmp_path):
@@ -81,7 +93,9 @@ def test_s3_source_lists_through_one_store_with_etags_and_pickles_without_it(s3_
     }.items():
         client.put_object(bucket, key, io.BytesIO(data), len(data))
     src = open_source(f"s3://{bucket}/raw/")
-    objs = src.list()
+    listed = src.list()
+    assert [(o.key, o.problem and o.problem[0]) for o in listed][0] == (".hidden/x", "hidden_file")
+    objs = [o for o in listed if o.problem is None]
     assert [(o.key, o.size) for o in objs] == [("a/c.txt", 1), ("b.txt", 2)]
     etags = {o.key: client.stat_object(bucket, f"raw/{o.key}").etag.strip('"') for o in objs}
     assert all(o.etag and o.etag == etags[o.key] for o in objs)  # the incremental-run token
