@@ -9,10 +9,11 @@ from .support import DataversionCommand, emit_json, json_option, progress_bar, r
 
 
 @click.command("init", cls=DataversionCommand)
+@click.option("--create-bucket", is_flag=True, help="Create the S3 bucket if it does not exist.")
 @repo_options
-def init_command(repo):
+def init_command(repo, create_bucket):
     """Create a repository (an existing one is left unchanged)."""
-    click.echo(f"initialized dataversion repository at {repo.init().url}")
+    click.echo(f"initialized dataversion repository at {repo.init(create_bucket=create_bucket).url}")
 
 
 @click.command("add", cls=DataversionCommand)

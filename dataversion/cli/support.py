@@ -155,11 +155,11 @@ class RepoLocation:
 
         return Repo.open(self.require_url(), **self.store_options())
 
-    def init(self):
+    def init(self, *, create_bucket: bool = False):
         """`Repo.init` of this location (an existing repository is opened unchanged)."""
         from ..repo import Repo
 
-        return Repo.init(self.require_url(), **self.store_options())
+        return Repo.init(self.require_url(), create_bucket=create_bucket, **self.store_options())
 
     def url_for_workers(self) -> str:
         """The URL, with the S3 flags exported to the environment variables they default from.

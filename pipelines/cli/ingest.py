@@ -53,6 +53,15 @@ from .options import config_option, read_ingest_config
     default=None,
     help="Log the run's phases to stderr (default: when stderr is a terminal).",
 )
+@click.option(
+    "--retry-rejected",
+    "retry_rejected",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[REASON]",
+    help="Read again objects the branch rejected but consumed: all, or those rejected for REASON (e.g. unreadable). Put it after SOURCE.",
+)
 def ingest_command(
     source,
     beam_args,
@@ -69,6 +78,7 @@ def ingest_command(
     phash_distance,
     as_json,
     progress,
+    retry_rejected,
 ):
     """Clean, deduplicate and commit the raw objects under SOURCE (a directory or s3://bucket/prefix).
 
@@ -116,6 +126,7 @@ def ingest_command(
         beam_args=tuple(beam_args),
         progress=sys.stderr.isatty() if progress is None else progress,
         message=message,
+        retry_rejected=retry_rejected,
     )
     if as_json:
         return emit_json(report.to_dict(), indent=None, sort_keys=True)
