@@ -302,10 +302,12 @@ def test_scheduled_runs_ingest_new_files(kind, tmp_path, request):
 def test_sigterm_abandons_a_real_ingestion_without_partial_commit(tmp_path):
     url = "file://" + str(tmp_path / "repo")
     raw = tmp_path / "raw"
-    write_docs(raw, [f"doc{i}" for i in range(300)])
+    write_docs(raw, [f"doc{i}" for i in range(4000)])
     proc = start_runner(raw, url, "--once", "--stop-grace", "0s", log=tmp_path / "runner.log")
     wait_for(lambda: runs_of(url), 30, "the run to start")
-    time.sleep(2.5)  # the child is importing Beam / running the pipeline
+    # the child's ingest holds an in-flight marker from before the pipeline writes anything
+    # until after its commit: stop the runner while it is there (no sleep as a guess)
+    wait_for(lambda: any(Repo.open(url).store.list("inflight/")), 60, "the ingest to be in flight")
     t0 = time.monotonic()
     assert stop(proc) == 0, (tmp_path / "runner.log").read_text()[-3000:]
     assert time.monotonic() - t0 < 10
