@@ -21,8 +21,8 @@ from ..errors import BadInputError, DataversionError
 from ..repo import Repo
 from . import order as order_mod
 from .batches import Batch, BatchReader
+from .state import STATE_FORMAT, validate_loader_state
 
-STATE_FORMAT = 1
 RECORD_COLUMNS = ("modality", "source", "label", "meta", "text", "data")
 
 
@@ -158,9 +158,9 @@ class SnapshotDataset(tud.IterableDataset):
 
     def load_state_dict(self, state: dict[str, Any], *, allow_dataset_change: bool = False) -> None:
         """Restore (seed, epoch, position). Refuses another commit unless allowed; then the
-        epoch is kept and the position restarts at 0 (positions of another commit mean nothing)."""
-        if not isinstance(state, dict) or "commit" not in state or "position" not in state:
-            raise BadInputError("not a dataversion loader state (no commit/position)")
+        epoch is kept and the position restarts at 0 (positions of another commit mean nothing).
+        A malformed state (`state.validate_loader_state`) is a BadInputError, nothing restored."""
+        state = validate_loader_state(state)
         self.epoch = int(state["epoch"])
         if state["commit"] != self.commit_id:
             if not allow_dataset_change:
