@@ -6,8 +6,10 @@ Generates ImageNet-like JPEGs (sizes 320-640 px a side, smooth content + noise, 
 ~30-80 KB) and ~16 kHz mono FLAC clips (1-3 s), stores the same bytes for every loader, and
 times one shuffled epoch each with `--workers` worker processes and the same per-sample work:
 
-- images: decode (Pillow) -> RandomResizedCrop(224) -> RandomHorizontalFlip -> uint8 CHW
-  tensor, stacked into (B, 3, 224, 224) (`dataversion.training.transforms`, used by all);
+- images: decode (Pillow) -> RandomResizedCrop(224) on the Pillow image -> RandomHorizontalFlip
+  -> uint8 CHW tensor, stacked into (B, 3, 224, 224) (`dataversion.training.transforms`, used
+  by all); one more dataversion row with `RandomResizedCrop(224, draft=True)` (JPEG decoded
+  at a reduced DCT scale when the crop allows: other pixels, so reported apart);
 - audio: decode (soundfile) -> float32 -> a random 1 s crop (zero-padded) and a random gain,
   stacked into (B, 1, 16000).
 
@@ -50,6 +52,8 @@ CLIP = 16000
 
 # --------------------------------------------------------------------------- the same work for all
 IMAGE_AUG = Compose([RandomResizedCrop(CROP), RandomHorizontalFlip()])
+IMAGE_AUG_DRAFT = Compose([RandomResizedCrop(CROP, draft=True), RandomHorizontalFlip()])
+_FLIP = RandomHorizontalFlip()
 
 
 class AudioAug:
@@ -74,9 +78,9 @@ AUDIO_AUG = AudioAug()
 
 
 def decode_image_sample(data: bytes, rng) -> dict:
-    from dataversion.training.decode import decode_image
-
-    return IMAGE_AUG({"image": decode_image(data)}, rng)
+    """What a user of any loader writes: Pillow decode, crop + resize on the Pillow image (as
+    torchvision does on a PIL input), flip, to tensor (the same as dataversion's fused path)."""
+    return _FLIP({"image": IMAGE_AUG.transforms[0].decode_crop(data, rng)}, rng)
 
 
 def decode_audio_sample(data: bytes, rng) -> dict:
@@ -141,11 +145,11 @@ def epoch(make_iter, key: str, n_expected: int) -> dict:
             "first_batch_s": round(first or 0, 3), "peak_rss_mb": round(mem.peak / 2**20)}
 
 
-def run_dataversion(url: str, kind: str, n: int, workers: int, batch: int) -> dict:
+def run_dataversion(url: str, kind: str, n: int, workers: int, batch: int, draft: bool = False) -> dict:
     from dataversion.torch import SnapshotLoader
 
     key = "image" if kind == "image" else "audio"
-    tf = IMAGE_AUG if kind == "image" else AUDIO_AUG
+    tf = (IMAGE_AUG_DRAFT if draft else IMAGE_AUG) if kind == "image" else AUDIO_AUG
 
     def it():
         return iter(SnapshotLoader(url, batch_size=batch, num_workers=workers, shuffle=True, seed=0,
@@ -295,6 +299,7 @@ def bench_kind(kind: str, payloads: list[bytes], tmp: str, args, results: dict) 
     r["dataversion_cold"] = run_dataversion(url, kind, n, w, b)
     runners = {
         "dataversion": lambda: run_dataversion(url, kind, n, w, b),
+        **({"dataversion_draft_decode": lambda: run_dataversion(url, kind, n, w, b, draft=True)} if kind == "image" else {}),
         "hf_datasets_stateful": lambda: run_hf(payloads, kind, tmp, n, w, b),
         "litdata": lambda: run_litdata(files, kind, tmp, n, w, b),
         "mosaicml_streaming": lambda: run_mosaic(files, kind, tmp, n, w, b),
@@ -350,8 +355,10 @@ def main() -> None:
             continue
         r = results[kind]
         print(f"{kind}: {r['records']} records, mean {r['mean_kb']} KB")
-        for name in ("dataversion_cold", "dataversion", "hf_datasets_stateful", "litdata", "mosaicml_streaming",
-                     "bare_loop_1_process"):
+        for name in ("dataversion_cold", "dataversion", "dataversion_draft_decode", "hf_datasets_stateful", "litdata",
+                     "mosaicml_streaming", "bare_loop_1_process"):
+            if name not in r:
+                continue
             x = r[name]
             if "skipped" in x:
                 print(f"  {name:24s} skipped: {x['skipped']}")
