@@ -31,6 +31,9 @@ def write_report(repo: Repo, ref: str, path: str, *, against: str | None = None,
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-report-")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # a report is a normal file to share, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             f.write(page)
         os.replace(tmp, path)

@@ -95,3 +95,16 @@ def test_large_commits_count_sizes_on_a_sample_of_whole_parts(report_repo, monke
     assert sum(c for _, c in data.labels) == total  # labels still count every record
     page = parse(render(data))
     assert {a["id"]: a for a in page.all("section")}["sizes"]["data-sampled"] == str(n)
+
+
+def test_report_file_gets_normal_permissions(report_repo, tmp_path):
+    import os
+
+    out = tmp_path / "perm.html"
+    old = os.umask(0o022)
+    try:
+        write_report(report_repo.repo, "main", str(out))
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-report-")]
