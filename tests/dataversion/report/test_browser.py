@@ -35,6 +35,7 @@ COUNTS_JS = """JSON.stringify({
 
 @pytest.fixture(scope="module")
 def chromium():
+    pytest.importorskip("websockets", reason="websockets is not installed (dev extra)")
     binary = find_chromium()
     if binary is None:
         msg = "Chromium not installed (Debian package `chromium`; scripts/setup.sh installs it where apt works)"
