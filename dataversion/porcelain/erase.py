@@ -252,9 +252,22 @@ class _Pass:
         if not len(self.doomed) or shard.max_id < lo or shard.min_id > hi:
             hit = np.empty(0, dtype=np.int64)
         else:
-            hit = np.flatnonzero(np.isin(self.repo.shard_id_column(shard), self.doomed))
+            hit = np.flatnonzero(np.isin(_id_column(self.repo, shard), self.doomed))
         self.rows[shard.id] = hit
         return hit
+
+
+def _id_column(repo: Repo, shard: ShardRef) -> np.ndarray:
+    """The record ids of every row of a shard, reading that column alone (a search: a shard
+    that matches is read whole and verified before it is rewritten)."""
+    try:
+        with repo.store.open_input(shard_key(shard.id)) as f:
+            table = pq.ParquetFile(f).read(columns=["record_id"])
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CorruptObjectError(f"shard {shard.id} is not a readable Parquet file: {e}") from e
+    if table.num_rows != shard.rows:
+        raise CorruptObjectError(f"shard {shard.id} has {table.num_rows} rows, its manifest says {shard.rows}")
+    return ids_as_numpy(table.column("record_id"))
 
 
 def _run(repo: Repo, eid: str, *, progress: Any = None) -> dict[str, int]:
