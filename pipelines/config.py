@@ -14,6 +14,8 @@ from typing import Any
 from dataversion.errors import BadInputError
 from dataversion.hashing import canonical_json, object_id
 
+from .dedup.phash import PHASH_ALGORITHM
+
 # Bump when a change to the code changes which records a given input yields.
 PIPELINE_VERSION = "1"
 
@@ -77,7 +79,7 @@ class DedupRules:
             "shingle_size": self.shingle_size,
             "num_perm": self.num_perm,
             "seed": self.seed,
-            "phash": "dct32-8x8-v1",
+            "phash": PHASH_ALGORITHM,
         }
 
 

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./scripts/system-packages.sh
 exec .venv/bin/python -m pytest -q "$@"

@@ -7,8 +7,8 @@ JSON shapes: `lineage --json` always prints a list of entries (empty when none),
 id, run, step, commit, seed, epoch, position, world_size, batch_size, remainder, shuffle,
 window, num_records, checkpoint, sha256, saved_at, repo, pinned. `inspect --json` prints one
 object: commit, seed, epoch, position, world_size, batch_size, remainder, num_records, run,
-step, saved_at, sha256, checkpoint, repo, commit_exists, recorded (entries with this file's
-sha256), pinned.
+step, saved_at, sha256, checkpoint, repo, lineage_id, commit_exists, recorded (entries with this
+file's sha256), pinned. A damaged checkpoint, or one whose sha256 is not its entry's, is refused.
 """
 
 from __future__ import annotations
@@ -28,25 +28,16 @@ def inspect_checkpoint(path: str, repo_url: str | None = None, *, endpoint_url: 
     """What a checkpoint says about its data, checked against the repository.
 
     Errors: NotFoundError (no such file; its commit is gone from the repository), BadInputError
-    (not a dataversion checkpoint). The repository is `repo_url` (S3: with the endpoint and keys
-    given, else from the environment), else the one the checkpoint names; if none can be
-    opened, `commit_exists` is None.
+    (not a dataversion checkpoint, damaged, or not the file its lineage entry recorded). The
+    repository is `repo_url` (S3: with the endpoint and keys given, else from the environment),
+    else the one the checkpoint names; if none can be opened, `commit_exists` is None.
     """
-    import io
-
-    import torch
-
     from ..repo import commit_key
     from ..training import lineage
-    from ..training.checkpoint import read_checkpoint_bytes
+    from ..training.checkpoint import check_lineage_sha256, parse_checkpoint, read_checkpoint_bytes
 
     data = read_checkpoint_bytes(path)
-    try:
-        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a non-checkpoint
-        raise BadInputError(f"{path} is not a checkpoint torch can read ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("dataversion"), dict):
-        raise BadInputError(f"{path} is a torch file but not a dataversion checkpoint (no dataversion metadata)")
+    ckpt = parse_checkpoint(data, path)  # verified: CRCs, metadata checksum, state schema
     meta = ckpt["dataversion"]
     state = meta.get("loader") or {}
     sha = hashlib.sha256(data).hexdigest()
@@ -67,6 +58,7 @@ def inspect_checkpoint(path: str, repo_url: str | None = None, *, endpoint_url: 
         "size": len(data),
         "repo": repo_url or state.get("repo"),
         "states": sorted(k for k in ckpt if k != "dataversion"),
+        "lineage_id": meta.get("lineage_id"),
         "commit_exists": None,
         "recorded": [],
         "pinned": False,
@@ -80,6 +72,7 @@ def inspect_checkpoint(path: str, repo_url: str | None = None, *, endpoint_url: 
             f"checkpoint {path} was trained on commit {out['commit']}, which no longer exists in {repo.url}",
             hint="it was garbage-collected after being unpinned, or --repo names another repository",
         )
+    check_lineage_sha256(repo, meta, data, path)  # BadInputError if the file changed after its save
     run = out["run"] or lineage.DEFAULT_RUN
     found = [e for e in lineage.entries(repo, run=run) if e.sha256 == sha]
     dicts = lineage.entry_dicts(repo, found)

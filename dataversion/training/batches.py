@@ -25,11 +25,14 @@ if TYPE_CHECKING:
 
 
 class Batch(dict):
-    """One batch: column name -> list (record_id: hex strings), plus where it lies in the order."""
+    """One batch: column name -> list (record_id: hex strings), plus where it lies in the order.
+
+    `skipped`: ids of records left out because they did not decode (`on_decode_error="skip"`)."""
 
     epoch: int = 0
     index: int = 0
     position: int = 0
+    skipped: tuple = ()
 
 
 class BatchReader:

@@ -4,6 +4,15 @@ store layer, and recorded in the dataset repository's lineage.
 A checkpoint location is a local path or s3://BUCKET/KEY, turned into (store, key) once by
 `stores.open_location`. The bytes functions and the lineage call need no torch; torch is
 imported only to (de)serialize, so `read_checkpoint_bytes` serves torch-free callers (the CLI).
+
+Verified on load (`parse_checkpoint`, used by `read_checkpoint`, `load_checkpoint` and
+`dataversion inspect`): torch.load checks no checksum, so before it runs every zip member's
+CRC-32 is checked (that covers the saved states' bytes too); the dataversion metadata carries
+`checksum`, the sha256 of its canonical JSON (the loader state, run, step, saved_at, lineage
+id), compared after; the loader state is validated (`state.validate_loader_state`). When the
+checkpoint names its lineage entry (`lineage_id`) and the loader's repository holds it,
+`load_checkpoint` compares the file's sha256 with the entry's. Any failure is one
+BadInputError line naming the file; nothing is restored.
 """
 
 from __future__ import annotations
@@ -11,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import time
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
@@ -22,6 +31,7 @@ from ..errors import BadInputError, NotFoundError
 from ..stores import open_location
 from ..stores.atomic import write_atomic
 from . import lineage
+from .state import state_checksum, validate_loader_state
 
 if TYPE_CHECKING:
     from .dataset import SnapshotDataset
@@ -80,12 +90,17 @@ def save_checkpoint(
     checkpoint is still written and a RuntimeWarning says the entry was not. Returns the
     metadata written, plus "lineage": the entry recorded (a dict) or None.
     """
+    ds = getattr(loader, "dataset", loader)
+    will_record = loader is not None and record is not False and ds.rank == 0
     meta: dict[str, Any] = {
         "loader": loader.state_dict() if loader is not None else None,
         "run": run,
-        "step": step,
+        "step": None if step is None else int(step),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # the entry's id is chosen now so that a load can find the entry and compare sha256
+        "lineage_id": lineage.new_entry_id() if will_record else None,
     }
+    meta["checksum"] = state_checksum(meta)
     reserved = {"dataversion"} & states.keys()
     if reserved:
         raise BadInputError(f"state name {sorted(reserved)} is reserved")
@@ -98,7 +113,7 @@ def save_checkpoint(
     data = buf.getvalue()
     write_checkpoint_bytes(path, data)
     entry = None
-    if loader is not None and record is not False:
+    if will_record:
         entry = _record_lineage(path, loader, meta, data)
     return {**meta, "lineage": entry}
 
@@ -112,7 +127,7 @@ def _record_lineage(path: str, loader: SnapshotLoader | SnapshotDataset, meta: d
     def record() -> Any:
         return lineage.record_checkpoint(
             ds.open_repo(), meta["loader"], checkpoint=path, run=meta["run"], step=meta["step"],
-            sha256=hashlib.sha256(data).hexdigest(), saved_at=meta["saved_at"],
+            sha256=hashlib.sha256(data).hexdigest(), saved_at=meta["saved_at"], entry_id=meta["lineage_id"],
         )
 
     # Bounded: a preemption notice leaves a minute or two, and an unreachable S3 endpoint
@@ -139,21 +154,95 @@ def _record_lineage(path: str, loader: SnapshotLoader | SnapshotDataset, meta: d
     return entry.to_dict()
 
 
-def read_checkpoint(path: str, *, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
-    """The raw checkpoint dict (dataversion metadata under "dataversion").
+def _check_zip(raw: bytes, path: str) -> None:
+    """Every member of the torch zip archive reads back with its CRC-32 (torch.load checks none)."""
+    if not raw.startswith(b"PK\x03\x04"):
+        raise BadInputError(f"{path} is not a checkpoint torch can read (not a zip archive)")
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            for info in z.infolist():
+                # torch writes plain stored files; torch's zip reader (miniz) reads a member
+                # flagged as a directory (DOS attribute 0x10) as uninitialized memory, and
+                # Python's zipfile would not notice: refuse anything torch would not write
+                if info.is_dir() or info.external_attr & 0x10 or info.compress_type != zipfile.ZIP_STORED \
+                        or info.compress_size != info.file_size:
+                    raise BadInputError(f"{path} is damaged: archive member {info.filename!r:.80} is not a stored file")
+            bad = z.testzip()
+    except BadInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zipfile raises many types for damaged archives
+        raise BadInputError(f"{path} is damaged: not a readable archive ({type(e).__name__}: {e})") from None
+    if bad is not None:
+        raise BadInputError(f"{path} is damaged: {bad} fails its CRC-32 check")
 
-    Raises NotFoundError if nothing is there, BadInputError if it is not a dataversion
-    checkpoint torch can read."""
+
+def _check_meta(meta: Any, path: str) -> dict[str, Any]:
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise BadInputError(f"{path} is not a dataversion checkpoint (its metadata is not a dict)")
+    meta = dict(meta)
+    if "checksum" in meta:
+        claimed = meta.pop("checksum")
+        if not isinstance(claimed, str) or state_checksum(meta) != claimed:
+            raise BadInputError(f"{path} is damaged: its dataversion metadata does not match its checksum")
+    else:  # written before checksums: the zip CRCs still held; say what is not checked
+        warnings.warn(f"{path} carries no metadata checksum (saved by an older dataversion)", RuntimeWarning, stacklevel=3)
+    if meta.get("loader") is not None:
+        try:
+            meta["loader"] = validate_loader_state(meta["loader"])
+        except BadInputError as e:
+            raise BadInputError(f"{path}: {e}") from None
+    for name, kind in (("run", str), ("step", int), ("saved_at", str), ("lineage_id", str)):
+        v = meta.get(name)
+        if v is not None and (type(v) is not kind):
+            raise BadInputError(f"{path}: metadata {name} must be a {kind.__name__}, not {type(v).__name__}")
+    return meta
+
+
+def parse_checkpoint(raw: bytes, path: str, *, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
+    """A checkpoint's bytes -> its dict (dataversion metadata under "dataversion"), verified.
+
+    Checks the archive's CRC-32s, then torch.load, then the metadata checksum and the loader
+    state schema. Raises BadInputError (one line naming `path`) on any failure; never a raw
+    KeyError/IndexError/TypeError from a damaged file."""
     import torch
 
-    raw = read_checkpoint_bytes(path)
+    _check_zip(raw, path)
     try:
         data = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=weights_only)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:  # torch raises these for non-checkpoints
-        raise BadInputError(f"{path} is not a readable checkpoint: {e}") from e
+    except Exception as e:  # noqa: BLE001 - torch raises many types (KeyError, IndexError, ...) for damaged files
+        raise BadInputError(f"{path} is not a checkpoint torch can read ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(data, dict) or "dataversion" not in data:
         raise BadInputError(f"{path} is not a dataversion checkpoint")
+    data["dataversion"] = _check_meta(data["dataversion"], path)
     return data
+
+
+def read_checkpoint(path: str, *, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
+    """The raw checkpoint dict (dataversion metadata under "dataversion"), verified
+    (`parse_checkpoint`).
+
+    Raises NotFoundError if nothing is there, BadInputError if it is not a dataversion
+    checkpoint torch can read or it is damaged."""
+    return parse_checkpoint(read_checkpoint_bytes(path), path, map_location=map_location, weights_only=weights_only)
+
+
+def check_lineage_sha256(repo: Any, meta: dict[str, Any], raw: bytes, path: str) -> bool | None:
+    """Compare the file's sha256 with its lineage entry's: True if equal, None if there is no
+    entry to compare with (none named, not recorded, another repository); BadInputError if
+    they differ (the file was changed after it was saved)."""
+    entry_id = meta.get("lineage_id")
+    if entry_id is None:
+        return None
+    recorded = lineage.recorded_sha256(repo, meta.get("run") or lineage.DEFAULT_RUN, entry_id)
+    if recorded is None:
+        return None
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != recorded:
+        raise BadInputError(
+            f"{path} is damaged or was replaced: its sha256 {actual[:16]}... is not the {recorded[:16]}... "
+            f"its lineage entry {entry_id} recorded"
+        )
+    return True
 
 
 def load_checkpoint(
@@ -166,13 +255,18 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore the loader (epoch, position, seed) and return the other saved states.
 
-    Refuses a checkpoint of another commit (the error names both) unless
+    The checkpoint is verified first (`parse_checkpoint`; with a loader, also against its
+    lineage entry's sha256 when the loader's repository has it): BadInputError, nothing
+    restored. Refuses a checkpoint of another commit (the error names both) unless
     `allow_dataset_change=True`. A following `set_epoch(restored_epoch)` keeps the position.
     """
-    data = read_checkpoint(path, map_location=map_location, weights_only=weights_only)
+    raw = read_checkpoint_bytes(path)
+    data = parse_checkpoint(raw, path, map_location=map_location, weights_only=weights_only)
     meta = data.pop("dataversion")
     if loader is not None:
         if meta.get("loader") is None:
             raise BadInputError(f"{path} was saved without a loader state")
+        ds = getattr(loader, "dataset", loader)
+        check_lineage_sha256(ds.open_repo(), meta, raw, path)
         loader.load_state_dict(meta["loader"], allow_dataset_change=allow_dataset_change)
     return data

@@ -22,8 +22,10 @@ from ..repo import Repo
 from ..shards import erased_live_mask
 from . import order as order_mod
 from .batches import Batch, BatchReader
+from .decode import DecodeOptions
+from .samples import SamplePipeline
+from .state import STATE_FORMAT, validate_loader_state
 
-STATE_FORMAT = 1
 RECORD_COLUMNS = ("modality", "source", "label", "meta", "text", "data")
 
 
@@ -43,6 +45,16 @@ class SnapshotDataset(tud.IterableDataset):
     the training loop consumed, call `dataset.consumed(batch)` so that `state_dict()` is
     exact (`SnapshotLoader` does both for you). Every `__iter__` starts at the current
     (epoch, position).
+
+    Sample pipeline (run in the workers, `samples`): `decode=True` turns payloads into
+    tensors (image: uint8 CHW, audio: float32 (channels, frames), resampled to `sample_rate`
+    when given; text stays a str; `image_mode` "RGB" by default), adding the "modality" and
+    "data" columns to those read; `transform(sample, rng)` gets each sample as a dict and a
+    `torch.Generator` seeded from (seed, epoch, global position) only (`randomness`), and
+    returns the dict; `batch_transform(batch, rng)` likewise per collated batch. Batches are
+    then collated to tensors where shapes agree (policy in `samples`). A record that does not
+    decode raises `RecordDecodeError` with its id (`on_decode_error="raise"`) or is skipped
+    and counted in `decode_skipped` ("skip").
     """
 
     def __init__(
@@ -62,6 +74,12 @@ class SnapshotDataset(tud.IterableDataset):
         prefetch: int = 2,
         decoded_cache_bytes: int = 512 * 1024**2,
         format: str = "python",
+        decode: bool = False,
+        transform: Any = None,
+        batch_transform: Any = None,
+        sample_rate: int | None = None,
+        image_mode: str | None = "RGB",
+        on_decode_error: str = "raise",
     ):
         super().__init__()
         self.repo = repo if isinstance(repo, Repo) else Repo.open(repo)
@@ -83,6 +101,8 @@ class SnapshotDataset(tud.IterableDataset):
         if not 0 <= self.rank < self.world_size:
             raise BadInputError(f"rank {self.rank} is not in [0, {self.world_size})")
         cols = list(columns) if columns is not None else list(RECORD_COLUMNS)
+        if decode:  # what decoding needs, whatever was asked
+            cols += [c for c in ("modality", "data") if c not in cols]
         unknown = [c for c in cols if c not in RECORD_COLUMNS and c != "record_id"]
         if unknown:
             raise BadInputError(f"unknown columns {unknown}; records have {['record_id', *RECORD_COLUMNS]}")
@@ -99,6 +119,15 @@ class SnapshotDataset(tud.IterableDataset):
         if format not in ("python", "arrow"):
             raise BadInputError(f"format must be 'python' or 'arrow', not {format!r}")
         self.format = format
+        self.pipeline: SamplePipeline | None = None
+        if decode or transform is not None or batch_transform is not None:
+            if format != "python":
+                raise BadInputError("decode/transform/batch_transform need format='python' (they make tensors)")
+            self.pipeline = SamplePipeline(
+                decode=decode, transform=transform, batch_transform=batch_transform, on_decode_error=on_decode_error,
+                options=DecodeOptions(image_mode=image_mode, sample_rate=None if sample_rate is None else int(sample_rate)),
+            )
+        self.decode_skipped = 0  # records left out of consumed batches (on_decode_error="skip")
         self._raw = False  # SnapshotLoader: workers send Arrow, the main process converts
         # SnapshotLoader(features=...): its FeatureJoin. The process that decodes a shard (a
         # worker) joins the shard's rows once (a block of features); batches carry their rows
@@ -140,6 +169,7 @@ class SnapshotDataset(tud.IterableDataset):
     def consumed(self, batch: Batch) -> None:
         """Record that the training loop consumed `batch` (the state moves past it)."""
         self.epoch, self.position = batch.epoch, batch.position
+        self.decode_skipped += len(batch.skipped)
         self._resume_pending = False
 
     def state_dict(self) -> dict[str, Any]:
@@ -160,9 +190,9 @@ class SnapshotDataset(tud.IterableDataset):
 
     def load_state_dict(self, state: dict[str, Any], *, allow_dataset_change: bool = False) -> None:
         """Restore (seed, epoch, position). Refuses another commit unless allowed; then the
-        epoch is kept and the position restarts at 0 (positions of another commit mean nothing)."""
-        if not isinstance(state, dict) or "commit" not in state or "position" not in state:
-            raise BadInputError("not a dataversion loader state (no commit/position)")
+        epoch is kept and the position restarts at 0 (positions of another commit mean nothing).
+        A malformed state (`state.validate_loader_state`) is a BadInputError, nothing restored."""
+        state = validate_loader_state(state)
         self.epoch = int(state["epoch"])
         if state["commit"] != self.commit_id:
             if not allow_dataset_change:
@@ -200,6 +230,8 @@ class SnapshotDataset(tud.IterableDataset):
         try:
             for i in plan.worker_batches(wid, nw):
                 raw = reader.batch(plan, i)
+                if self.pipeline is not None:
+                    raw = self.pipeline.run(raw, plan.batch_positions(i), self.seed)
                 yield raw if self._raw else raw.to_batch(self.format)
         finally:
             reader.close()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -52,6 +53,8 @@ from .order import EpochOrder
 __all__ = [
     "LineageEntry",
     "record_checkpoint",
+    "new_entry_id",
+    "recorded_sha256",
     "entries",
     "runs",
     "checkpoints_on_commit",
@@ -136,6 +139,27 @@ def _new_id() -> str:
     return f"{time.time_ns() // 1000:017d}-{secrets.token_hex(4)}"
 
 
+def new_entry_id() -> str:
+    """A fresh entry id (time-ordered), chosen before the checkpoint is written."""
+    return _new_id()
+
+
+def recorded_sha256(repo: Repo, run: str, entry_id: str) -> str | None:
+    """The sha256 the lineage entry `entry_id` of `run` recorded, or None if there is no such
+    entry (never recorded, unpinned, another repository) or it recorded none. One read."""
+    if not isinstance(entry_id, str) or not re.fullmatch(r"[0-9]{17}-[0-9a-f]{8}", entry_id):
+        raise BadInputError(f"checkpoint names a malformed lineage entry id {entry_id!r:.40}")
+    try:
+        data = repo.store.get(f"{LINEAGE_PREFIX}{_run_key(run)}/{entry_id}.json")
+    except NotFoundError:
+        return None
+    try:
+        entry = LineageEntry.from_dict(json.loads(data))
+    except ValueError as e:
+        raise CorruptObjectError(f"lineage entry {entry_id} of run {run} cannot be parsed: {e}") from e
+    return entry.sha256
+
+
 def record_checkpoint(
     repo: Repo,
     loader_state: dict[str, Any],
@@ -145,10 +169,12 @@ def record_checkpoint(
     step: int | None = None,
     sha256: str | None = None,
     saved_at: str | None = None,
+    entry_id: str | None = None,
 ) -> LineageEntry:
     """Append a lineage entry for a checkpoint and pin its commit (pin first, then entry).
 
-    `loader_state` is a loader's `state_dict()`. Two new objects, never an update: safe with
+    `loader_state` is a loader's `state_dict()`. `entry_id` (from `new_entry_id`, written
+    into the checkpoint before it is saved) lets a load find this entry and compare sha256. Two new objects, never an update: safe with
     any number of concurrent writers. Store errors propagate (the caller decides whether a
     failed record is fatal; `save_checkpoint` warns).
     """
@@ -156,7 +182,7 @@ def record_checkpoint(
     if not isinstance(s, dict) or "commit" not in s or "position" not in s:
         raise BadInputError("not a dataversion loader state (no commit/position)")
     entry = LineageEntry(
-        id=_new_id(), run=run or DEFAULT_RUN, step=None if step is None else int(step), commit=str(s["commit"]),
+        id=entry_id or _new_id(), run=run or DEFAULT_RUN, step=None if step is None else int(step), commit=str(s["commit"]),
         seed=int(s["seed"]), epoch=int(s["epoch"]), position=int(s["position"]), world_size=int(s.get("world_size") or 1),
         batch_size=None if s.get("batch_size") is None else int(s["batch_size"]), remainder=str(s.get("remainder") or "pad"),
         shuffle=bool(s.get("shuffle", True)), window=int(s["window"]),

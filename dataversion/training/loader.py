@@ -44,9 +44,13 @@ class SnapshotLoader:
     """A DataLoader over one commit (resolved once, at construction) with exact resume.
 
     Dataset options (batch_size, shuffle, seed, columns, window, rank, world_size, remainder,
-    cache, prefetch, decoded_cache_bytes, format) go to `SnapshotDataset`, where they are
+    cache, prefetch, decoded_cache_bytes, format, decode, transform, batch_transform,
+    sample_rate, image_mode, on_decode_error) go to `SnapshotDataset`, where they are
     declared and documented once; every other keyword goes to torch's DataLoader
-    (prefetch_factor, timeout, multiprocessing_context; persistent_workers is refused).
+    (pin_memory, prefetch_factor, timeout, multiprocessing_context; persistent_workers is
+    refused). `pin_memory=True` pins decoded batches' tensors in torch's pin thread when an
+    accelerator is present (torch itself turns pinning off, with a warning, on CPU-only
+    machines).
     The loader's own: `num_workers`; `worker_init_fn`, run in each worker once it is tied to
     its parent; `features=["text_stats:char_count", ...]` adds one batch entry per feature
     (keyed by the reference) from the commit's features table, and
@@ -88,6 +92,12 @@ class SnapshotLoader:
     @property
     def repo(self) -> Repo:
         return self.dataset.repo
+
+    @property
+    def decode_skipped(self) -> int:
+        """Records left out of the batches consumed so far because they did not decode
+        (`on_decode_error="skip"`); their ids are in each batch's `skipped`."""
+        return self.dataset.decode_skipped
 
     @property
     def epoch(self) -> int:

@@ -1,9 +1,18 @@
-"""64-bit perceptual hash (DCT pHash) computed from a small grayscale image.
+"""64-bit perceptual hash (`imagehash.phash`) of what a person sees of an image.
 
-Same construction as `imagehash.phash` (32x32 grayscale, 2-D DCT-II, top-left 8x8
-coefficients compared with their median), but fast: the caller decodes small (JPEG draft
-mode, `Image.reduce`), the 32x32 resize is Pillow's, and the DCT is two 32x32 matrix
-products with a precomputed basis instead of scipy calls per image.
+What is hashed: the image composited over an opaque grey (`BACKGROUND`), as luminance.
+Transparency is part of the picture: GNOME's symbolic icons are black RGB everywhere, the
+shape lives only in alpha, and dropping alpha (RGBA -> RGB) made hundreds of different
+icons hash alike (issue 18). Over a light grey, a black shape and a white shape both stay
+visible (a white background would erase white-on-transparent icons, a black one
+black-on-transparent ones).
+
+The hash is `imagehash.phash` (32x32 LANCZOS thumbnail, 2-D DCT-II, the 8x8 lowest
+frequencies compared with their median). `phash_image` computes exactly that: the same
+Pillow resize and the same scipy DCT calls, without imagehash's per-call object overhead;
+`tests/pipelines/test_phash.py` checks it bit for bit against `imagehash.phash` on the
+Adwaita icon set and generated images. The dedup index stores these hashes under
+`PHASH_ALGORITHM`: an index built with another algorithm is rebuilt, never compared.
 """
 
 from __future__ import annotations
@@ -11,46 +20,51 @@ from __future__ import annotations
 import numpy as np
 
 HASH_SIZE = 8
-IMG_SIZE = 32  # HASH_SIZE * 4, as imagehash's default highfreq_factor
+IMG_SIZE = 32  # HASH_SIZE * 4, imagehash's default highfreq_factor
+BACKGROUND = 192  # grey level transparent pixels are composited over
+# the name stored in dedup index params: change it whenever a hash value would change
+PHASH_ALGORITHM = f"imagehash-phash-{HASH_SIZE}x{HASH_SIZE}-over-grey{BACKGROUND}-v2"
 
-
-def _dct_matrix(n: int) -> np.ndarray:
-    k = np.arange(n)[:, None]
-    i = np.arange(n)[None, :]
-    m = np.cos(np.pi * (2 * i + 1) * k / (2 * n))
-    return (m * 2.0).astype(np.float64)  # scipy's unnormalized DCT-II scale (2x)
-
-
-_DCT = _dct_matrix(IMG_SIZE)[:HASH_SIZE]  # only the 8 lowest frequencies are needed
 _BITS = np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64)
 
 
-def phash_pixels(gray32: np.ndarray) -> int:
-    """pHash of a 32x32 grayscale array (any numeric dtype) as an unsigned 64-bit int."""
-    a = np.asarray(gray32, dtype=np.float64)
-    low = _DCT @ a @ _DCT.T  # (8x32)(32x32)(32x8): the 8x8 low-frequency block
-    flat = low.ravel()
-    s = np.sort(flat)  # np.median's Python-level overhead costs more than the whole DCT here
-    bits = flat > (s[31] + s[32]) * 0.5
+def visible_gray(img):
+    """The image as a person sees it over the fixed grey background, in mode "L"."""
+    from PIL import Image
+
+    if img.mode == "L":
+        return img
+    has_alpha = "A" in img.getbands() or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (BACKGROUND, BACKGROUND, BACKGROUND, 255))
+        img = Image.alpha_composite(bg, rgba)
+    return img.convert("L")
+
+
+def thumbnail(img):
+    """The 32x32 grayscale thumbnail `imagehash.phash` hashes (of the composited image)."""
+    from PIL import Image
+
+    gray = visible_gray(img)
+    return gray.resize((IMG_SIZE, IMG_SIZE), Image.Resampling.LANCZOS)
+
+
+def phash_thumbnail(thumb) -> int:
+    """pHash of a 32x32 mode-"L" thumbnail as an unsigned 64-bit int (the bits of
+    `imagehash.phash`, row-major, first bit most significant)."""
+    import scipy.fftpack
+
+    pixels = np.asarray(thumb)
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
+    low = dct[:HASH_SIZE, :HASH_SIZE]
+    bits = (low > np.median(low)).ravel()
     return int(np.bitwise_or.reduce(_BITS[bits])) if bits.any() else 0
 
 
-def small_gray(img, size: int = IMG_SIZE):
-    """A size x size grayscale copy of a decoded PIL image (reduce first: cheap and accurate)."""
-    from PIL import Image
-
-    if img.mode not in ("L", "RGB"):
-        img = (
-            img.convert("RGBA").convert("RGB")
-            if "A" in img.getbands() or img.mode == "P"
-            else img.convert("RGB")
-        )
-    factor = min(img.width // (size * 2), img.height // (size * 2))
-    if factor >= 2:
-        img = img.reduce(factor)
-    if img.mode != "L":
-        img = img.convert("L")
-    return img.resize((size, size), Image.Resampling.BILINEAR)
+def phash_image(img) -> int:
+    """`int(str(imagehash.phash(visible_gray(img))), 16)`, faster."""
+    return phash_thumbnail(thumbnail(img))
 
 
 def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray | int:

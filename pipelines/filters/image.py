@@ -1,6 +1,7 @@
 """Image checks: full decode with Pillow, decompression-bomb guard, minimum size, EXIF
 orientation, and the perceptual hash the near-duplicate stage needs (computed here, while
-the decoded image is in memory).
+the decoded image is in memory: `pipelines.dedup.phash`, over a grey background so that
+transparency counts).
 
 The payload is stored as received (its record id is the hash of those bytes). Width and
 height are reported after the EXIF orientation is applied, the orientation itself is kept
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from dataversion.sniff import IMAGE_FORMATS, sniff_format
 
 from ..config import ImageRules
-from ..dedup.phash import phash_pixels, small_gray
+from ..dedup.phash import IMG_SIZE, phash_thumbnail, visible_gray
 from . import Drop
 
 _ORIENTATION_TAG = 0x0112
@@ -90,12 +91,10 @@ def check_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageInfo | Dr
             "image_too_small", f"{width}x{height}, minimum {rules.min_width}x{rules.min_height}"
         )
     try:
-        small = small_gray(img)
+        gray = visible_gray(img)
         if orientation != 1:
-            small = small.transpose(getattr(Image.Transpose, _TRANSPOSE[orientation]))
-        import numpy as np
-
-        ph = phash_pixels(np.asarray(small))
+            gray = gray.transpose(getattr(Image.Transpose, _TRANSPOSE[orientation]))
+        ph = phash_thumbnail(gray.resize((IMG_SIZE, IMG_SIZE), Image.Resampling.LANCZOS))
     except Exception as e:  # noqa: BLE001
         return Drop("corrupt_image", f"{fmt} decoded but cannot be converted: {e}")
     return ImageInfo(fmt, width, height, orientation, ph)

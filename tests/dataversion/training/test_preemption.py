@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -20,7 +18,6 @@ from dataversion.records import make_text_records  # noqa: E402
 from dataversion.torch import load_checkpoint, read_checkpoint  # noqa: E402
 from dataversion.training.preemption import PreemptionHandler, active_signals  # noqa: E402
 
-ROOT = str(Path(__file__).resolve().parents[3])
 N = 600
 
 
@@ -30,10 +27,6 @@ def url(tmp_path_factory) -> str:
     Repo.init(u).commit(make_text_records([f"preempt {i} " + "y" * (i % 9) for i in range(N)]), branch="main",
                         message="one", target_shard_bytes=4 * 1024)
     return u
-
-
-def _env(tmp_path, **extra) -> dict:
-    return {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "DATAVERSION_CACHE_DIR": str(tmp_path / "cache"), **extra}
 
 
 def test_flag_only_and_handlers_restored():
@@ -118,13 +111,9 @@ def _group_alive(pgid: int) -> list[str]:
     return out
 
 
-def test_sigterm_to_process_group_saves_exits_and_resumes_exactly(url, tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(TRAIN)
-
+def test_sigterm_to_process_group_saves_exits_and_resumes_exactly(url, tmp_path, trainer):
     def start(ckpt, logp, delay="0"):
-        return subprocess.Popen([sys.executable, str(script), url, str(ckpt), str(logp)], env=_env(tmp_path, STEP_DELAY=delay),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        return trainer.start(TRAIN, url, ckpt, logp, capture=True, new_session=True, STEP_DELAY=delay)
 
     ref = start(tmp_path / "ref.pt", tmp_path / "ref.log")
     out, err = ref.communicate(timeout=120)
@@ -133,10 +122,7 @@ def test_sigterm_to_process_group_saves_exits_and_resumes_exactly(url, tmp_path)
 
     ckpt, logp = tmp_path / "run.pt", tmp_path / "run.log"
     proc = start(ckpt, logp, delay="0.02")
-    deadline = time.time() + 60
-    while time.time() < deadline and (not logp.exists() or len(logp.read_text().splitlines()) < 20):
-        time.sleep(0.01)
-    assert len(logp.read_text().splitlines()) >= 20
+    assert trainer.wait_for_lines(logp, 20, proc) >= 20
     sent = time.monotonic()
     os.killpg(proc.pid, signal.SIGTERM)  # the whole group: trainer and its DataLoader workers
     out, err = proc.communicate(timeout=10)
@@ -177,11 +163,9 @@ KILL_DURING_SAVE = textwrap.dedent(
 )
 
 
-def test_kill_during_save_leaves_previous_checkpoint_loadable(url, tmp_path):
-    script = tmp_path / "kill.py"
-    script.write_text(KILL_DURING_SAVE)
+def test_kill_during_save_leaves_previous_checkpoint_loadable(url, tmp_path, trainer):
     ckpt = tmp_path / "ck" / "last.pt"
-    proc = subprocess.Popen([sys.executable, str(script), url, str(ckpt)], env=_env(tmp_path), stdout=subprocess.PIPE, text=True)
+    proc = trainer.start(KILL_DURING_SAVE, url, ckpt, capture=True)
     assert proc.stdout.readline().strip() == "SAVING"
     proc.kill()
     proc.wait()

@@ -229,32 +229,21 @@ TRAIN = textwrap.dedent(
 )
 
 
-def _run_train(tmp_path, url, ckpt, logp, delay="0"):
-    script = tmp_path / "train.py"
-    script.write_text(TRAIN)
-    env = {**os.environ, "STEP_DELAY": delay, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
-    return subprocess.Popen([sys.executable, str(script), url, str(ckpt), str(logp)], env=env)
-
-
-def test_sigkill_at_random_step_resumes_exactly(repo_url, tmp_path):
+def test_sigkill_at_random_step_resumes_exactly(repo_url, tmp_path, trainer):
     ref_log = tmp_path / "ref.log"
-    assert _run_train(tmp_path, repo_url, tmp_path / "ref.pt", ref_log).wait(120) == 0
+    assert trainer.start(TRAIN, repo_url, tmp_path / "ref.pt", ref_log).wait(120) == 0
     reference_lines = ref_log.read_text().splitlines()
     rng = random.Random(os.getpid())
     ckpt, logp = tmp_path / "run.pt", tmp_path / "run.log"
     for _kill in range(2):  # killed twice, at random steps after a checkpoint
         target = len(logp.read_text().splitlines()) + rng.randint(7, 40) if logp.exists() else rng.randint(7, 40)
-        proc = _run_train(tmp_path, repo_url, ckpt, logp, delay="0.01")
-        deadline = time.time() + 60
-        while time.time() < deadline and (not logp.exists() or len(logp.read_text().splitlines()) < target):
-            time.sleep(0.01)
+        proc = trainer.start(TRAIN, repo_url, ckpt, logp, STEP_DELAY="0.01")
+        trainer.wait_for_lines(logp, target, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         # what the restart replays starts right after the checkpoint: cut the log there
-        step = read_checkpoint(str(ckpt))["trainer"]["step"]
-        lines = logp.read_text().splitlines()
-        logp.write_text("".join(line + "\n" for line in lines[:step]))
-    assert _run_train(tmp_path, repo_url, ckpt, logp).wait(120) == 0
+        trainer.cut_log(logp, read_checkpoint(str(ckpt))["trainer"]["step"])
+    assert trainer.start(TRAIN, repo_url, ckpt, logp).wait(120) == 0
     assert logp.read_text().splitlines() == reference_lines
 
 

@@ -1,0 +1,203 @@
+"""The content tree (dataversion/tree.py): history independence, lookups, diff, node sharing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dataversion.errors import CorruptObjectError
+from dataversion.stores.memory import MemoryStore
+from dataversion.tree import (
+    EMPTY_ROOT,
+    ENTRY,
+    INDEX,
+    LEAF_MAX,
+    NODE_CACHE,
+    TreeReader,
+    TreeWriter,
+    node_key,
+)
+
+
+def _entries(rng: np.random.Generator, n: int) -> np.ndarray:
+    e = np.zeros(n, dtype=ENTRY)
+    e["id"] = np.frombuffer(rng.bytes(16 * n), dtype="S16")
+    e["digest"] = np.frombuffer(rng.bytes(16 * n), dtype="S16")
+    return e
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.tobytes() == b.tobytes()
+
+
+@pytest.fixture()
+def store() -> MemoryStore:
+    NODE_CACHE.clear()
+    return MemoryStore()
+
+
+def test_empty_tree_is_a_constant_never_stored(store):
+    w = TreeWriter(store)
+    assert w.build(np.empty(0, ENTRY)) == EMPTY_ROOT
+    assert not list(store.list("tree/"))
+    r = TreeReader(store, EMPTY_ROOT)
+    assert len(r) == 0 and r.entries().size == 0 and not r.contains(np.array([b"x" * 16], "S16")).any()
+    one = _entries(np.random.default_rng(0), 1)
+    root = w.apply(EMPTY_ROOT, one)
+    assert w.apply(root, deletes=one["id"]) == EMPTY_ROOT
+
+
+@pytest.mark.parametrize("n", [0, 1, LEAF_MAX, LEAF_MAX + 1, 5000])
+def test_build_sorts_and_reads_back(store, n):
+    e = _entries(np.random.default_rng(n), n)
+    root = TreeWriter(store).build(e[::-1])
+    r = TreeReader(store, root)
+    got = r.entries()
+    assert len(r) == n
+    assert _same(got, np.sort(e, order="id"))
+
+
+def test_history_independent_under_random_insert_delete_sequences(store):
+    rng = np.random.default_rng(1)
+    universe = _entries(rng, 3000)
+    w = TreeWriter(store)
+    for trial in range(6):
+        root = EMPTY_ROOT
+        held = np.zeros(len(universe), bool)
+        for _step in range(25):
+            k = int(rng.integers(1, 400))
+            idx = rng.choice(len(universe), size=k, replace=False)
+            if rng.random() < 0.35:
+                root = w.apply(root, deletes=universe["id"][idx])
+                held[idx] = False
+            else:
+                root = w.apply(root, universe[idx])
+                held[idx] = True
+            if trial == 0:  # the incremental tree equals the tree built from scratch at every step
+                assert root == w.build(universe[held])
+        assert root == w.build(universe[held])
+        assert _same(TreeReader(store, root).entries(), np.sort(universe[held], order="id"))
+
+
+def test_upsert_replaces_the_entry_of_an_id(store):
+    e = _entries(np.random.default_rng(2), 500)
+    w = TreeWriter(store)
+    root = w.build(e)
+    changed = e[10:11].copy()
+    changed["digest"] = b"z" * 16
+    root2 = w.apply(root, changed)
+    assert root2 != root
+    found, got = TreeReader(store, root2).lookup(e["id"][10:11])
+    assert found.all() and got["digest"][0] == b"z" * 16
+    e2 = e.copy()
+    e2[10] = changed[0]
+    assert root2 == w.build(e2)
+    # delete + upsert of one id in the same call: the upsert wins
+    assert w.apply(root, changed, deletes=changed["id"]) == root2
+
+
+def test_lookup_contains_and_index_of(store):
+    rng = np.random.default_rng(3)
+    e = _entries(rng, 4000)
+    root = TreeWriter(store).build(e)
+    r = TreeReader(store, root)
+    absent = _entries(rng, 50)["id"]
+    q = np.concatenate([e["id"][::7], absent])
+    found, got = r.lookup(q)
+    assert found[: len(e[::7])].all() and not found[len(e[::7]) :].any()
+    assert _same(got[: len(e[::7])], e[::7])
+    assert (r.contains(q) == found).all()
+    s = np.sort(e, order="id")
+    ranks = r.index_of(np.concatenate([s["id"][[0, 17, 3999]], absent[:2]]))
+    assert ranks.tolist() == [0, 17, 3999, -1, -1]
+    assert _same(r.entries_at(100, 250), s[100:250])
+
+
+def test_lookup_reads_only_the_queried_paths(store):
+    e = _entries(np.random.default_rng(4), 20000)
+    root = TreeWriter(store).build(e)
+    NODE_CACHE.clear()
+    store.stats.clear()
+    TreeReader(store, root).contains(e["id"][:3])
+    nodes = len(list(store.list("tree/")))
+    assert store.stats["GET"] <= 3 * 4 < nodes / 20
+
+
+def test_apply_touches_only_changed_paths_and_shares_nodes(store):
+    rng = np.random.default_rng(5)
+    e = _entries(rng, 20000)
+    w = TreeWriter(store)
+    root = w.build(e)
+    before = set(TreeReader(store, root).node_ids())
+    NODE_CACHE.clear()
+    store.stats.clear()
+    w2 = TreeWriter(store)
+    root2 = w2.apply(root, _entries(rng, 5), deletes=e["id"][:5])
+    assert w2.nodes_written <= 10 * 5
+    assert store.stats["GET"] <= 10 * 5
+    after = set(TreeReader(store, root2).node_ids())
+    assert len(before & after) > len(before) - 50  # almost every node shared
+
+
+def test_diff_equals_set_difference_and_skips_shared_subtrees(store):
+    rng = np.random.default_rng(6)
+    base = _entries(rng, 10000)
+    w = TreeWriter(store)
+    a = w.build(base)
+    added = _entries(rng, 30)
+    changed = base[100:105].copy()
+    changed["digest"] = b"q" * 16
+    removed = base["id"][200:220]
+    b = w.apply(a, np.concatenate([added, changed]), deletes=removed)
+    NODE_CACHE.clear()
+    store.stats.clear()
+    only_a, only_b = TreeReader(store, a).diff(b)
+    assert store.stats["GET"] < 200
+    key = lambda x: set(x.tobytes()[i : i + 32] for i in range(0, len(x.tobytes()), 32))  # noqa: E731
+    ea, eb = TreeReader(store, a).entries(), TreeReader(store, b).entries()
+    assert key(only_a) == key(ea) - key(eb)
+    assert key(only_b) == key(eb) - key(ea)
+    assert set(only_b["id"].tolist()) == set(added["id"].tolist()) | set(changed["id"].tolist())
+    assert TreeReader(store, a).diff(a)[0].size == 0
+    ga, gb = TreeReader(store, EMPTY_ROOT).diff(a)
+    assert ga.size == 0 and len(gb) == len(base)
+
+
+def test_node_ids_walks_shared_nodes_once(store):
+    rng = np.random.default_rng(7)
+    e = _entries(rng, 3000)
+    w = TreeWriter(store)
+    a = w.build(e)
+    b = w.apply(a, _entries(rng, 1))
+    seen: set[str] = set()
+    na = TreeReader(store, a).node_ids(seen)
+    nb = TreeReader(store, b).node_ids(seen)
+    assert set(na).isdisjoint(nb) and 0 < len(nb) <= 4
+    assert {k.key for k in store.list("tree/")} == {node_key(n) for n in na + nb}
+
+
+def test_blocks_depend_on_the_entry_set_only(store):
+    rng = np.random.default_rng(8)
+    e = _entries(rng, 30000)
+    w = TreeWriter(store)
+    root = w.build(e)
+    blocks = TreeReader(store, root).blocks(4096)
+    assert sum(blocks) == 30000 and max(blocks) <= 4096 and len(blocks) < 30000 / 1000
+    stepwise = w.apply(w.build(e[:10000]), e[10000:])
+    assert stepwise == root and TreeReader(store, stepwise).blocks(4096) == blocks
+
+
+def test_other_entry_kinds_and_corruption(store):
+    ix = np.zeros(300, dtype=INDEX)
+    ix["id"] = np.frombuffer(np.random.default_rng(9).bytes(16 * 300), "S16")
+    ix["shard"] = b"s" * 12
+    ix["row"] = np.arange(300)
+    root = TreeWriter(store, INDEX).build(ix)
+    assert _same(TreeReader(store, root, INDEX).entries(), np.sort(ix, order="id"))
+    leaf = next(k.key for k in store.list("tree/") if store.get(k.key)[:1] == b"L")
+    data = bytearray(store.get(leaf))
+    data[-1] ^= 1
+    store.put(leaf, bytes(data))
+    NODE_CACHE.clear()
+    with pytest.raises(CorruptObjectError, match="tree node .* is corrupt"):
+        TreeReader(store, root, INDEX).entries()
