@@ -355,3 +355,21 @@ def test_erase_needs_a_reason_and_a_target(history, n):
 
 def test_path_sanity():
     assert Path(__file__).name == "test_erase.py"
+
+
+def test_dv_filesystem_serves_no_erased_record(history):
+    fsspec = pytest.importorskip("fsspec")
+    import dataversion.interop.fsspec  # noqa: F401 - registers dv://
+
+    url = history["url"]
+    Repo.open(url).erase([SECRET_ID], reason="r")
+    fs = fsspec.filesystem("dv", repo=url)
+    parts = [p for p in fs.ls("v1", detail=False) if p.endswith(".parquet")]
+    ids, texts = [], []
+    for p in parts:
+        with fs.open(p) as f:
+            t = pq.read_table(f)
+        ids += [r.hex() for r in t.column("record_id").to_pylist()]
+        texts += [x for x in t.column("text").to_pylist() if x]
+    assert SECRET_ID not in ids and len(ids) == 30
+    assert SECRET not in texts
