@@ -240,6 +240,8 @@ class _Pass:
         self.prefixes = tuple(record.get("sources", ()))
         self.doomed = np.array(sorted(bytes.fromhex(h) for h in self.hex_ids), dtype="S16")
         self.rows: dict[str, np.ndarray] = {}  # shard file id -> rows holding an erased record
+        self.clean_blobs: set[str] = set()  # attachment blobs that name no erased record
+        self.clean_features: set[str] = set()  # commits whose features table holds none
         self.stats = {"shards_rewritten": 0, "bytes_written": 0, "commits_repointed": 0,
                       "attachments_rewritten": 0, "features_rewritten": 0}
 
@@ -279,20 +281,29 @@ def _run(repo: Repo, eid: str, *, progress: Any = None) -> dict[str, int]:
     while True:
         changed = False
         known = erased_shards(erasures(repo))
+        held: list[str] = []
         for cid in _stored_commits(repo):
             try:
-                changed |= _erase_in_commit(p, cid, known)
+                changed |= _erase_in_commit(p, cid, known, held)
             except NotFoundError:
                 continue  # collected by gc meanwhile (unreachable): nothing left to erase there
             if progress is not None:
                 progress.update(1)
+        _note_commits(repo, p.eid, held)
         if not changed:
             return p.stats
 
 
-def _erase_in_commit(p: _Pass, cid: str, known: dict[str, dict[str, Any]]) -> bool:
+def _note_commits(repo: Repo, eid: str, held: list[str]) -> None:
+    """Add commits to the record's list of those that held the records (one write)."""
+    if held:
+        _update_record(repo, eid, lambda r: r.__setitem__("commits", sorted(set(r["commits"]) | set(held))))
+
+
+def _erase_in_commit(p: _Pass, cid: str, known: dict[str, dict[str, Any]], held_commits: list[str]) -> bool:
     """Rewrite what commit `cid` still holds of the erased records; True if anything changed.
-    `known` (old shard -> replacement, every erasure's) grows with the shards rewritten."""
+    `known` (old shard -> replacement, every erasure's) grows with the shards rewritten;
+    `cid` is appended to `held_commits` when its snapshot holds an erased record."""
     repo = p.repo
     repo.forget_commit(cid)  # another process may have re-pointed it: read it fresh
     manifest = repo.read_manifest(cid)
@@ -311,7 +322,7 @@ def _erase_in_commit(p: _Pass, cid: str, known: dict[str, dict[str, Any]]) -> bo
         _update_record(repo, p.eid, lambda r: r["shards"].update(new))
         known.update(new)
     if held:
-        _update_record(repo, p.eid, lambda r: r["commits"].append(cid) if cid not in r["commits"] else None)
+        held_commits.append(cid)
     blobs = _scrub_attachments(p, cid) if held else {}
     features_changed = _scrub_features(p, cid) if held else False
     needs = any(s.id in known for s in manifest.shards) or bool(blobs)
@@ -386,11 +397,12 @@ def _scrub_attachments(p: _Pass, cid: str) -> dict[str, str]:
     repo = p.repo
     out: dict[str, str] = {}
     for name, blob_id in sorted(repo.attachment_ids(cid).items()):
-        if name not in _JSON_TABLES and name not in _INDEX_SCRUBBERS:
+        if (name not in _JSON_TABLES and name not in _INDEX_SCRUBBERS) or blob_id in p.clean_blobs:
             continue
         data = repo.read_blob(blob_id)
         scrubbed = _scrub_json_table(data, p) if name in _JSON_TABLES else _scrub_index(name, data, p)
         if scrubbed is None or scrubbed == data:
+            p.clean_blobs.add(blob_id)
             continue
         new_id = repo.put_blob(scrubbed)
         out[blob_id] = new_id
@@ -437,13 +449,17 @@ def _scrub_features(p: _Pass, cid: str) -> bool:
     from ..features import features_key
 
     key = features_key(cid)
+    if cid in p.clean_features:
+        return False
     try:
         data = p.repo.store.get(key)
     except NotFoundError:
+        p.clean_features.add(cid)
         return False
     table = pq.read_table(pa.BufferReader(data))
     hit = pc.is_in(table.column("record_id"), value_set=pa.array(sorted(p.hex_ids), pa.string()))
     if not pc.any(hit).as_py():
+        p.clean_features.add(cid)
         return False
     kept = table.filter(pc.invert(hit))
     buf = pa.BufferOutputStream()
@@ -501,7 +517,9 @@ def after_commit(repo: Repo, commit_id: str, new_shards: list[ShardRef]) -> None
             continue
         p = _Pass(repo, r)
         if stale or any(len(p.rows_holding(s)) for s in new_shards):
-            _erase_in_commit(p, commit_id, shards_map)
+            held: list[str] = []
+            _erase_in_commit(p, commit_id, shards_map, held)
+            _note_commits(repo, p.eid, held)
             stale = False
 
 

@@ -227,11 +227,12 @@ def test_pinned_checkpoint_resumes_with_the_other_records_in_identical_order(his
     state = loader.state_dict()
     saw = SECRET_ID in seen_before
     record_checkpoint(repo, state, checkpoint=str(tmp_path / "ckpt.pt"), run="train", step=3)
-    other = SnapshotLoader(url, commit, **kw)
-    record_checkpoint(repo, {**other.state_dict(), "position": 0}, checkpoint=str(tmp_path / "zero.pt"), run="fresh", step=0)
+    other = SnapshotLoader(url, commit, **kw).state_dict()
+    record_checkpoint(repo, {**other, "position": 0}, checkpoint=str(tmp_path / "zero.pt"), run="fresh", step=0)
+    record_checkpoint(repo, {**other, "position": len(full)}, checkpoint=str(tmp_path / "all.pt"), run="full", step=9)
 
     report = repo.erase([SECRET_ID], reason="poisoned sample")
-    assert [c["run"] for c in report["checkpoints"]] == (["train"] if saw else [])
+    assert sorted(c["run"] for c in report["checkpoints"]) == sorted(["full"] + (["train"] if saw else []))
     assert all(c["saw"] == [SECRET_ID] for c in report["checkpoints"])
 
     after = [rid for b in SnapshotLoader(url, commit, **kw) for rid in b["record_id"]]
@@ -241,8 +242,10 @@ def test_pinned_checkpoint_resumes_with_the_other_records_in_identical_order(his
     rest = [rid for b in resumed for rid in b["record_id"]]
     assert rest == [r for r in full[len(seen_before):] if r != SECRET_ID]
     # lineage still answers for the erased record
-    out = _cli(url)("lineage", "--record", SECRET_ID, "--json").output
-    assert SECRET_ID in out or "train" in out or not saw
+    out = json.loads(_cli(url)("lineage", "--record", SECRET_ID, "--json").output)
+    assert "full" in json.dumps(out) and ("train" in json.dumps(out)) == saw
+    listed = _json(_cli(url)("erasures", "--json"))
+    assert sorted(c["run"] for c in listed[0]["checkpoints"]) == sorted(c["run"] for c in report["checkpoints"])
 
 
 def test_sigkill_mid_erase_then_rerun_finishes(history, tmp_path):
