@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from .denylist import ERASED, denied_ids, denied_mask
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, DataversionError, NotFoundError
 from .hashing import DIGEST_MOD, digest_hex, digest_int
 from .idset import IdSet
 from .inflight import InFlight
@@ -227,7 +227,11 @@ def _write_commit(
     repo.refs.set_if_equals(ref_name, current, commit_id, reason=f"commit: {message}".strip())
     # 5. an erasure that ran meanwhile may have replaced a shard this commit took from its
     # parent, or denied content its new shards hold: erase it here too
-    after_commit(repo, commit_id, new_refs)
+    try:
+        after_commit(repo, commit_id, new_refs)
+    except DataversionError as e:
+        raise DataversionError(f"commit {commit_id} landed on {branch}, but erasing from it failed: {e}",
+                               hint="run `dataversion erase --resume`") from e
     if not prewritten_shards:
         new_ids = ids_as_numpy(new_table.column("record_id")) if new_table is not None else np.empty(0, dtype="S16")
         child = (parent_ids.with_removed(removed_ids) if len(removed_ids) else parent_ids).with_added(new_ids)

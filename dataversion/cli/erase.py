@@ -12,7 +12,7 @@ from .support import DataversionCommand, emit_json, json_option, repo_options
 @click.option("--source", "sources", multiple=True, metavar="PREFIX",
               help="Erase every record whose source starts with PREFIX, in any version (repeatable).")
 @click.option("--reason", default="", help="Why (a deletion request's reference, 'poisoned sample'...): kept in the erasure record.")
-@click.option("--resume", is_flag=True, help="Finish every erasure a killed run left unfinished.")
+@click.option("--resume", is_flag=True, help="Run every recorded erasure again: finishes what a killed erase or writer left.")
 @json_option
 @repo_options
 def erase_command(record_ids, sources, reason, resume, as_json, repo):
@@ -28,7 +28,8 @@ def erase_command(record_ids, sources, reason, resume, as_json, repo):
         reports = r.resume_erasures()
         if as_json:
             return emit_json(reports)
-        click.echo(f"finished {len(reports)} unfinished erasure(s)")
+        click.echo(f"ran {len(reports)} erasure(s) again: {sum(r['shards_rewritten'] for r in reports)} shard(s) rewritten, "
+                   f"{sum(r['commits_repointed'] for r in reports)} commit(s) re-pointed")
         return None
     report = r.erase(list(record_ids), source_prefixes=list(sources), reason=reason)
     if as_json:

@@ -162,6 +162,8 @@ def erase(
         targets |= found
     hex_ids = sorted(targets)
     eid = erasure_id_of(hex_ids)
+    if any(r.get("state") != DONE and r["id"] != eid for r in erasures(repo)):
+        resume(repo, unfinished_only=True)  # an earlier erasure a killed run left: finish it first
     started = time.monotonic()
     with InFlight(repo.store, f"erase {eid[:12]}"):
         intent = {"id": eid, "reason": reason.strip(), "records": hex_ids, "sources": prefixes, "state": INTENT,
@@ -173,20 +175,20 @@ def erase(
     return _report(record, stats, time.monotonic() - started)
 
 
-def resume(repo: Repo, *, progress: Any = None) -> list[dict[str, Any]]:
-    """Finish every erasure left as an intent (a killed run), and re-point any commit that
-    still names a shard an erasure replaced. Returns the reports of the erasures it ran."""
+def resume(repo: Repo, *, progress: Any = None, unfinished_only: bool = False) -> list[dict[str, Any]]:
+    """Run the erasures again: finish those a killed run left as an intent, and erase what a
+    writer killed after its ref update left in its commit (each run is idempotent: a clean
+    repository costs one search). Returns the reports."""
     out = []
-    records = erasures(repo)
     with InFlight(repo.store, "erase --resume"):
-        for r in records:
-            if r.get("state") != DONE:
-                deny(repo.store, r["records"], r["id"])
-                started = time.monotonic()
-                stats = _run(repo, r["id"], progress=progress)
-                out.append(_report(_finish(repo, r["id"]), stats, time.monotonic() - started))
-        if records:
-            settle(repo)
+        for r in erasures(repo):
+            if unfinished_only and r.get("state") == DONE:
+                continue
+            deny(repo.store, r["records"], r["id"])
+            started = time.monotonic()
+            stats = _run(repo, r["id"], progress=progress)
+            out.append(_report(_finish(repo, r["id"]), stats, time.monotonic() - started))
+        settle(repo)
     return out
 
 

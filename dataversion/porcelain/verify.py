@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .. import history
 from ..errors import CorruptObjectError, DataversionError, NotFoundError
 from ..hashing import DIGEST_MOD, digest_hex, digest_int, object_id
@@ -150,6 +152,7 @@ class _ErasureProof:
         self.shards = erased_shards(done)
         self.blobs = erased_blobs(done)
         self.new_blobs = set(erased_blobs(records).values())
+        self.denied = np.array(sorted(self.ids), dtype="S16") if self.ids else np.empty(0, dtype="S16")
 
 
 def _verify_shard(repo: Repo, shard, checked: dict[str, int], proof: _ErasureProof) -> str | None:
@@ -177,11 +180,17 @@ def _verify_shard(repo: Repo, shard, checked: dict[str, int], proof: _ErasurePro
     if empty != list(shard.erased):
         return (f"shard {shard.id}: rows {empty[:5]} have no payload but the manifest marks {list(shard.erased)[:5]} erased"
                 if empty else f"shard {shard.id}: the manifest marks rows {list(shard.erased)[:5]} erased but they hold a payload")
+    ids = ids_as_numpy(table.column("record_id"))
     if empty:
-        ids = ids_as_numpy(table.column("record_id"))
         unproven = [r for r in empty if id_bytes(ids, r) not in proof.ids]
         if unproven:
             return f"shard {shard.id}: row {unproven[0]} has no payload and no erasure record names its record"
+    if len(proof.denied):
+        held = np.flatnonzero(np.isin(ids, proof.denied))
+        leaked = sorted(set(held.tolist()) - set(empty))
+        if leaked:
+            return (f"shard {shard.id}: row {leaked[0]} holds the payload of an erased record "
+                    "(a writer stopped before erasing from its commit; run `dataversion erase --resume`)")
     live = live_rows(table, shard.deleted)
     if digest_hex(entries_digest_of(live)) != shard.digest or modality_counts(live) != shard.by_modality:
         return f"shard {shard.id}: record metadata does not match its manifest entry"

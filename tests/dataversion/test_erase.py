@@ -376,3 +376,26 @@ def test_dv_filesystem_serves_no_erased_record(history):
         texts += [x for x in t.column("text").to_pylist() if x]
     assert SECRET_ID not in ids and len(ids) == 30
     assert SECRET not in texts
+
+
+def test_a_writer_killed_before_its_own_erasure_check_is_found_and_finished(history, monkeypatch):
+    """Shards written before the erasure (a distributed ingest's) committed after it, by a
+    writer that died before its check: verify names the leak, `erase --resume` erases it."""
+    import dataversion.writer as writer
+    from dataversion.records import make_text_records
+
+    url = history["url"]
+    repo = Repo.open(url)
+    prewritten = repo.write_shards(make_text_records([SECRET, "another fresh record"], sources=["late/a", "late/b"]))
+    repo.erase([SECRET_ID], reason="r")
+    monkeypatch.setattr(writer, "after_commit", lambda *a, **k: None)
+    repo.commit(None, prewritten_shards=prewritten, message="late ingest")
+    monkeypatch.undo()
+    run = _cli(url)
+    bad = _json(run("verify", "--all", "--json", code=5))["bad"]
+    assert any("erase --resume" in b["problem"] for b in bad)
+    run("erase", "--resume", "--json")
+    assert _json(run("verify", "--all", "--json"))["ok"]
+    run("gc", "--json")
+    assert _payload_hits(Repo.open(url).store, SECRET.encode()) == []
+    assert len(_all_ids(Repo.open(url), "main")) == 32  # the other record of the late commit stays
