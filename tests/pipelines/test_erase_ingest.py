@@ -19,7 +19,7 @@ from pipeline_samples import png_bytes, words_doc
 from dataversion import Repo
 from dataversion.features import features_key
 from pipelines.dedup.index import DedupIndex
-from pipelines.ingest import run_ingest
+from pipelines.ingest import read_duplicates, run_ingest
 
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 
@@ -36,13 +36,13 @@ def ingested(repo_url, tmp_path, vocab):
     rng = random.Random(11)
     raw = tmp_path / "raw"
     secret = "Personal letter of John Doe. " + words_doc(rng, vocab, 80)
-    _write(raw, {"docs/secret.txt": secret, "docs/a.txt": words_doc(rng, vocab, 60),
+    _write(raw, {"docs/secret.txt": secret, "docs/secret-copy.txt": secret, "docs/a.txt": words_doc(rng, vocab, 60),
                  "docs/b.txt": words_doc(rng, vocab, 70), "img/cat.png": png_bytes(40, 30, seed=4)})
     Repo.init(repo_url)
     first = run_ingest(str(raw), repo_url)
     repo = Repo.open(repo_url)
     ids = {r["source"]: r["record_id"] for r in repo.ls("main", columns=("record_id", "source"))}
-    return {"url": repo_url, "raw": raw, "secret": secret, "id": ids["docs/secret.txt"], "first": first, "ids": ids}
+    return {"url": repo_url, "raw": raw, "secret": secret, "id": ids.get("docs/secret.txt") or ids["docs/secret-copy.txt"], "first": first, "ids": ids}
 
 
 def test_reingest_of_erased_content_is_rejected_and_counted(ingested, tmp_path):
@@ -56,6 +56,10 @@ def test_reingest_of_erased_content_is_rejected_and_counted(ingested, tmp_path):
     assert len(index.text_ids) == 2
     feats = pq.read_table(io.BytesIO(repo.store.get(features_key(ingested["first"].commit))))
     assert sid not in feats.column("record_id").to_pylist() and feats.num_rows == 3
+    # the duplicates table keeps its entry (the counts hold), marked with the erasure
+    dups = read_duplicates(repo, ingested["first"].commit)
+    assert [d.get("erased") for d in dups] == [report["erasure"]]
+    assert repo.read_commit(ingested["first"].commit).counts["duplicates"] == 1
     # a new source holding the same file again
     again = tmp_path / "again"
     _write(again, {"copy.txt": ingested["secret"], "new.txt": words_doc(random.Random(3), ["fresh", "words", "only"], 60)})
