@@ -1,6 +1,7 @@
 """Plumbing: the commit writer, the one place a snapshot changes.
 
-Write order for every commit: shards -> manifest -> commit -> history chunk -> ref (CAS).
+Write order for every commit: shards -> manifest -> commit -> history chunk -> ref (CAS),
+then the erasure check (`porcelain.erase.after_commit`: an erasure that ran meanwhile).
 A process killed anywhere before the ref update leaves only unreachable objects (garbage
 for `gc`); the branch still names the old, complete commit.
 """
