@@ -30,6 +30,7 @@ from .shards import (
     parquet_bytes,
     payload_mismatches,
     plan_shard_rows,
+    served_rows,
     shard_key,
 )
 from .stores import Store
@@ -79,6 +80,11 @@ class ObjectDB:
         return self._read_commit_and_manifest_id(commit_id)[1]
 
     def _read_commit_and_manifest_id(self, commit_id: str) -> tuple[Commit, str]:
+        commit, manifest_id, _ = self.read_stored_commit(commit_id)
+        return commit, manifest_id
+
+    def read_stored_commit(self, commit_id: str) -> tuple[Commit, str, dict[str, str]]:
+        """(commit, manifest id, attachment overrides) of a stored commit (cached)."""
         cached = self._commits.get(commit_id)
         if cached is not None:
             return cached
@@ -86,9 +92,20 @@ class ObjectDB:
             data = self.store.get(commit_key(commit_id))
         except NotFoundError:
             raise NotFoundError(f"commit {commit_id} not found in {self.url}") from None
-        value = Commit.from_stored_bytes(data, commit_id)
+        value = Commit.read_stored(data, commit_id)
         self._commits.put(commit_id, value)
         return value
+
+    def attachment_ids(self, commit_id: str) -> dict[str, str]:
+        """The blob id of each attachment of a commit, as readers use them (an erasure's
+        rewritten blobs in place of the ones the commit id names)."""
+        commit, _, overrides = self.read_stored_commit(commit_id)
+        return {**commit.attachments, **overrides}
+
+    def forget_commit(self, commit_id: str) -> None:
+        """Drop what this process cached about a commit whose packing was re-pointed."""
+        self._commits.pop(commit_id, None)
+        self._idsets.pop(commit_id, None)
 
     def read_manifest(self, commit_id: str) -> Manifest:
         """The manifest (shard list) of a commit, checked against the commit's record summary.
@@ -125,8 +142,11 @@ class ObjectDB:
             raise CorruptObjectError(f"shard {shard_id} is corrupt: its bytes hash to {actual}", hint="run `dataversion verify`")
         return data
 
-    def read_shard(self, shard: ShardRef, columns: list[str] | None = None, *, with_deleted: bool = False) -> pa.Table:
-        """The rows of a shard that the snapshot holds (deleted rows dropped).
+    def read_shard(self, shard: ShardRef, columns: list[str] | None = None, *, with_deleted: bool = False,
+                   with_erased: bool = False) -> pa.Table:
+        """The rows of a shard that readers serve (deleted and erased rows dropped).
+
+        `with_erased`: keep erased rows (their payload is null); `with_deleted`: every row.
 
         The whole object is read and hashed against the shard's name before anything is
         decoded, so no reader serves bytes the commit does not name.
@@ -134,9 +154,12 @@ class ObjectDB:
         table = decode_shard(self.read_shard_bytes(shard), shard.id, columns)
         if table.num_rows != shard.rows:
             raise CorruptObjectError(f"shard {shard.id} has {table.num_rows} rows, its manifest says {shard.rows}")
-        return table if with_deleted else live_rows(table, shard.deleted)
+        if with_deleted:
+            return table
+        return live_rows(table, shard.deleted) if with_erased else served_rows(table, shard)
 
-    def read_shard_columns(self, shard: ShardRef, columns: list[str], *, with_deleted: bool = False) -> pa.Table:
+    def read_shard_columns(self, shard: ShardRef, columns: list[str], *, with_deleted: bool = False,
+                           with_erased: bool = False) -> pa.Table:
         """Some columns of a shard, checked before they are served.
 
         On a local disk the whole shard is hashed (cheap). On a remote store only the columns
@@ -144,7 +167,7 @@ class ObjectDB:
         digest can be checked against the manifest's, and payloads checked against their ids.
         """
         if self.store.local_path(shard_key(shard.id)) is not None:
-            return self.read_shard(shard, columns, with_deleted=with_deleted)
+            return self.read_shard(shard, columns, with_deleted=with_deleted, with_erased=with_erased)
         import pyarrow.parquet as pq
 
         payloads = ["text", "data"] if {"text", "data"} & set(columns) else []
@@ -165,14 +188,14 @@ class ObjectDB:
             bad = payload_mismatches(table)
             if len(bad):
                 raise CorruptObjectError(f"shard {shard.id} is corrupt: {len(bad)} payload(s) do not hash to their record id", hint="run `dataversion verify`")
-        out = table if with_deleted else live
+        out = table if with_deleted else (live if with_erased else served_rows(table, shard))
         return out.select(columns)
 
     def shard_id_column(self, shard: ShardRef) -> np.ndarray:
         """All record ids of a shard (deleted rows included), cached."""
         ids = self._shard_ids.get(shard.id)
         if ids is None:
-            table = self.read_shard_columns(shard, ["record_id"], with_deleted=True)
+            table = self.read_shard_columns(shard, ["record_id"], with_deleted=True)  # erased rows too
             ids = ids_as_numpy(table.column("record_id")).copy()
             self._shard_ids.put(shard.id, ids)
         return ids
@@ -206,7 +229,7 @@ class ObjectDB:
         """Store a commit pointing at its manifest (once); its id."""
         commit_id = commit.id
         self._put_or_freshen(commit_key(commit_id), commit.to_stored_bytes(manifest_id))
-        self._commits.put(commit_id, (commit, manifest_id))
+        self._commits.put(commit_id, (commit, manifest_id, {}))
         return commit_id
 
     def write_history(self, commit_id: str, commit: Commit, parent: str | None) -> None:
@@ -242,7 +265,7 @@ class ObjectDB:
         return data
 
     def read_attachment(self, commit_id: str, name: str) -> bytes | None:
-        blob_id = self.read_commit(commit_id).attachments.get(name)
+        blob_id = self.attachment_ids(commit_id).get(name)
         return self.read_blob(blob_id) if blob_id else None
 
     # ------------------------------------------------------------------ writing

@@ -50,6 +50,9 @@ class ShardRef:
 
     `deleted` lists row indices (sorted) that this snapshot does not hold: removing a record
     never rewrites a shard. `digest` and `by_modality` describe the live rows only.
+    `erased` lists row indices (sorted) whose payload an erasure removed: the row (id and
+    metadata) is still part of the snapshot and its order, but no reader serves it
+    (`dataversion.porcelain.erase`; the erasure record in `erasures/` proves them).
     """
 
     id: str
@@ -60,10 +63,17 @@ class ShardRef:
     digest: str
     by_modality: dict[str, int]
     deleted: tuple[int, ...] = ()
+    erased: tuple[int, ...] = ()
 
     @property
     def live_rows(self) -> int:
+        """Rows the snapshot holds (erased ones included: they keep their place)."""
         return self.rows - len(self.deleted)
+
+    @property
+    def served_rows(self) -> int:
+        """Rows a reader serves: the live rows that are not erased."""
+        return self.rows - len(set(self.deleted) | set(self.erased)) if self.erased else self.live_rows
 
     @cached_property
     def canonical(self) -> str:
@@ -73,7 +83,9 @@ class ShardRef:
     @property
     def key(self) -> str:
         """Identity of the shard *as used*: same file and same deletions."""
-        return self.id if not self.deleted else f"{self.id}-{object_id(canonical_json(list(self.deleted)))}"
+        if not self.deleted and not self.erased:
+            return self.id
+        return f"{self.id}-{object_id(canonical_json([list(self.deleted), list(self.erased)]))}"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -87,6 +99,8 @@ class ShardRef:
         }
         if self.deleted:
             d["deleted"] = list(self.deleted)
+        if self.erased:
+            d["erased"] = list(self.erased)
         return d
 
     @classmethod
@@ -100,6 +114,7 @@ class ShardRef:
             digest=d["digest"],
             by_modality=dict(d["by_modality"]),
             deleted=tuple(d.get("deleted", ())),
+            erased=tuple(d.get("erased", ())),
         )
 
 
@@ -165,9 +180,26 @@ class Commit:
     def id(self) -> str:
         return object_id(canonical_json(self.hashed_dict()))
 
-    def to_stored_bytes(self, manifest_id: str) -> bytes:
-        """The stored form: the hashed fields plus the (packing) pointer to a manifest."""
-        return canonical_json({"commit": self.hashed_dict(), "manifest": manifest_id})
+    def to_stored_bytes(self, manifest_id: str, attachment_overrides: dict[str, str] | None = None) -> bytes:
+        """The stored form: the hashed fields plus the (packing) pointer to a manifest.
+
+        `attachment_overrides` (name -> blob id), beside the hashed fields like the manifest
+        pointer, replace attachments an erasure rewrote (their excerpts or index entries of
+        an erased record removed): the commit id still names the original blob ids."""
+        d: dict[str, Any] = {"commit": self.hashed_dict(), "manifest": manifest_id}
+        if attachment_overrides:
+            d["attachment_overrides"] = dict(attachment_overrides)
+        return canonical_json(d)
+
+    @classmethod
+    def read_stored(cls, data: bytes, expected_id: str) -> tuple[Commit, str, dict[str, str]]:
+        """Parse a stored commit: (commit, manifest id, attachment overrides). Verifies the id."""
+        commit, manifest_id = cls.from_stored_bytes(data, expected_id)
+        try:
+            overrides = dict(json.loads(data).get("attachment_overrides", {}))
+        except (ValueError, TypeError, AttributeError) as e:
+            raise CorruptObjectError(f"commit {expected_id} cannot be parsed: {e}") from e
+        return commit, manifest_id, overrides
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Commit:

@@ -18,6 +18,7 @@ from .objectdb import ObjectDB, blob_key, commit_key, manifest_key
 from .objects import utc_now
 from .porcelain import branches as _branches
 from .porcelain import checkout as _checkout
+from .porcelain import erase as _erase
 from .porcelain import gc as _gc
 from .porcelain import history as _history
 from .porcelain import records as _records
@@ -127,3 +128,4 @@ class Repo(ObjectDB):
     gc = _gc.gc
     reachable_commits, root_commits = _gc.reachable_commits, _gc.root_commits
     verify = _verify.verify
+    erase, erasures, resume_erasures = _erase.erase, _erase.erasures, _erase.resume

@@ -210,6 +210,43 @@ def live_rows(table: pa.Table, deleted: tuple[int, ...]) -> pa.Table:
     return table.filter(pa.array(mask))
 
 
+def served_rows(table: pa.Table, shard: ShardRef) -> pa.Table:
+    """The rows of a whole shard table that readers serve: neither deleted nor erased."""
+    return live_rows(table, tuple(sorted(set(shard.deleted) | set(shard.erased))) if shard.erased else shard.deleted)
+
+
+def erased_live_mask(shard: ShardRef) -> np.ndarray | None:
+    """For the live rows of a shard (deleted ones dropped), which are erased; None if none."""
+    if not shard.erased:
+        return None
+    mask = np.zeros(shard.rows, dtype=bool)
+    mask[list(shard.erased)] = True
+    if shard.deleted:
+        keep = np.ones(shard.rows, dtype=bool)
+        keep[list(shard.deleted)] = False
+        mask = mask[keep]
+    return mask
+
+
+def null_payload_rows(table: pa.Table) -> np.ndarray:
+    """Row indices with neither a text nor a data payload (an erased row's shape)."""
+    no_text = pc.is_null(table.column("text")).to_numpy(zero_copy_only=False)
+    no_data = pc.is_null(table.column("data")).to_numpy(zero_copy_only=False)
+    return np.flatnonzero(no_text & no_data)
+
+
+def without_payloads(table: pa.Table, rows: list[int]) -> pa.Table:
+    """The table with the payloads (text and data) of `rows` set to null, all else kept."""
+    mask = np.zeros(table.num_rows, dtype=bool)
+    mask[list(rows)] = True
+    drop = pa.array(mask)
+    for name in ("text", "data"):
+        col = table.column(name)
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, table.schema.field(i), pc.if_else(drop, pa.scalar(None, col.type), col))
+    return table
+
+
 def iter_slices(table: pa.Table, size: int) -> Iterator[pa.Table]:
     for start in range(0, table.num_rows, size):
         yield table.slice(start, size)

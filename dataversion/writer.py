@@ -1,6 +1,7 @@
 """Plumbing: the commit writer, the one place a snapshot changes.
 
-Write order for every commit: shards -> manifest -> commit -> history chunk -> ref (CAS).
+Write order for every commit: shards -> manifest -> commit -> history chunk -> ref (CAS),
+then the erasure check (`porcelain.erase.after_commit`: an erasure that ran meanwhile).
 A process killed anywhere before the ref update leaves only unreachable objects (garbage
 for `gc`); the branch still names the old, complete commit.
 """
@@ -16,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import ConflictError, NotFoundError
+from .denylist import ERASED, denied_ids, denied_mask
+from .errors import ConflictError, DataversionError, NotFoundError
 from .hashing import DIGEST_MOD, digest_hex, digest_int
 from .idset import IdSet
 from .inflight import InFlight
 from .objects import Commit, Manifest, RecordSummary, ShardRef, utc_now
-from .records import conform, ids_as_numpy
+from .porcelain.erase import after_commit
+from .records import conform, ids_as_numpy, ids_to_hex
 from .refs import default_author
 from .shards import (
     TARGET_SHARD_BYTES,
@@ -90,6 +93,7 @@ def mark_deleted(repo: Repo, shards: list[ShardRef], remove: Callable[[ShardRef,
             ShardRef(
                 id=shard.id, rows=shard.rows, size=shard.size, min_id=shard.min_id, max_id=shard.max_id,
                 digest=digest_hex(entries_digest_of(live)), by_modality=modality_counts(live), deleted=deleted,
+                erased=shard.erased,
             )
         )
     return out, removed, (np.concatenate(removed_ids) if removed_ids else np.empty(0, dtype="S16"))
@@ -154,6 +158,12 @@ def _write_commit(
         table = conform(records)
         ids = ids_as_numpy(table.column("record_id"))
         keep = first_occurrences(ids)
+        erased = denied_mask(ids, denied_ids(repo.store))
+        if erased.any():  # content an erasure removed stays out (the caller counts rejects)
+            result.skipped = [{"source": s or "", "reason": ERASED, "record_id": h}
+                              for s, h in zip(table.column("source").filter(pa.array(erased)).to_pylist(),
+                                              ids_to_hex(ids[erased]))]
+            keep &= ~erased
         remaining = parent_ids.with_removed(removed_ids) if len(removed_ids) else parent_ids
         present = remaining.contains(ids)
         result.already_present = int((keep & present).sum())
@@ -216,6 +226,13 @@ def _write_commit(
 
     # 4. the ref: compare-and-swap from the tip we built on
     repo.refs.set_if_equals(ref_name, current, commit_id, reason=f"commit: {message}".strip())
+    # 5. an erasure that ran meanwhile may have replaced a shard this commit took from its
+    # parent, or denied content its new shards hold: erase it here too
+    try:
+        after_commit(repo, commit_id, new_refs)
+    except DataversionError as e:
+        raise DataversionError(f"commit {commit_id} landed on {branch}, but erasing from it failed: {e}",
+                               hint="run `dataversion erase --resume`") from e
     if not prewritten_shards:
         new_ids = ids_as_numpy(new_table.column("record_id")) if new_table is not None else np.empty(0, dtype="S16")
         child = (parent_ids.with_removed(removed_ids) if len(removed_ids) else parent_ids).with_added(new_ids)

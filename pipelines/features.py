@@ -169,15 +169,11 @@ def has_commit_features(repo: Repo, commit_id: str) -> bool:
 
 def compute_commit_features(repo: Repo, commit_id: str) -> pa.Table:
     """Backfill: a commit's features table computed from its shards (any kind of commit)."""
-    from dataversion.shards import live_rows
-
     commit = repo.read_commit(commit_id)
     cols = ["record_id", "modality", "label", "meta", "text", "data"]
     parts = []
     for shard in repo.read_manifest(commit_id).shards:
-        t = repo.read_shard(shard, cols, with_deleted=True)
-        if shard.deleted:
-            t = live_rows(t, shard.deleted)
+        t = repo.read_shard(shard, cols)  # deleted and erased rows dropped
         parts.append(record_features(t))
     feats = (
         pa.concat_tables(parts) if parts else RECORD_FEATURES_SCHEMA.empty_table()
@@ -212,7 +208,7 @@ def write_commit_features(
                 keep = pc.invert(pc.is_in(base.column("record_id"), value_set=new.column("record_id")))
                 base = base.filter(keep)
             table = stamp(pa.concat_tables([base, new]), commit_id, commit.time)
-            expected = sum(s.live_rows for s in repo.read_manifest(commit_id).shards)
+            expected = sum(s.served_rows for s in repo.read_manifest(commit_id).shards)
             if table.num_rows != expected:
                 table = None  # not a pure append: compute from the shards instead
     if table is None:
@@ -326,6 +322,63 @@ def _view_rows(rows: pa.Table, view: str) -> pa.Table:
     return t
 
 
+def erase_from_feature_repo(
+    repo: Repo, feature_repo: str | os.PathLike = DEFAULT_FEATURE_REPO
+) -> dict[str, Any]:
+    """Apply the repository's erasures to a Feast repository: the erased records' rows leave
+    every view's offline file, and their online rows are overwritten with nulls (Feast's
+    online store interface has no per-entity delete; a null reads back as None, the same
+    as an unknown id). Idempotent; `publish` runs it first, so a publish never serves
+    an erased record again. Returns {records, offline_rows_removed, online_rows_nulled}."""
+    from dataversion.porcelain.erase import erased_record_ids, erasures
+
+    root = Path(feature_repo).resolve()
+    if not (root / "feature_store.yaml").is_file():
+        raise BadInputError(f"{root} is not a Feast repository (no feature_store.yaml)")
+    erased = sorted(erased_record_ids(erasures(repo)))
+    report: dict[str, Any] = {"feature_repo": str(root), "records": len(erased), "offline_rows_removed": 0,
+                              "online_rows_nulled": 0}
+    if not erased:
+        return report
+    with _exclusive(root / LOCK):
+        return _erase_locked(root, erased, report)
+
+
+def _erase_locked(root: Path, erased: list[str], report: dict[str, Any]) -> dict[str, Any]:
+    value_set = pa.array(erased, pa.string())
+    present: dict[str, list[str]] = {}
+    for view in FEATURE_VIEWS:
+        path = root / "data" / "offline" / f"{view}.parquet"
+        if not path.exists():
+            continue
+        table = pq.read_table(path)
+        hit = pc.is_in(table.column("record_id"), value_set=value_set)
+        n = int(pc.sum(hit).as_py() or 0)
+        if n:
+            present[view] = sorted(set(table.filter(hit).column("record_id").to_pylist()))
+            _write_parquet_atomic(path, table.filter(pc.invert(hit)))
+            report["offline_rows_removed"] += n
+    if not present or not (root / "data/registry.db").exists():
+        return report
+    from feast import FeatureStore
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    store = FeatureStore(repo_path=str(root))
+    provider = store._get_provider()
+    now = datetime.now(timezone.utc)
+    for view, ids in present.items():
+        fv = store.get_feature_view(view)
+        names = [f.name for f in fv.features]
+        rows = [
+            (EntityKey(join_keys=["record_id"], entity_values=[Value(string_val=rid)]), {n: Value() for n in names}, now, now)
+            for rid in ids
+        ]
+        provider.online_write_batch(store.config, fv, rows, progress=None)
+        report["online_rows_nulled"] += len(rows)
+    return report
+
+
 def publish(
     repo: Repo,
     ref: str,
@@ -344,6 +397,7 @@ def publish(
     if not (root / "feature_store.yaml").is_file():
         raise BadInputError(f"{root} is not a Feast repository (no feature_store.yaml)")
     commit_id = repo.resolve(ref)
+    erased = erase_from_feature_repo(repo, root)
     with _exclusive(root / LOCK):
         state = _read_state(root)
         defs = _definitions_hash(root)
@@ -355,6 +409,7 @@ def publish(
             "applied": False,
             "published": [],
             "already_published": len(state["commits"]),
+            "erased": erased,
         }
         if not todo and not need_apply:
             report["message"] = f"nothing to do: {commit_id[:12]} is already published"

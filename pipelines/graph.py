@@ -30,11 +30,13 @@ def build_pipeline(
     parent: str | None,
     scratch: str,
     partitions: int,
+    denied: bytes = b"",
 ):
     """Add the ingestion transforms to a `beam.Pipeline` (any runner).
 
     Results land in the repository store under `scratch` (audit.json, decision.json,
-    index.npz, shards.json, features/) for `run_ingest` to check and commit.
+    index.npz, shards.json, features/) for `run_ingest` to check and commit. `denied`: the
+    repository's denylist (16-byte ids, concatenated): that content is rejected `erased`.
     """
     import apache_beam as beam
 
@@ -51,7 +53,7 @@ def build_pipeline(
         | "Spread" >> beam.Reshuffle()
         | "BatchObjects" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
         | "ReadAndProcess"
-        >> beam.ParDo(ReadAndProcess(source_url, config)).with_outputs(AUDIT, main="candidates")
+        >> beam.ParDo(ReadAndProcess(source_url, config, denied)).with_outputs(AUDIT, main="candidates")
     )
     candidates = out.candidates
     decision = (

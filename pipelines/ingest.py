@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from dataversion import Repo
+from dataversion.denylist import denied_ids
 from dataversion.errors import DataversionError, NotFoundError
 from dataversion.hashing import canonical_json
 from dataversion.inflight import InFlight
@@ -182,6 +183,7 @@ def _run_pipeline(beam, beam_args, src, repo, work, config, parent, scratch, par
                 parent=parent,
                 scratch=scratch.prefix,
                 partitions=partitions,
+                denied=denied_ids(repo.store).tobytes(),
             )
     except Exception as e:
         fault = source_fault_in(e)

@@ -209,6 +209,24 @@ def process_objects(
         )
 
 
+def reject_erased(candidates: pa.Table, denied: np.ndarray) -> tuple[pa.Table, list[dict]]:
+    """Candidates minus content an erasure removed (`denied`: the repository's denylist as
+    'S16' ids), and a reject (reason `erased`) for each candidate dropped."""
+    from dataversion.denylist import ERASED, denied_mask
+    from dataversion.records import ids_as_numpy
+
+    if not len(denied) or not candidates.num_rows:
+        return candidates, []
+    hit = denied_mask(ids_as_numpy(candidates.column("record_id")), denied)
+    if not hit.any():
+        return candidates, []
+    rejects = [
+        {"source": src, "reason": ERASED, "message": "this content was erased from the repository (see `dataversion erasures`)"}
+        for src in candidates.column("source").filter(pa.array(hit)).to_pylist()
+    ]
+    return candidates.filter(pa.array(~hit)), rejects
+
+
 def internal_error(e: BaseException) -> Drop:
     """The reject of a unit whose handling raised: the exception's type and message."""
     return Drop(INTERNAL_ERROR, internal_error_message(e))

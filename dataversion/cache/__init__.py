@@ -21,10 +21,10 @@ from __future__ import annotations
 from .alluxio import AlluxioCache
 from .base import ReadTier, StoreRead, fetch_verified
 from .local import DEFAULT_MAX_BYTES, LocalDiskCache, default_cache_dir
-from .ops import open_tier, status, warm
+from .ops import open_tier, purge, status, warm
 from .prefetch import Prefetcher
 
 __all__ = [
     "AlluxioCache", "DEFAULT_MAX_BYTES", "LocalDiskCache", "Prefetcher", "ReadTier", "StoreRead",
-    "default_cache_dir", "fetch_verified", "open_tier", "status", "warm",
+    "default_cache_dir", "fetch_verified", "open_tier", "purge", "status", "warm",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -14,6 +15,8 @@ from ..errors import BadInputError, CorruptObjectError
 from ..shards import shard_key
 from .base import ReadTier, fetch_verified
 from .local import LocalDiskCache
+
+log = logging.getLogger("dataversion.cache")
 
 
 class AlluxioCache(ReadTier):
@@ -146,6 +149,26 @@ class AlluxioCache(ReadTier):
     def ensure(self, store: Any, shard_id: str) -> bool:
         self.read(store, shard_id)
         return True
+
+    def purge(self, store: Any, shard_ids: set[str]) -> int:
+        """Drop the local copies, and remove the paths through Alluxio (which drops its cached
+        blocks of them; the objects are garbage an erasure left for gc). Best effort on the
+        Alluxio side: a failure there is logged, the shards are never requested again anyway
+        (a replacement has another id)."""
+        n = self.local.purge(store, shard_ids) if self.local is not None else 0
+        bucket = getattr(store, "bucket", None)
+        if bucket is None or not shard_ids or not self.probe():
+            return n
+        fs = self._filesystem(store)
+        for sid in sorted(shard_ids):
+            path = f"s3://{bucket}/{getattr(store, 'prefix', '')}{shard_key(sid)}"
+            try:
+                if fs.exists(path):
+                    fs.rm_file(path)
+                    n += 1
+            except Exception as e:  # noqa: BLE001 - any Alluxio failure: the id is never read again
+                log.warning("could not remove %s through Alluxio: %s", path, e)
+        return n
 
     def status(self) -> dict[str, Any]:
         return {

@@ -56,6 +56,10 @@ class ReadTier:
     def status(self) -> dict[str, Any]:
         return {"tier": self.name}
 
+    def purge(self, store: Any, shard_ids: set[str]) -> int:
+        """Drop the cached copies of these shards (an erasure replaced them); how many."""
+        return 0
+
 
 class StoreRead(ReadTier):
     """No cache: read from the store (in place for file:// stores, verified once per process)."""

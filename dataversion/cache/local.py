@@ -234,6 +234,26 @@ class LocalDiskCache(ReadTier):
             self._bump(evictions=evicted, bytes_evicted=freed)
         return evicted
 
+    def purge(self, store: Any, shard_ids: set[str]) -> int:
+        """Delete the cached shards and decoded copies of `shard_ids` (an erasure replaced
+        them: their bytes hold erased payloads). Returns how many shards were cached."""
+        n = 0
+        with self._lock("_evict"):
+            for sid in shard_ids:
+                path, side = self.path(sid), self._sidecar(sid)
+                found = False
+                for p in (path, path + ".sum", side, side + ".sum"):
+                    try:
+                        os.unlink(p)
+                        found = True
+                    except FileNotFoundError:
+                        pass
+                for lock in (sid + ".lock", sid + ".arrow.lock"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(self.root, "locks", lock))
+                n += found
+        return n
+
     def status(self) -> dict[str, Any]:
         entries = self._entries()
         stats = self._read_stats()

@@ -45,6 +45,7 @@ def warm(repo: Any, ref: str, tier: ReadTier | str | None = "local") -> dict[str
         if tier.ensure(repo.store, s.id):
             fetched += 1
             nbytes += s.size
+    purged = purge(repo, tier)["purged"]
     return {
         "commit": commit_id,
         "tier": tier.name,
@@ -52,8 +53,19 @@ def warm(repo: Any, ref: str, tier: ReadTier | str | None = "local") -> dict[str
         "fetched": fetched,
         "already_cached": len({s.id for s in shards}) - fetched,
         "bytes_fetched": nbytes,
+        "purged": purged,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def purge(repo: Any, tier: ReadTier | str | None = "local") -> dict[str, Any]:
+    """Drop from a tier every shard an erasure of `repo` replaced (no commit names it any
+    more, and its bytes hold erased payloads). Returns how many it found cached."""
+    from ..porcelain.erase import erased_shards, erasures
+
+    tier = open_tier(tier, repo.store)
+    replaced = set(erased_shards(erasures(repo)))
+    return {"tier": tier.name, "replaced_shards": len(replaced), "purged": tier.purge(repo.store, replaced) if replaced else 0}
 
 
 def _unique(shards: Iterable[Any]) -> list[Any]:

@@ -1,7 +1,7 @@
 """The `dataversion` command: a thin shell over the Python API in `dataversion.repo`.
 
 `main` is the root group (the console entry point `dataversion.cli:main`); the commands live
-in one module per job (`records`, `history`, `refs`, `maintenance`, `lineage`, `cache`) and
+in one module per job (`records`, `history`, `refs`, `maintenance`, `lineage`, `cache`, `erase`) and
 the optional ones in other packages, found through entry points (`registry`). What every
 command shares (the one error wrapper, --repo/--json/--debug, JSON output) is `support`.
 
@@ -39,6 +39,8 @@ CORE_COMMANDS = {
     "unpin": "dataversion.cli.lineage:unpin_command",
     "cache": "dataversion.cli.cache:cache_group",
     "report": "dataversion.cli.report:report_command",
+    "erase": "dataversion.cli.erase:erase_command",
+    "erasures": "dataversion.cli.erase:erasures_command",
 }
 
 

@@ -1,4 +1,4 @@
-"""`dataversion cache warm|status`: the read tier from the command line.
+"""`dataversion cache warm|purge|status`: the read tier from the command line.
 
 A core command of `dataversion.cli` (CORE_COMMANDS). Imports only click and the core at the
 top (alluxiofs only for `--tier alluxio`).
@@ -46,6 +46,21 @@ def warm_cmd(ref, repo, tier, cache_dir, max_bytes, as_json):
         return emit_json(result)
     click.echo(f"warmed {result['commit'][:12]} into {result['tier']}: {result['shards']} shards, "
                f"{result['fetched']} fetched ({result['bytes_fetched']} bytes), {result['already_cached']} already cached, {result['seconds']} s")
+
+
+@cache_group.command("purge")
+@repo_options
+@_tier_option
+@_dir_option
+@json_option
+def purge_cmd(repo, tier, cache_dir, as_json):
+    """Delete the cached copies of every shard an erasure of --repo replaced."""
+    from ..cache import purge
+
+    result = purge(repo.open(), _tier(tier, cache_dir, None))
+    if as_json:
+        return emit_json(result)
+    click.echo(f"purged {result['purged']} cached shard(s) of {result['replaced_shards']} replaced by erasures from {result['tier']}")
 
 
 @cache_group.command("status")

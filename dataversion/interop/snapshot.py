@@ -38,7 +38,7 @@ RECORD_COLUMNS = ("record_id", "modality", "source", "label", "meta", "text", "d
 @dataclass(frozen=True)
 class Part:
     """One Parquet file of a snapshot: a stored shard served as it is (`zero_copy`), or its
-    live rows rewritten (a shard with deleted rows)."""
+    live rows rewritten (a shard with deleted or erased rows)."""
 
     name: str
     shard: ShardRef
@@ -46,7 +46,7 @@ class Part:
 
     @property
     def rows(self) -> int:
-        return self.shard.live_rows
+        return self.shard.served_rows  # an erased row is not served
 
     @property
     def known_size(self) -> int | None:
@@ -113,7 +113,7 @@ class SnapshotView:
         self.commit_id = commit_id
         self.manifest = repo.read_manifest(commit_id)  # checked against the commit's records
         self.parts: list[Part] = [
-            Part(f"part-{i:05d}-{s.key}.parquet", s, zero_copy=not s.deleted)
+            Part(f"part-{i:05d}-{s.key}.parquet", s, zero_copy=not s.deleted and not s.erased)
             for i, s in enumerate(self.manifest.shards)
         ]
         self.by_name = {p.name: i for i, p in enumerate(self.parts)}

@@ -169,4 +169,4 @@ def materialize(repo: Repo, commit_id: str, directory: str, *, progress: Any = N
             if progress is not None:
                 progress.update(n)
     return {"commit": commit_id, "directory": os.path.abspath(directory), "files": written,
-            "records": manifest.records.count, "renamed": renamed}
+            "records": sum(s.served_rows for s in manifest.shards), "renamed": renamed}

@@ -19,6 +19,7 @@ from ..history import history_key
 from ..inflight import INFLIGHT, Marker, live_markers
 from ..objectdb import blob_key, commit_key, manifest_key
 from ..shards import shard_key
+from .erase import erased_keys, settle
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -88,8 +89,7 @@ def reachable_keys(repo: Repo, skip_reflog: set[str] = frozenset()) -> set[str]:
         keep.add(history_key(cid))
         keep.add(f"features/{cid}.parquet")
         try:
-            commit = repo.read_commit(cid)
-            keep.update(blob_key(b) for b in commit.attachments.values())
+            keep.update(blob_key(b) for b in repo.attachment_ids(cid).values())
             keep.add(manifest_key(repo.manifest_id_of(cid)))
             keep.update(shard_key(s.id) for s in repo.read_manifest(cid).shards)
         except (NotFoundError, CorruptObjectError) as e:
@@ -119,12 +119,15 @@ def _plan(repo: Repo, skip_reflog: set[str], grace_seconds: float) -> tuple[list
     markers = live_markers(repo.store)
     keep = reachable_keys(repo, skip_reflog=skip_reflog)
     cutoff = time.time() - grace_seconds
+    # what erasures replaced (old shards, old attachment blobs) holds erased payloads: once
+    # no root reaches it, it goes whatever its age (in-flight writers still protect theirs)
+    replaced = erased_keys(repo)
     doomed, young = [], 0
     for prefix in _COLLECTABLE:
         for info in repo.store.list(prefix):
             if info.key in keep:
                 continue
-            if _protected(info, markers, cutoff):
+            if _protected(info, markers, float("inf") if info.key in replaced else cutoff):
                 young += 1
                 continue
             doomed.append(info)
@@ -141,6 +144,8 @@ def gc(
     Raises CorruptObjectError (nothing deleted) when any object on a root's path is
     unreadable, ConflictError when writers keep moving refs while gc marks.
     """
+    if not dry_run:
+        settle(repo)  # no commit keeps naming what an erasure replaced (a killed writer's)
     expired = []
     if expire_reflog_seconds is not None:
         reflog_cutoff = time.time() - expire_reflog_seconds

@@ -119,5 +119,6 @@ def diff(repo: Repo, a: str, b: str, *, records: bool = False) -> dict[str, Any]
     return out
 
 def _diff_rows(repo: Repo, shard: ShardRef, rows: list[int] | None) -> pa.Table:
-    table = repo.read_shard_columns(shard, ["record_id", "modality"], with_deleted=rows is not None)
+    # erased rows are still held (their ids and metadata): diff counts them like any other
+    table = repo.read_shard_columns(shard, ["record_id", "modality"], with_deleted=rows is not None, with_erased=True)
     return table.take(pa.array(rows, pa.int64())) if rows is not None else table

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from ..denylist import ERASED, denied_ids, denied_mask
 from ..errors import BadInputError, NotFoundError
 from ..hashing import canonical_json
 from ..records import hex_to_id, ids_as_numpy, ids_to_hex
-from ..scan import scan_tree
+from ..scan import Skipped, scan_tree
 from ..writer import DEFAULT_BRANCH, CommitResult
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def add(
     """
 
     scan = scan_tree(paths, text_field=text_field, progress=progress)
-    table = scan.table
+    table = _reject_erased(repo, scan)
     remove_where = None
     if sync:
         wanted = {}
@@ -63,6 +64,20 @@ def add(
     )
     result.skipped = [s.to_dict() for s in scan.skipped]
     return result
+
+def _reject_erased(repo: Repo, scan: Any) -> pa.Table:
+    """The scanned records minus content an erasure removed (the denylist), which become
+    rejects with reason `erased` (counted: inputs == kept + duplicates + rejected)."""
+    table = scan.table
+    ids = ids_as_numpy(table.column("record_id"))
+    erased = denied_mask(ids, denied_ids(repo.store))
+    if not erased.any():
+        return table
+    for src in table.column("source").filter(pa.array(erased)).to_pylist():
+        scan.skipped.append(Skipped(src or "", ERASED, "this content was erased from the repository (see `dataversion erasures`)"))
+    scan.skipped.sort(key=lambda s: s.source)
+    return table.filter(pa.array(~erased))
+
 
 def rm(repo: Repo, *, branch: str = DEFAULT_BRANCH, ids: list[str] | None = None, source_prefixes: list[str] | None = None, message: str = "") -> CommitResult:
     """Remove records by id (hex) or by source prefix."""

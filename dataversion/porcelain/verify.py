@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .. import history
 from ..errors import CorruptObjectError, DataversionError, NotFoundError
 from ..hashing import DIGEST_MOD, digest_hex, digest_int, object_id
 from ..history import history_key
 from ..objectdb import blob_key, commit_key, manifest_key
 from ..objects import Commit, Manifest
+from ..records import id_bytes, ids_as_numpy
 from ..shards import (
     decode_shard,
     entries_digest_of,
     live_rows,
     modality_counts,
+    null_payload_rows,
     payload_mismatches,
     shard_key,
 )
+from .erase import erased_blobs, erased_record_ids, erased_shards, erasures
 from .gc import reachable_commits, root_commits
 
 if TYPE_CHECKING:
@@ -36,6 +41,8 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
     says; each lineage entry and pin parses and names stored commits.
     """
     bad: list[dict[str, str]] = []
+    erasure_records = erasures(repo)
+    proof = _ErasureProof(erasure_records)
     roots = [repo.resolve(ref)] if ref else sorted(root_commits(repo))
     commits = reachable_commits(repo, roots)
     seen_shards: set[str] = set()
@@ -51,7 +58,7 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
         checked["commits"] += 1
         try:
             data = repo.store.get(commit_key(cid))
-            commit, manifest_id = Commit.from_stored_bytes(data, cid)
+            commit, manifest_id, overrides = Commit.read_stored(data, cid)
         except DataversionError as e:
             bad.append({"object": commit_key(cid), "problem": str(e)})
             continue
@@ -62,8 +69,12 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
         if chunk_problem is not None:
             bad.append({"object": history_key(cid), "problem": chunk_problem})
         checked["history"] += 1
-        for name, blob_id in sorted(commit.attachments.items()):
+        for name, blob_id in sorted({**commit.attachments, **overrides}.items()):
             checked["blobs"] += 1
+            if name in overrides and overrides[name] not in proof.new_blobs:
+                bad.append({"object": commit_key(cid), "problem": f"attachment {name!r} of commit {cid} is replaced by blob {overrides[name]}, which no erasure record names"})
+            if blob_id in proof.blobs:
+                bad.append({"object": blob_key(blob_id), "problem": f"commit {cid} still reads attachment {name!r} from blob {blob_id}, which an erasure replaced (run `dataversion erase --resume`)"})
             try:
                 repo.read_blob(blob_id)
             except DataversionError as e:
@@ -81,10 +92,12 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
         if digest_hex(total) != commit.records.digest or manifest.records != commit.records:
             bad.append({"object": manifest_key(manifest_id), "problem": f"record summary does not match commit {cid}"})
         for shard in manifest.shards:
+            if shard.id in proof.shards:
+                bad.append({"object": shard_key(shard.id), "problem": f"commit {cid} still names shard {shard.id}, which an erasure replaced (run `dataversion erase --resume`)"})
             if shard.key in seen_shards:
                 continue
             seen_shards.add(shard.key)
-            problem = _verify_shard(repo, shard, checked)
+            problem = _verify_shard(repo, shard, checked, proof)
             if problem:
                 bad.append({"object": shard_key(shard.id), "problem": problem})
             if progress is not None:
@@ -128,7 +141,21 @@ def _verify_side_objects(repo: Repo, commits: set[str], checked: dict[str, int],
                     bad.append({"object": info.key, "problem": f"names commit {c}, which is missing"})
 
 
-def _verify_shard(repo: Repo, shard, checked: dict[str, int]) -> str | None:
+class _ErasureProof:
+    """What the erasure records prove: which record ids were erased, which objects replaced."""
+
+    def __init__(self, records: list[dict[str, Any]]):
+        self.ids = {bytes.fromhex(h) for h in erased_record_ids(records)}
+        # what finished erasures replaced: no commit may name it any more (while one runs,
+        # commits it has not re-pointed yet are valid: they name what they always did)
+        done = [r for r in records if r.get("state") == "done"]
+        self.shards = erased_shards(done)
+        self.blobs = erased_blobs(done)
+        self.new_blobs = set(erased_blobs(records).values())
+        self.denied = np.array(sorted(self.ids), dtype="S16") if self.ids else np.empty(0, dtype="S16")
+
+
+def _verify_shard(repo: Repo, shard, checked: dict[str, int], proof: _ErasureProof) -> str | None:
     try:
         data = repo.store.get(shard_key(shard.id))
     except NotFoundError:
@@ -147,6 +174,23 @@ def _verify_shard(repo: Repo, shard, checked: dict[str, int]) -> str | None:
     checked["records"] += table.num_rows
     if len(bad_payloads):
         return f"shard {shard.id}: {len(bad_payloads)} payload(s) do not hash to their record id, first at row {bad_payloads[0]}"
+    # a row without payload is legitimate only as an erasure left it: marked erased in the
+    # manifest, and its record id named by an erasure record
+    empty = null_payload_rows(table).tolist()
+    if empty != list(shard.erased):
+        return (f"shard {shard.id}: rows {empty[:5]} have no payload but the manifest marks {list(shard.erased)[:5]} erased"
+                if empty else f"shard {shard.id}: the manifest marks rows {list(shard.erased)[:5]} erased but they hold a payload")
+    ids = ids_as_numpy(table.column("record_id"))
+    if empty:
+        unproven = [r for r in empty if id_bytes(ids, r) not in proof.ids]
+        if unproven:
+            return f"shard {shard.id}: row {unproven[0]} has no payload and no erasure record names its record"
+    if len(proof.denied):
+        held = np.flatnonzero(np.isin(ids, proof.denied))
+        leaked = sorted(set(held.tolist()) - set(empty))
+        if leaked:
+            return (f"shard {shard.id}: row {leaked[0]} holds the payload of an erased record "
+                    "(a writer stopped before erasing from its commit; run `dataversion erase --resume`)")
     live = live_rows(table, shard.deleted)
     if digest_hex(entries_digest_of(live)) != shard.digest or modality_counts(live) != shard.by_modality:
         return f"shard {shard.id}: record metadata does not match its manifest entry"

@@ -65,7 +65,7 @@ class BatchReader:
         if hit is not None:
             self.tables.move_to_end(s)
             return hit
-        shard_id, rows, deleted = self.ds.shards[s]
+        shard_id, rows, deleted, erased = self.ds.shards[s]
         if self.prefetcher is not None and s in self.shard_rank:
             self.prefetcher.advance(self.shard_rank[s])
         t = self.ds.tier.read_table(self.store, shard_id).select(self.read_cols)
@@ -88,6 +88,17 @@ class BatchReader:
         flat = self.order.flat_at(plan.batch_positions(i))
         shard, row = self.order.flat_to_shard_row(flat)
         uniq = np.unique(shard)
+        if any(self.ds.shards[int(s)][3] is not None for s in uniq):
+            # an erased sample is skipped: the batch is that much shorter, every other
+            # sample keeps its position
+            served = np.array([self.ds.shards[int(s)][3] is None or not self.ds.shards[int(s)][3][r]
+                               for s, r in zip(shard.tolist(), row.tolist())], dtype=bool)
+            if not served.any():  # every sample of the batch erased: an empty batch
+                t, fb = self._shard(int(uniq[0]))
+                empty = pa.RecordBatch.from_pylist([], schema=t.schema)
+                return RawBatch(empty, self.ds.epoch, i, plan.position_after(i), None if fb is None else fb[:0])
+            shard, row = shard[served], row[served]
+            uniq = np.unique(shard)
         fblock = None  # the batch's rows of the shards' features blocks, when features are joined
         if len(uniq) == 1:
             t, shard_fblock = self._shard(int(uniq[0]))

@@ -19,6 +19,7 @@ import torch.utils.data as tud
 from ..cache import ReadTier, open_tier
 from ..errors import BadInputError, DataversionError
 from ..repo import Repo
+from ..shards import erased_live_mask
 from . import order as order_mod
 from .batches import Batch, BatchReader
 from .decode import DecodeOptions
@@ -86,7 +87,8 @@ class SnapshotDataset(tud.IterableDataset):
         self.ref = ref
         self.commit_id = self.repo.resolve(ref)  # NotFoundError here, never mid-epoch
         shards = self.repo.read_manifest(self.commit_id).shards
-        self.shards = [(s.id, s.rows, tuple(s.deleted)) for s in shards]
+        # (id, rows, deleted rows, erased mask over the live rows or None)
+        self.shards = [(s.id, s.rows, tuple(s.deleted), erased_live_mask(s)) for s in shards]
         self.sizes = tuple(s.live_rows for s in shards)
         self.num_records = sum(self.sizes)
         if remainder not in order_mod.REMAINDER_POLICIES:

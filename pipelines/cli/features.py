@@ -39,6 +39,24 @@ def publish_command(ref: str, feature_repo: str, repo, as_json: bool) -> None:
         click.echo(f"  {p['commit'][:12]} ({p['time']}): {rows}")
 
 
+@features_group.command("erase")
+@click.option("--feature-repo", default="feature_repo", show_default=True, metavar="PATH",
+              help="The Feast repository (its feature_store.yaml and definitions.py).")
+@repo_options
+@json_option
+def erase_command(feature_repo: str, repo, as_json: bool) -> None:
+    """Apply the repository's erasures (`dataversion erase`) to a Feast repository: rows
+    removed from the offline files, online rows overwritten with nulls. `publish` does it
+    too, before it publishes anything."""
+    from ..features import erase_from_feature_repo
+
+    report = erase_from_feature_repo(repo.open(), feature_repo)
+    if as_json:
+        return emit_json(report)
+    click.echo(f"{report['records']} erased record(s): {report['offline_rows_removed']} offline row(s) removed, "
+               f"{report['online_rows_nulled']} online row(s) set to null in {report['feature_repo']}")
+
+
 @features_group.command("historical")
 @click.argument("ref")
 @repo_options

@@ -129,3 +129,16 @@ def load_parent_index(repo, parent: str | None, rules: DedupRules) -> DedupIndex
     if index is None or index.params != rules.index_params():
         return rebuild_index(repo, parent, rules)
     return index.restricted_to(repo.record_ids(parent))
+
+
+def scrub_index_bytes(data: bytes, erased_ids: np.ndarray) -> bytes | None:
+    """An erasure's rewrite of a stored index: the entries (signatures, pHashes) of
+    `erased_ids` ('S16') removed; None when it holds none of them."""
+    index = DedupIndex.from_bytes(data)
+    t = np.isin(index.text_ids, erased_ids) if len(index.text_ids) else np.zeros(0, bool)
+    i = np.isin(index.image_ids, erased_ids) if len(index.image_ids) else np.zeros(0, bool)
+    if not t.any() and not i.any():
+        return None
+    return DedupIndex(
+        index.params, index.text_ids[~t], index.text_sigs[~t], index.image_ids[~i], index.image_phash[~i]
+    ).to_bytes()

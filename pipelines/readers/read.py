@@ -12,6 +12,7 @@ chunks of at most `max_batch_bytes` raw bytes and `max_batch_pixels` declared im
 from __future__ import annotations
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from ..config import IngestConfig
@@ -22,6 +23,7 @@ from ..process import (
     internal_error,
     line_source,
     process_objects,
+    reject_erased,
     size_drop,
 )
 from .source import SourceFault, open_source
@@ -36,9 +38,10 @@ class ReadAndProcess(beam.DoFn):
     committed or consumed); only properties of an object make it a reject.
     """
 
-    def __init__(self, source_url: str, config: IngestConfig):
+    def __init__(self, source_url: str, config: IngestConfig, denied: bytes = b""):
         self.source_url = source_url
         self.config = config
+        self.denied = denied  # the repository's denylist: 16-byte record ids, concatenated
 
     def setup(self):
         self.source = open_source(self.source_url)
@@ -48,7 +51,12 @@ class ReadAndProcess(beam.DoFn):
     def process(self, batch):
         audit = {"objects": len(batch), "inputs": 0, "rejects": []}
         items = [WorkItem(*wi) for wi in batch]
-        yield from chunked_process(self.source, items, self.config, audit)
+        denied = np.frombuffer(self.denied, dtype="S16") if self.denied else np.empty(0, "S16")
+        for table in chunked_process(self.source, items, self.config, audit):
+            table, erased = reject_erased(table, denied)
+            audit["rejects"].extend(erased)
+            if table.num_rows:
+                yield table
         self.inputs.inc(audit["inputs"])
         self.rejected.inc(len(audit["rejects"]))
         yield beam.pvalue.TaggedOutput(AUDIT, audit)

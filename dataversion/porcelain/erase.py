@@ -1,0 +1,557 @@
+"""Porcelain: erase records from every version (a deletion request, a poisoned sample).
+
+What an erasure does, in this order (each step idempotent, so a rerun after SIGKILL at any
+point finishes the job):
+1. writes its record `erasures/<id>.json` as an intent (the ids, the reason) and puts the
+   ids in the denylist (`dataversion.denylist`): from then on `add`, `ingest` and
+   `Repo.commit` reject the same content (reason `erased`);
+2. for every stored commit (every branch, tag, reflog entry, pin, and commits no ref names
+   yet), finds the shards holding an erased record and rewrites each once: the same rows in
+   the same order, the erased rows keeping id and metadata (so the entry digests, and with
+   them every commit id, hold) with their payload set to null. The record maps each old
+   shard to its replacement *before* any commit uses it;
+3. re-points each affected commit's packing by compare-and-swap (`_rewrite_packing`): a new
+   manifest naming the replacement shards with the rows marked `erased`, and rewritten
+   attachments (the dedup index without the record's signatures, rejects and duplicates
+   tables with the entries naming it redacted) beside the hashed fields. It rewrites the
+   commits' features tables without the record;
+4. repeats 2-3 until a pass finds nothing (a commit that landed meanwhile is caught), then
+   lists which checkpoints had seen the records (lineage) and marks the record done.
+A writer racing an erasure fixes its own commit after its ref update (`after_commit`):
+commits lose neither the erasure nor the new records. `gc` afterwards deletes the old shards,
+manifests and blobs (whatever their age): no object holds the payload any more.
+
+Readers skip erased rows (ls, checkout, the loader, features); the loader's order is over
+every live row, erased ones included, so every other sample keeps its exact position and
+a batch holding an erased sample comes out one shorter. Porting note: the packing rewrite
+is `_rewrite_packing` alone; the rest reads shards and writes objects only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..denylist import ERASED, denied_hex, deny
+from ..errors import BadInputError, ConflictError, CorruptObjectError, NotFoundError
+from ..hashing import canonical_json, object_id
+from ..inflight import InFlight
+from ..objectdb import blob_key, commit_key
+from ..objects import Commit, ShardRef, utc_now
+from ..records import hex_to_id, ids_as_numpy, ids_to_hex
+from ..shards import parquet_bytes, shard_key, without_payloads
+
+if TYPE_CHECKING:
+    from ..repo import Repo
+
+ERASURES = "erasures/"
+INTENT, DONE = "intent", "done"
+_CAS_TRIES = 16
+# Attachments that can name a record: JSON lists of dicts, and the dedup index (its owner,
+# `pipelines`, scrubs it: imported by name only when a commit carries one).
+_JSON_TABLES = ("rejects", "duplicates")
+_INDEX_SCRUBBERS = {"dedup_index": "pipelines.dedup.index:scrub_index_bytes"}
+_ID_FIELDS = ("record_id", "duplicate_of")
+_FREE_TEXT = ("message",)
+
+
+def erasure_key(erasure_id: str) -> str:
+    return f"{ERASURES}{erasure_id}.json"
+
+
+def erasure_id_of(hex_ids: list[str]) -> str:
+    """The id of an erasure of these records: the same set, the same erasure (a rerun resumes it)."""
+    return object_id(canonical_json(sorted(hex_ids)))
+
+
+# ---------------------------------------------------------------------------- the record
+def _read_record(repo: Repo, erasure_id: str) -> tuple[dict[str, Any], str] | None:
+    try:
+        data, token = repo.store.get_versioned(erasure_key(erasure_id))
+    except NotFoundError:
+        return None
+    try:
+        return json.loads(data), token
+    except ValueError as e:
+        raise CorruptObjectError(f"erasure record {erasure_key(erasure_id)} cannot be parsed: {e}") from e
+
+
+def _update_record(repo: Repo, erasure_id: str, change) -> dict[str, Any]:
+    """Apply `change(record) -> None` by compare-and-swap (retried: writers may race)."""
+    for _ in range(_CAS_TRIES):
+        got = _read_record(repo, erasure_id)
+        if got is None:
+            raise NotFoundError(f"erasure {erasure_id} has no record")
+        record, token = got
+        before = canonical_json(record)
+        change(record)
+        after = canonical_json(record)
+        if after == before:
+            return record
+        try:
+            repo.store.put_if_match(erasure_key(erasure_id), after, token)
+            return record
+        except ConflictError:
+            continue
+    raise ConflictError(f"erasure record {erasure_id} kept changing", hint="run the erasure again")
+
+
+def erasures(repo: Repo) -> list[dict[str, Any]]:
+    """Every erasure record, oldest first (what `dataversion erasures` prints)."""
+    out = []
+    for info in repo.store.list(ERASURES):
+        if not info.key.endswith(".json"):
+            continue
+        got = _read_record(repo, info.key[len(ERASURES):-len(".json")])
+        if got is not None:
+            out.append(got[0])
+    return sorted(out, key=lambda r: (r.get("created", ""), r["id"]))
+
+
+def erased_shards(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """old shard id -> replacement {id, size, erased} over every erasure record."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        out.update(r.get("shards", {}))
+    return out
+
+
+def erased_blobs(records: list[dict[str, Any]]) -> dict[str, str]:
+    """old attachment blob id -> rewritten blob id over every erasure record."""
+    out: dict[str, str] = {}
+    for r in records:
+        out.update(r.get("blobs", {}))
+    return out
+
+
+def erased_record_ids(records: list[dict[str, Any]]) -> set[str]:
+    return {h for r in records for h in r.get("records", [])}
+
+
+# ---------------------------------------------------------------------------- erase
+def erase(
+    repo: Repo,
+    ids: list[str] | None = None,
+    *,
+    source_prefixes: list[str] | None = None,
+    reason: str,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Erase records (hex ids, and/or every record whose source starts with a prefix) from
+    every version. Returns the report (also stored in the erasure record).
+
+    Raises BadInputError (no reason, nothing named, bad id), NotFoundError (no record has
+    that source prefix). Idempotent: erasing the same records again resumes or re-checks.
+    """
+    if not reason or not reason.strip():
+        raise BadInputError("an erasure needs a --reason (it is kept in the erasure record)")
+    if not ids and not source_prefixes:
+        raise BadInputError("nothing to erase: give record ids or --source prefixes")
+    targets = {hex_to_id(h).hex() for h in ids or []}
+    prefixes = sorted(set(source_prefixes or ()))
+    if prefixes:
+        found = _ids_with_source(repo, tuple(prefixes))
+        if not found and not targets:
+            raise NotFoundError(f"no record of any version has a source starting with {', '.join(map(repr, prefixes))}")
+        targets |= found
+    hex_ids = sorted(targets)
+    eid = erasure_id_of(hex_ids)
+    if any(r.get("state") != DONE and r["id"] != eid for r in erasures(repo)):
+        resume(repo, unfinished_only=True)  # an earlier erasure a killed run left: finish it first
+    started = time.monotonic()
+    with InFlight(repo.store, f"erase {eid[:12]}"):
+        intent = {"id": eid, "reason": reason.strip(), "records": hex_ids, "sources": prefixes, "state": INTENT,
+                  "created": utc_now(), "shards": {}, "blobs": {}, "commits": [], "features": []}
+        repo.store.put_if_absent(erasure_key(eid), canonical_json(intent))
+        deny(repo.store, hex_ids, eid)
+        stats = _run(repo, eid, progress=progress)
+    record = _finish(repo, eid)
+    return _report(record, stats, time.monotonic() - started)
+
+
+def resume(repo: Repo, *, progress: Any = None, unfinished_only: bool = False) -> list[dict[str, Any]]:
+    """Run the erasures again: finish those a killed run left as an intent, and erase what a
+    writer killed after its ref update left in its commit (each run is idempotent: a clean
+    repository costs one search). Returns the reports."""
+    out = []
+    with InFlight(repo.store, "erase --resume"):
+        for r in erasures(repo):
+            if unfinished_only and r.get("state") == DONE:
+                continue
+            deny(repo.store, r["records"], r["id"])
+            started = time.monotonic()
+            stats = _run(repo, r["id"], progress=progress)
+            out.append(_report(_finish(repo, r["id"]), stats, time.monotonic() - started))
+        settle(repo)
+    return out
+
+
+def _report(record: dict[str, Any], stats: dict[str, int], seconds: float) -> dict[str, Any]:
+    return {
+        "erasure": record["id"],
+        "state": record["state"],
+        "reason": record["reason"],
+        "records": record["records"],
+        "sources": record.get("sources", []),
+        "commits": record.get("commits", []),
+        "checkpoints": record.get("checkpoints", []),
+        **stats,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _ids_with_source(repo: Repo, prefixes: tuple[str, ...]) -> set[str]:
+    """Hex ids of the records of any stored commit whose source starts with a prefix."""
+    out: set[str] = set()
+    seen: set[str] = set()
+    for cid in _stored_commits(repo):
+        for shard in repo.read_manifest(cid).shards:
+            if shard.id in seen:
+                continue
+            seen.add(shard.id)
+            t = repo.read_shard_columns(shard, ["record_id", "source"], with_deleted=True)
+            src = t.column("source")
+            hit = pc.fill_null(pc.starts_with(src, prefixes[0]), False)
+            for p in prefixes[1:]:
+                hit = pc.or_(hit, pc.fill_null(pc.starts_with(src, p), False))
+            mask = hit.to_numpy(zero_copy_only=False)
+            if mask.any():
+                out.update(ids_to_hex(ids_as_numpy(t.column("record_id"))[mask]))
+    return out
+
+
+def _stored_commits(repo: Repo) -> list[str]:
+    """Every commit in the store: those of every branch, tag, reflog entry and pin, and any
+    a writer stored but has not named by a ref yet."""
+    return sorted(i.key[len("commits/"):-len(".json")] for i in repo.store.list("commits/") if i.key.endswith(".json"))
+
+
+class _Pass:
+    """What one erasure knows while it runs: its ids, and the rows of each shard holding them."""
+
+    def __init__(self, repo: Repo, record: dict[str, Any]):
+        self.repo = repo
+        self.eid = record["id"]
+        self.hex_ids = set(record["records"])
+        self.prefixes = tuple(record.get("sources", ()))
+        self.doomed = np.array(sorted(bytes.fromhex(h) for h in self.hex_ids), dtype="S16")
+        self.rows: dict[str, np.ndarray] = {}  # shard file id -> rows holding an erased record
+        self.clean_blobs: set[str] = set()  # attachment blobs that name no erased record
+        self.clean_features: set[str] = set()  # commits whose features table holds none
+        self.stats = {"shards_rewritten": 0, "bytes_written": 0, "commits_repointed": 0,
+                      "attachments_rewritten": 0, "features_rewritten": 0}
+
+    def rows_holding(self, shard: ShardRef) -> np.ndarray:
+        """Rows (of the whole shard, deleted ones too) holding an erased record."""
+        hit = self.rows.get(shard.id)
+        if hit is not None:
+            return hit
+        lo, hi = ids_to_hex(self.doomed[:1])[0], ids_to_hex(self.doomed[-1:])[0]
+        if not len(self.doomed) or shard.max_id < lo or shard.min_id > hi:
+            hit = np.empty(0, dtype=np.int64)
+        else:
+            hit = np.flatnonzero(np.isin(_id_column(self.repo, shard), self.doomed))
+        self.rows[shard.id] = hit
+        return hit
+
+
+def _id_column(repo: Repo, shard: ShardRef) -> np.ndarray:
+    """The record ids of every row of a shard, reading that column alone (a search: a shard
+    that matches is read whole and verified before it is rewritten)."""
+    try:
+        with repo.store.open_input(shard_key(shard.id)) as f:
+            table = pq.ParquetFile(f).read(columns=["record_id"])
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CorruptObjectError(f"shard {shard.id} is not a readable Parquet file: {e}") from e
+    if table.num_rows != shard.rows:
+        raise CorruptObjectError(f"shard {shard.id} has {table.num_rows} rows, its manifest says {shard.rows}")
+    return ids_as_numpy(table.column("record_id"))
+
+
+def _run(repo: Repo, eid: str, *, progress: Any = None) -> dict[str, int]:
+    """Passes over every stored commit until one finds nothing left to erase."""
+    got = _read_record(repo, eid)
+    if got is None:
+        raise NotFoundError(f"erasure {eid} has no record")
+    p = _Pass(repo, got[0])
+    while True:
+        changed = False
+        known = erased_shards(erasures(repo))
+        held: list[str] = []
+        for cid in _stored_commits(repo):
+            try:
+                changed |= _erase_in_commit(p, cid, known, held)
+            except NotFoundError:
+                continue  # collected by gc meanwhile (unreachable): nothing left to erase there
+            if progress is not None:
+                progress.update(1)
+        _note_commits(repo, p.eid, held)
+        if not changed:
+            return p.stats
+
+
+def _note_commits(repo: Repo, eid: str, held: list[str]) -> None:
+    """Add commits to the record's list of those that held the records (one write)."""
+    if held:
+        _update_record(repo, eid, lambda r: r.__setitem__("commits", sorted(set(r["commits"]) | set(held))))
+
+
+def _erase_in_commit(p: _Pass, cid: str, known: dict[str, dict[str, Any]], held_commits: list[str]) -> bool:
+    """Rewrite what commit `cid` still holds of the erased records; True if anything changed.
+    `known` (old shard -> replacement, every erasure's) grows with the shards rewritten;
+    `cid` is appended to `held_commits` when its snapshot holds an erased record."""
+    repo = p.repo
+    repo.forget_commit(cid)  # another process may have re-pointed it: read it fresh
+    manifest = repo.read_manifest(cid)
+    new: dict[str, dict[str, Any]] = {}
+    held = False
+    for shard in manifest.shards:
+        current = _substitute(shard, {**known, **new})  # the file this commit will name
+        rows = p.rows_holding(current)
+        if not len(rows):
+            continue
+        held |= bool(set(rows.tolist()) - set(current.deleted))
+        if set(rows.tolist()) <= set(current.erased):
+            continue  # erased in that file already
+        new[current.id] = _rewrite_shard(p, current, rows)
+    if new:  # published before any commit names the replacements (writers read this map)
+        _update_record(repo, p.eid, lambda r: r["shards"].update(new))
+        known.update(new)
+    if held:
+        held_commits.append(cid)
+    blobs = _scrub_attachments(p, cid) if held else {}
+    features_changed = _scrub_features(p, cid) if held else False
+    needs = any(s.id in known for s in manifest.shards) or bool(blobs)
+    if needs:
+        _rewrite_packing(repo, cid, known, blobs)
+        p.stats["commits_repointed"] += 1
+    return bool(new or needs or features_changed)
+
+
+def _rewrite_shard(p: _Pass, shard: ShardRef, rows: np.ndarray) -> dict[str, Any]:
+    """Write the shard again with the payloads of `rows` (and of rows erased before) removed."""
+    table = p.repo.read_shard(shard, with_deleted=True)
+    erased = sorted(set(shard.erased) | set(rows.tolist()))
+    data = parquet_bytes(without_payloads(table, erased))
+    new_id = object_id(data)
+    if p.repo.store.put_if_absent(shard_key(new_id), bytes(data)):
+        p.stats["bytes_written"] += len(data)
+    else:
+        p.repo.store.touch(shard_key(new_id))
+    p.stats["shards_rewritten"] += 1
+    return {"id": new_id, "size": len(data), "erased": erased}
+
+
+def _substitute(shard: ShardRef, shards_map: dict[str, dict[str, Any]]) -> ShardRef:
+    """The shard ref with its file replaced by the latest replacement (chains followed)."""
+    seen = set()
+    while shard.id in shards_map and shard.id not in seen:
+        seen.add(shard.id)
+        r = shards_map[shard.id]
+        shard = ShardRef(id=r["id"], rows=shard.rows, size=int(r["size"]), min_id=shard.min_id, max_id=shard.max_id,
+                         digest=shard.digest, by_modality=shard.by_modality, deleted=shard.deleted,
+                         erased=tuple(sorted(set(shard.erased) | set(r["erased"]))))
+    return shard
+
+
+def _rewrite_packing(repo: Repo, commit_id: str, shards_map: dict[str, dict[str, Any]], blobs: dict[str, str]) -> str:
+    """Re-point one commit's packing (compare-and-swap): its manifest with every replaced shard
+    substituted, and the rewritten attachment blobs beside its hashed fields. Returns the new
+    manifest id. The one function that knows how packing is stored (format 1: a manifest
+    pointer inside the stored commit object)."""
+    from ..objects import Manifest
+
+    for _ in range(_CAS_TRIES):
+        data, token = repo.store.get_versioned(commit_key(commit_id))
+        commit, manifest_id, overrides = Commit.read_stored(data, commit_id)
+        repo.forget_commit(commit_id)
+        manifest = repo.read_manifest(commit_id)
+        shards = tuple(_substitute(s, shards_map) for s in manifest.shards)
+        new_overrides = dict(overrides)
+        for name, blob_id in commit.attachments.items():
+            current = overrides.get(name, blob_id)
+            while current in blobs and blobs[current] != current:
+                current = blobs[current]
+            if current != blob_id:
+                new_overrides[name] = current
+        if shards == manifest.shards and new_overrides == overrides:
+            return manifest_id
+        new_id = repo.write_manifest(Manifest(manifest.records, shards)) if shards != manifest.shards else manifest_id
+        try:
+            repo.store.put_if_match(commit_key(commit_id), commit.to_stored_bytes(new_id, new_overrides), token)
+        except ConflictError:
+            continue  # re-pointed by another process meanwhile: start from what it wrote
+        finally:
+            repo.forget_commit(commit_id)
+        return new_id
+    raise ConflictError(f"the packing of commit {commit_id} kept moving", hint="run `dataversion erase --resume`")
+
+
+# ---------------------------------------------------------------------------- derived data
+def _scrub_attachments(p: _Pass, cid: str) -> dict[str, str]:
+    """Rewrite the attachments of `cid` that name an erased record; old blob -> new blob."""
+    repo = p.repo
+    out: dict[str, str] = {}
+    for name, blob_id in sorted(repo.attachment_ids(cid).items()):
+        if (name not in _JSON_TABLES and name not in _INDEX_SCRUBBERS) or blob_id in p.clean_blobs:
+            continue
+        data = repo.read_blob(blob_id)
+        scrubbed = _scrub_json_table(data, p) if name in _JSON_TABLES else _scrub_index(name, data, p)
+        if scrubbed is None or scrubbed == data:
+            p.clean_blobs.add(blob_id)
+            continue
+        new_id = repo.put_blob(scrubbed)
+        out[blob_id] = new_id
+        p.stats["attachments_rewritten"] += 1
+    if out:
+        _update_record(repo, p.eid, lambda r: r["blobs"].update(out))
+    return out
+
+
+def _scrub_json_table(data: bytes, p: _Pass) -> bytes | None:
+    """Rejects/duplicates: entries naming an erased record keep their place (the counts hold)
+    with their free text replaced by the erasure's mark."""
+    try:
+        rows = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(rows, list):
+        return None
+    out, changed = [], False
+    for row in rows:
+        if isinstance(row, dict) and (any(row.get(f) in p.hex_ids for f in _ID_FIELDS) or (
+                p.prefixes and isinstance(row.get("source"), str) and row["source"].startswith(p.prefixes))):
+            row = {k: v for k, v in row.items() if k not in _FREE_TEXT}
+            row["erased"] = p.eid
+            changed = True
+        out.append(row)
+    return canonical_json(out) if changed else None
+
+
+def _scrub_index(name: str, data: bytes, p: _Pass) -> bytes | None:
+    import importlib
+
+    module, _, attr = _INDEX_SCRUBBERS[name].partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except ImportError:
+        raise BadInputError(f"commit attachment {name!r} needs {module} to be erased from, which is not installed") from None
+    return fn(data, p.doomed)
+
+
+def _scrub_features(p: _Pass, cid: str) -> bool:
+    """The commit's features table without the erased records' rows (a derived object,
+    rewritten in place)."""
+    from ..features import features_key
+
+    key = features_key(cid)
+    if cid in p.clean_features:
+        return False
+    try:
+        data = p.repo.store.get(key)
+    except NotFoundError:
+        p.clean_features.add(cid)
+        return False
+    table = pq.read_table(pa.BufferReader(data))
+    hit = pc.is_in(table.column("record_id"), value_set=pa.array(sorted(p.hex_ids), pa.string()))
+    if not pc.any(hit).as_py():
+        p.clean_features.add(cid)
+        return False
+    kept = table.filter(pc.invert(hit))
+    buf = pa.BufferOutputStream()
+    pq.write_table(kept, buf, compression="zstd")
+    p.repo.store.put(key, buf.getvalue().to_pybytes())
+    p.stats["features_rewritten"] += 1
+    _update_record(p.repo, p.eid, lambda r: r["features"].append(cid) if cid not in r["features"] else None)
+    return True
+
+
+# ---------------------------------------------------------------------------- the end
+def _finish(repo: Repo, eid: str) -> dict[str, Any]:
+    """List the checkpoints that had seen the records (lineage) and mark the record done."""
+    record = _read_record(repo, eid)[0]
+    checkpoints = _checkpoints_that_saw(repo, record["records"])
+
+    def done(r: dict[str, Any]) -> None:
+        r["commits"] = sorted(r["commits"])
+        r["checkpoints"] = checkpoints
+        if r["state"] != DONE:
+            r["state"], r["finished"] = DONE, utc_now()
+
+    return _update_record(repo, eid, done)
+
+
+def _checkpoints_that_saw(repo: Repo, hex_ids: list[str]) -> list[dict[str, Any]]:
+    from ..training.lineage import checkpoints_that_saw, entry_dicts
+
+    by_key: dict[str, dict[str, Any]] = {}
+    saw: dict[str, list[str]] = {}
+    for h in hex_ids:
+        found = checkpoints_that_saw(repo, h)
+        for d in entry_dicts(repo, found):
+            key = d.get("id") or d.get("key") or canonical_json(d).decode()
+            by_key.setdefault(key, d)
+            saw.setdefault(key, []).append(h)
+    return [{**by_key[k], "saw": sorted(saw[k])} for k in sorted(by_key, key=lambda k: (by_key[k].get("run", ""), by_key[k].get("step", 0), k))]
+
+
+def after_commit(repo: Repo, commit_id: str, new_shards: list[ShardRef]) -> None:
+    """A writer's last step, after its ref update: if an erasure ran meanwhile, the commit may
+    name a shard it replaced (read from the parent before the re-point) or hold denied content
+    in its new shards: erase them from this commit too. One listing of `erasures/` when there
+    is none."""
+    records = erasures(repo)
+    if not records:
+        return
+    denied = denied_hex(repo.store)
+    shards_map = erased_shards(records)
+    manifest = repo.read_manifest(commit_id)
+    stale = any(s.id in shards_map for s in manifest.shards)
+    for r in records:
+        mine = set(r["records"]) & denied
+        if not mine:
+            continue
+        p = _Pass(repo, r)
+        if stale or any(len(p.rows_holding(s)) for s in new_shards):
+            held: list[str] = []
+            _erase_in_commit(p, commit_id, shards_map, held)
+            _note_commits(repo, p.eid, held)
+            stale = False
+
+
+def settle(repo: Repo) -> int:
+    """Re-point every stored commit that still names a shard or blob an erasure replaced
+    (a writer killed between its ref update and `after_commit`). gc runs this before
+    marking. Returns how many commits it re-pointed."""
+    records = erasures(repo)
+    if not records:
+        return 0
+    shards_map, blobs = erased_shards(records), erased_blobs(records)
+    n = 0
+    for cid in _stored_commits(repo):
+        try:
+            _, _, overrides = repo.read_stored_commit(cid)
+            manifest = repo.read_manifest(cid)
+            attachment_ids = repo.attachment_ids(cid)
+        except NotFoundError:
+            continue
+        if any(s.id in shards_map for s in manifest.shards) or any(b in blobs for b in attachment_ids.values()):
+            _rewrite_packing(repo, cid, shards_map, blobs)
+            n += 1
+    return n
+
+
+def erased_keys(repo: Repo) -> set[str]:
+    """Store keys of the objects erasures replaced (old shards and attachment blobs): gc
+    deletes them once unreachable, whatever their age."""
+    records = erasures(repo)
+    return {shard_key(s) for s in erased_shards(records)} | {blob_key(b) for b in erased_blobs(records)}
+
+
+__all__ = ["ERASED", "erase", "erasures", "resume", "after_commit", "settle", "erased_keys", "erasure_key"]

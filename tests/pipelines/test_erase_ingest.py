@@ -1,0 +1,103 @@
+"""Erasure and the pipelines: re-ingest of erased content is rejected `erased` (counted in
+the accounting), the dedup index and the commit's features table lose the record, and a
+Feast repository (offline files and the SQLite online store) no longer returns it.
+
+Real Beam DirectRunner, real Feast; file:// and S3 (the `repo_url` fixture)."""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from pipeline_samples import png_bytes, words_doc
+
+from dataversion import Repo
+from dataversion.features import features_key
+from pipelines.dedup.index import DedupIndex
+from pipelines.ingest import read_duplicates, run_ingest
+
+FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
+
+
+def _write(root: Path, files: dict[str, bytes | str]) -> None:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+@pytest.fixture
+def ingested(repo_url, tmp_path, vocab):
+    rng = random.Random(11)
+    raw = tmp_path / "raw"
+    secret = "Personal letter of John Doe. " + words_doc(rng, vocab, 80)
+    _write(raw, {"docs/secret.txt": secret, "docs/secret-copy.txt": secret, "docs/a.txt": words_doc(rng, vocab, 60),
+                 "docs/b.txt": words_doc(rng, vocab, 70), "img/cat.png": png_bytes(40, 30, seed=4)})
+    Repo.init(repo_url)
+    first = run_ingest(str(raw), repo_url)
+    repo = Repo.open(repo_url)
+    ids = {r["source"]: r["record_id"] for r in repo.ls("main", columns=("record_id", "source"))}
+    return {"url": repo_url, "raw": raw, "secret": secret, "id": ids.get("docs/secret.txt") or ids["docs/secret-copy.txt"], "first": first, "ids": ids}
+
+
+def test_reingest_of_erased_content_is_rejected_and_counted(ingested, tmp_path):
+    url, sid = ingested["url"], ingested["id"]
+    repo = Repo.open(url)
+    report = repo.erase([sid], reason="deletion request")
+    assert report["commits"] == [ingested["first"].commit]
+    # the dedup index and the features table of the commit lost the record
+    index = DedupIndex.from_bytes(repo.read_attachment(ingested["first"].commit, "dedup_index"))
+    assert bytes.fromhex(sid) not in set(index.text_ids.tolist())
+    assert len(index.text_ids) == 2
+    feats = pq.read_table(io.BytesIO(repo.store.get(features_key(ingested["first"].commit))))
+    assert sid not in feats.column("record_id").to_pylist() and feats.num_rows == 3
+    # the duplicates table keeps its entry (the counts hold), marked with the erasure
+    dups = read_duplicates(repo, ingested["first"].commit)
+    assert [d.get("erased") for d in dups] == [report["erasure"]]
+    assert repo.read_commit(ingested["first"].commit).counts["duplicates"] == 1
+    # a new source holding the same file again
+    again = tmp_path / "again"
+    _write(again, {"copy.txt": ingested["secret"], "new.txt": words_doc(random.Random(3), ["fresh", "words", "only"], 60)})
+    rep = run_ingest(str(again), url)
+    assert rep.reasons.get("erased") == 1
+    assert rep.inputs == rep.kept + rep.duplicates + rep.rejected and rep.kept == 1
+    assert sid not in [r["record_id"] for r in Repo.open(url).ls("main")]
+    assert Repo.open(url).verify()["ok"]
+
+
+def test_feast_no_longer_returns_the_record(ingested, tmp_path):
+    pytest.importorskip("feast")
+    from feast import FeatureStore
+
+    from pipelines.features import erase_from_feature_repo, publish
+
+    url, sid = ingested["url"], ingested["id"]
+    fr = tmp_path / "feature_repo"
+    shutil.copytree(FEATURE_REPO, fr, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    repo = Repo.open(url)
+    publish(repo, "main", fr)
+    other = ingested["ids"]["docs/a.txt"]
+
+    def online():
+        return FeatureStore(repo_path=str(fr)).get_online_features(
+            features=["text_stats:char_count", "labels:modality"], entity_rows=[{"record_id": sid}, {"record_id": other}]
+        ).to_dict()
+
+    before = online()
+    assert before["char_count"][0] is not None and before["modality"] == ["text", "text"]
+    repo.erase([sid], reason="deletion request")
+    report = erase_from_feature_repo(repo, fr)
+    assert report["offline_rows_removed"] >= 2 and report["online_rows_nulled"] >= 2
+    after = online()
+    assert after["char_count"][0] is None and after["modality"][0] is None
+    assert after["char_count"][1] == before["char_count"][1]
+    for f in (fr / "data" / "offline").glob("*.parquet"):
+        assert sid not in pq.read_table(f).column("record_id").to_pylist()
+    again = erase_from_feature_repo(repo, fr)
+    assert again["offline_rows_removed"] == 0
+    assert np.all([publish(repo, "main", fr)["erased"]["offline_rows_removed"] == 0])
