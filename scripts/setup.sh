@@ -6,20 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-# Headless Chromium for the report's browser test (Debian's `chromium`). Idempotent: nothing
-# happens when it is there; skipped (the test then skips, or fails under CI=true) where apt-get
-# is missing or we are not root. DATAVERSION_SKIP_CHROMIUM=1 opts out.
-if [ -z "${DATAVERSION_SKIP_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "installing chromium for the report browser test (once)..." >&2
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
-        > "${TMPDIR:-/tmp}/dataversion-chromium.log" 2>&1; then
-      echo "warning: chromium did not install (${TMPDIR:-/tmp}/dataversion-chromium.log): the browser test will skip" >&2
-    fi
-  else
-    echo "note: chromium is not installed and apt-get is not usable here: the report browser test will skip" >&2
-  fi
-fi
 stamp_want=$(cat constraints.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.dataversion-stamp" 2>/dev/null)" = "$stamp_want" ]; then
   exit 0
