@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConflictError, CorruptObjectError, DataversionError, NotFoundError
 from ..history import history_key
 from ..inflight import INFLIGHT, Marker, live_markers
-from ..objectdb import blob_key, commit_key, manifest_key
+from ..objectdb import blob_key, commit_key
+from ..packing import packing_key, pointer_key, shard_infos
 from ..shards import shard_key
+from ..tree import ENTRY, INDEX, SHARDS, TreeReader, node_key
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
 DEFAULT_GRACE_SECONDS = 14 * 86400.0  # git's gc.pruneExpire
 # tmp/ holds the scratch results of pipeline workers; a killed run leaves it behind.
 # features/<commit>.parquet are derived per-commit tables (written after the commit lands).
-_COLLECTABLE = ("commits/", "manifests/", "shards/", "blobs/", "history/", "tmp/", "features/", INFLIGHT)
+# Pointers first: a gc stopped midway never leaves a pointer naming a packing it deleted.
+_COLLECTABLE = ("packing/", "commits/", "packings/", "tree/", "shards/", "blobs/", "history/", "tmp/", "features/", INFLIGHT)
 _CLOCK_SLACK = 120.0  # seconds: writers' and the store's clocks may disagree this much
 _RECHECK_EVERY = 64  # deletions between two looks at the in-flight markers
 
@@ -83,6 +86,8 @@ def root_commits(repo: Repo, skip_reflog: set[str] = frozenset(), *, strict: boo
 def reachable_keys(repo: Repo, skip_reflog: set[str] = frozenset()) -> set[str]:
     """Every object key a root reaches. Raises CorruptObjectError on anything unreadable."""
     keep: set[str] = set()
+    nodes: set[str] = set()  # tree nodes already walked: shared subtrees are walked once
+    roots: set[str] = set()
     for cid in reachable_commits(repo, sorted(root_commits(repo, skip_reflog=skip_reflog, strict=True)), strict=True):
         keep.add(commit_key(cid))
         keep.add(history_key(cid))
@@ -90,10 +95,20 @@ def reachable_keys(repo: Repo, skip_reflog: set[str] = frozenset()) -> set[str]:
         try:
             commit = repo.read_commit(cid)
             keep.update(blob_key(b) for b in commit.attachments.values())
-            keep.add(manifest_key(repo.manifest_id_of(cid)))
-            keep.update(shard_key(s.id) for s in repo.read_manifest(cid).shards)
+            if commit.root in roots:
+                continue
+            roots.add(commit.root)
+            # nodes read from the store, not this process's cache: a corrupt one stops gc
+            keep.update(node_key(n) for n in TreeReader(repo.store, commit.root, ENTRY, cached=False).node_ids(nodes))
+            keep.add(pointer_key(commit.root))
+            packing = repo.read_packing(cid)
+            keep.add(packing_key(packing.id))
+            keep.update(node_key(n) for n in TreeReader(repo.store, packing.index, INDEX, cached=False).node_ids(nodes))
+            keep.update(node_key(n) for n in TreeReader(repo.store, packing.shards, SHARDS, cached=False).node_ids(nodes))
+            table = TreeReader(repo.store, packing.shards, SHARDS, cached=False).entries()
+            keep.update(shard_key(s.id) for s in shard_infos(table))
         except (NotFoundError, CorruptObjectError) as e:
-            raise _refuse(f"the manifest of commit {cid}", e) from e
+            raise _refuse(f"the content tree or packing of commit {cid}", e) from e
     return keep
 
 

@@ -1,6 +1,7 @@
 """`SnapshotDataset`: an IterableDataset over one commit, in the pure order, with exact state.
 
-The order of samples is `order` (a pure function of commit, seed, epoch); the state is
+The order of samples is `order` over the commit's content-tree blocks (`blocks`): a pure
+function of (content root, seed, epoch), whatever the packing; the state is
 (commit, seed, epoch, position) where position counts samples consumed globally. Each
 iteration (in each DataLoader worker) builds whole batches with `batches.BatchReader`.
 """
@@ -21,6 +22,7 @@ from ..errors import BadInputError, DataversionError
 from ..repo import Repo
 from . import order as order_mod
 from .batches import Batch, BatchReader
+from .blocks import block_sizes
 
 STATE_FORMAT = 1
 RECORD_COLUMNS = ("modality", "source", "label", "meta", "text", "data")
@@ -67,9 +69,9 @@ class SnapshotDataset(tud.IterableDataset):
         self.url = self.repo.url
         self.ref = ref
         self.commit_id = self.repo.resolve(ref)  # NotFoundError here, never mid-epoch
-        shards = self.repo.read_manifest(self.commit_id).shards
-        self.shards = [(s.id, s.rows, tuple(s.deleted)) for s in shards]
-        self.sizes = tuple(s.live_rows for s in shards)
+        self.packing = self.repo.read_packing(self.commit_id)  # checked against the commit's root, here
+        # the order is over content-tree blocks: a function of the content root, not of packing
+        self.sizes = block_sizes(self.repo, self.commit_id)
         self.num_records = sum(self.sizes)
         if remainder not in order_mod.REMAINDER_POLICIES:
             raise BadInputError(f"remainder must be one of {order_mod.REMAINDER_POLICIES}, not {remainder!r}")
