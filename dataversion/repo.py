@@ -165,3 +165,9 @@ class Repo(ObjectDB):
     gc = _gc.gc
     reachable_commits, root_commits = _gc.reachable_commits, _gc.root_commits
     verify = _verify.verify
+
+    def repack(self, refs: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """`dataversion repack` (see `porcelain.repack.repack`)."""
+        from .porcelain.repack import repack
+
+        return repack(self, refs, **kwargs)

@@ -64,7 +64,9 @@ class LocalStore(Store):
         self.stats["GET"] += 1
         try:
             with open(self._path(key), "rb") as f:
-                return f.read()
+                data = f.read()
+            self.stats["GET_BYTES"] += len(data)
+            return data
         except FileNotFoundError:
             raise NotFoundError(f"object {key} not found in {self.url}") from None
         except IsADirectoryError:
@@ -85,6 +87,7 @@ class LocalStore(Store):
 
     def put(self, key: str, data: bytes) -> None:
         self.stats["PUT"] += 1
+        self.stats["PUT_BYTES"] += len(data)
         path = self._path(key)
         try:
             move_atomic(self._write_temp(path, data), path)
@@ -104,6 +107,7 @@ class LocalStore(Store):
                 self.put(key, data)
             return
         self.stats["PUT"] += len(items)
+        self.stats["PUT_BYTES"] += sum(len(d) for _, d in items)
         for key, data in items:
             path = self._path(key)
             try:
@@ -114,6 +118,7 @@ class LocalStore(Store):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         self.stats["PUT"] += 1
+        self.stats["PUT_BYTES"] += len(data)
         path = self._path(key)
         tmp = self._write_temp(path, data)
         try:

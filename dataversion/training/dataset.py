@@ -164,6 +164,12 @@ class SnapshotDataset(tud.IterableDataset):
         if not isinstance(state, dict) or "commit" not in state or "position" not in state:
             raise BadInputError("not a dataversion loader state (no commit/position)")
         self.epoch = int(state["epoch"])
+        if state["commit"] != self.commit_id and self.open_repo()._upgraded_id(state["commit"]) == self.commit_id:
+            # a checkpoint from before `dataversion upgrade`: same records, but format 2 orders
+            # them over content blocks, so its position indexes another sequence
+            warnings.warn(f"checkpoint names format-1 commit {state['commit']}, now {self.commit_id}; "
+                          "the sample order changed with the format upgrade", RuntimeWarning, stacklevel=2)
+            state = {**state, "commit": self.commit_id}
         if state["commit"] != self.commit_id:
             if not allow_dataset_change:
                 raise DataversionError(

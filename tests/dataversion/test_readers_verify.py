@@ -165,3 +165,22 @@ def test_verify_names_a_corrupt_attachment_a_broken_pin_lineage_entry_and_a_dang
     objects = {b["object"] for b in d["bad"]}
     assert {blob_key(blob), "pins/p1.json", "lineage/run/e1.json", "refs/heads/ghost"} <= objects, d["bad"]
     assert d["checked"]["blobs"] >= 1 and d["checked"]["pins"] == 1 and d["checked"]["lineage"] == 1
+
+
+def test_verify_names_a_corrupt_or_missing_tree_node_and_packing(repo):
+    from dataversion.packing import packing_key
+    from dataversion.tree import NODE_CACHE, node_key
+
+    tip = repo.resolve("main")
+    root_key = node_key(repo.root_of(tip))
+    data = bytearray(repo.store.get(root_key))
+    data[-1] ^= 1
+    repo.store.put(root_key, bytes(data))
+    NODE_CACHE.clear()
+    d = Repo.open(repo.url).verify()
+    assert not d["ok"] and any(b["object"] == root_key and "corrupt" in b["problem"] for b in d["bad"]), d["bad"]
+    r = _cli(repo, "ls", "main")
+    assert r.exit_code == 5 and repo.root_of(tip) in r.output
+    repo.store.delete(packing_key(repo.packing_id_of(repo.resolve("main~1"))))
+    d = Repo.open(repo.url).verify()
+    assert any("packings/" in b["object"] and "missing" in b["problem"] for b in d["bad"]), d["bad"]

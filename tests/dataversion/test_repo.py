@@ -375,3 +375,42 @@ def test_checkout_spills_jsonl_lines_and_keeps_their_order(repo, tmp_path, monke
     got = [json.loads(x)["text"] for x in (out / "d.jsonl").read_text().splitlines()]
     assert got == [json.loads(x)["text"] for x in lines]
     assert (out / "e.jsonl").read_text().count("\n") == 1
+
+
+def test_diff_walks_trees_and_reports_changed_metadata(repo):
+    """Same payload, other label: one record changed (same id, other digest)."""
+    a = repo.commit(make_text_records(["x", "y", "z"], labels=["a", "a", "a"]), message="1").commit_id
+    rid = ids_as_numpy(make_text_records(["y"]).column("record_id"))
+    b = repo.commit(make_text_records(["y"], labels=["b"], sources=["y.txt"]), remove_ids=rid, message="relabel").commit_id
+    assert a != b and repo.read_commit(b).records.count == 3
+    d = repo.diff(a, b, records=True)
+    assert (d["added"], d["removed"], d["changed"]) == (0, 0, 1)
+    assert d["records"]["changed"] == [{"record_id": rid[0:1].tobytes().hex(), "modality": "text", "source": "y.txt"}]
+    assert repo.diff(a, a)["changed"] == 0
+    # revert restores the old label: the content root returns to the first commit's
+    res = repo.revert(b)
+    assert repo.root_of(res.commit_id) == repo.root_of(a)
+    assert [r["label"] for r in repo.ls("main") if r["record_id"] == rid[0:1].tobytes().hex()] == ["a"]
+
+
+def test_contains_is_a_tree_lookup_that_reads_no_shard(repo):
+    from dataversion.tree import NODE_CACHE
+
+    res = repo.commit(make_text_records([f"member {i}" for i in range(2000)]), message="m")
+    NODE_CACHE.clear()
+    fresh = Repo.open(repo.url)
+    ids = ids_as_numpy(make_text_records(["member 5", "member 1999", "stranger"]).column("record_id"))
+    assert fresh.contains(res.commit_id, ids).tolist() == [True, True, False]
+    assert not fresh.contains(None, ids).any()
+    assert fresh.store.stats["GET"] <= 8  # commit + tree path, never a shard
+
+
+def test_gc_collects_unreachable_trees_packings_and_pointers(repo):
+    repo.commit(make_text_records(["kept"]), message="main")
+    side = repo.commit(make_text_records(["only on side"]), branch="side", message="s").commit_id
+    root = repo.root_of(side)
+    repo.delete_branch("side")
+    d = repo.gc(grace_seconds=0, expire_reflog_seconds=0)
+    assert f"packing/{root}" in d["objects"] and f"tree/{root}" in d["objects"]
+    assert any(o.startswith("packings/") for o in d["objects"])
+    assert Repo.open(repo.url).verify()["ok"] and [r["source"] for r in repo.ls("main")] == [None]
