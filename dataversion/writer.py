@@ -101,8 +101,11 @@ def _removals(repo: Repo, parent: str, change: _Change, ids: np.ndarray | None, 
     cols = list(dict.fromkeys(["record_id", "modality", *columns]))
     gone = []
     for g in groups:
-        t = repo.read_shard_columns(g.shard, cols).take(pa.array(g.rows))
-        repo.check_rows(parent, g, ids_as_numpy(t.column("record_id")))
+        if where is None:  # by id: only the row groups holding them (their modality counts)
+            t = repo.read_some_rows(parent, g, cols)
+        else:
+            t = repo.read_shard_columns(g.shard, cols).take(pa.array(g.rows))
+            repo.check_rows(parent, g, ids_as_numpy(t.column("record_id")))
         if where is not None and ids is None:
             mask = np.asarray(where(t.select(columns)), dtype=bool)
             if not mask.any():

@@ -69,7 +69,7 @@ def _describe(repo: Repo, commit_id: str, ids: np.ndarray) -> dict[bytes, dict[s
     out: dict[bytes, dict[str, Any]] = {}
     if not len(ids):
         return out
-    for table in repo.read_rows(commit_id, ["modality", "source"], repo.locate(commit_id, ids)):
+    for table in (repo.read_some_rows(commit_id, g, ["modality", "source"]) for g in repo.locate(commit_id, ids)):
         raw = ids_as_numpy(table.column("record_id"))
         for i, (mod, src) in enumerate(zip(table.column("modality").to_pylist(), table.column("source").to_pylist())):
             rid = raw[i : i + 1].tobytes()
