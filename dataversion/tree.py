@@ -448,9 +448,11 @@ class TreeReader:
 class TreeWriter:
     """Builds and changes trees, storing only the nodes that are new."""
 
-    def __init__(self, store: Store, dtype: np.dtype = ENTRY):
+    def __init__(self, store: Store, dtype: np.dtype = ENTRY, *, pending: dict[str, bytes] | None = None):
+        """`pending`: a node buffer shared by several writers (of other entry kinds) so one
+        `flush` stores all their new nodes in one batch."""
         self.store, self.dtype = store, dtype
-        self.pending: dict[str, bytes] = {}
+        self.pending: dict[str, bytes] = {} if pending is None else pending
         self.nodes_written = 0
         self.bytes_written = 0
 
@@ -498,7 +500,8 @@ class TreeWriter:
         self.flush()
         return root
 
-    def apply(self, root: str, upserts: np.ndarray | None = None, deletes: np.ndarray | None = None) -> str:
+    def apply(self, root: str, upserts: np.ndarray | None = None, deletes: np.ndarray | None = None,
+              *, flush: bool = True) -> str:
         """The root of `root`'s tree with `upserts` added or replaced and `deletes` (ids)
         removed (a delete of an absent id does nothing; an id in both ends upserted).
         Reads and writes only the nodes on the changed paths."""
@@ -509,7 +512,8 @@ class TreeWriter:
         if not len(ups) and not len(dels):
             return root
         new_root, _ = self._apply(root, 0, ups, dels)
-        self.flush()
+        if flush:
+            self.flush()
         return new_root
 
     def _apply(self, nid: str, depth: int, ups: np.ndarray, dels: np.ndarray) -> tuple[str, int]:

@@ -119,7 +119,7 @@ def _removals(repo: Repo, parent: str, change: _Change, ids: np.ndarray | None, 
         change.removed = np.unique(np.concatenate([change.removed, *gone]))
 
 
-def _shard_table_update(repo: Repo, packing: Packing, change: _Change) -> str:
+def _shard_table_update(repo: Repo, packing: Packing, change: _Change, writer: TreeWriter) -> str:
     """The new shard table root: new shards in, live counts of shards that lost rows down
     (a shard with no live row left is dropped: garbage for gc)."""
     touched = {s: 0 for s in change.shard_losses}
@@ -145,8 +145,8 @@ def _shard_table_update(repo: Repo, packing: Packing, change: _Change) -> str:
             e = np.zeros(1, dtype=SHARDS)
             e[0] = (shard_table_key(sid), bytes.fromhex(sid), rows, live, size)
             ups.append(e)
-    return TreeWriter(repo.store, SHARDS).apply(
-        packing.shards, np.concatenate(ups) if ups else None, np.array(dels, dtype="S16") if dels else None)
+    return writer.apply(packing.shards, np.concatenate(ups) if ups else None,
+                        np.array(dels, dtype="S16") if dels else None, flush=False)
 
 
 def _write_commit(
@@ -230,9 +230,13 @@ def _write_commit(
     # 3. the content tree, then the packing (index, shard table, object, pointer)
     ups = np.concatenate(change.content) if change.content else None
     dels = change.removed if len(change.removed) else None
-    root = TreeWriter(repo.store, ENTRY).apply(base.digest, ups, dels)
-    index_root = TreeWriter(repo.store, INDEX).apply(packing.index, np.concatenate(change.index) if change.index else None, dels)
-    shards_root = _shard_table_update(repo, packing, change)
+    nodes: dict[str, bytes] = {}  # the three trees' new nodes, stored in one batch
+    root = TreeWriter(repo.store, ENTRY, pending=nodes).apply(base.digest, ups, dels, flush=False)
+    index_root = TreeWriter(repo.store, INDEX, pending=nodes).apply(
+        packing.index, np.concatenate(change.index) if change.index else None, dels, flush=False)
+    shards_writer = TreeWriter(repo.store, SHARDS, pending=nodes)
+    shards_root = _shard_table_update(repo, packing, change, shards_writer)
+    shards_writer.flush()
     count = base.count + result.added - result.removed
     new_packing = Packing(root, count, index_root, shards_root)
     if root != EMPTY_ROOT:
