@@ -231,7 +231,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench-loader-")
     t0 = time.perf_counter()
     repo, commit = make_repo(os.path.join(tmp, "repo"), args.records)
-    shards = repo.read_manifest(commit).shards
+    shards = repo.shard_table(repo.read_packing(commit))
     files = [repo.store.local_path(shard_key(s.id)) for s in shards]
     build_s = time.perf_counter() - t0
     results: dict = {

@@ -54,3 +54,9 @@ class StoreError(DataversionError):
     """The object store failed permanently (credentials, permissions, missing bucket)."""
 
     exit_code = 6
+
+
+class FormatError(DataversionError):
+    """The repository was written in another format version (`dataversion upgrade` converts)."""
+
+    exit_code = 7

@@ -16,7 +16,7 @@ caching layers (`filecache::dv://...`, `blockcache::`) can keep them (`ukey` is 
 the commit id and the shard ids).
 
 Every byte served went through the repository's verified reader path: a shard is read whole
-and hashed against the id the commit's manifest names before any range of it is returned; a
+and hashed against the id the commit's packing names before any range of it is returned; a
 mismatch raises CorruptObjectError. A shard without deleted rows is served as its own bytes
 (zero copy beyond the read); a shard with deleted rows is served as its live rows rewritten.
 
@@ -209,7 +209,7 @@ class DataversionFileSystem(AbstractFileSystem):
             i = v.by_name[rest]
             part = v.parts[i]
             size = part.known_size if part.known_size is not None else len(v.part_bytes(i))
-            return self._file_entry(f"{ref}/{rest}", size, commit=v.commit_id, rows=part.rows, shard=part.shard.id)
+            return self._file_entry(f"{ref}/{rest}", size, commit=v.commit_id, rows=part.rows, shard=part.group.shard)
         if rest == FILES_DIR:
             return self._dir_entry(f"{ref}/{FILES_DIR}")
         if rest.startswith(FILES_DIR + "/"):
@@ -230,7 +230,7 @@ class DataversionFileSystem(AbstractFileSystem):
             if not rest:
                 entries = [
                     self._file_entry(f"{ref}/{p.name}", p.known_size if p.known_size is not None else len(v.part_bytes(i)),
-                                     commit=v.commit_id, rows=p.rows, shard=p.shard.id)
+                                     commit=v.commit_id, rows=p.rows, shard=p.group.shard)
                     for i, p in enumerate(v.parts)
                 ]
             elif rest == FILES_DIR or rest.startswith(FILES_DIR + "/"):

@@ -25,7 +25,7 @@ def test_diff_show_ls_verify_json_shapes(cli):
     assert d["added"] == 1 and d["removed"] == 0 and d["by_modality"] == {"text": {"added": 1, "removed": 0}}
     assert len(d["records"]["added"]) == 1
     show = json.loads(cli("show", "main", "--json").stdout)
-    assert {"id", "parents", "message", "time", "counts", "records", "manifest", "shards"} <= set(show)
+    assert {"id", "parents", "message", "time", "counts", "records", "root", "packing", "shards"} <= set(show)
     ls = json.loads(cli("ls", "main", "--json").stdout)
     assert len(ls) == 3 and all({"record_id", "modality", "source"} <= set(r) for r in ls)
     shards = json.loads(cli("ls", "main", "--shards", "--json").stdout)

@@ -76,16 +76,20 @@ def test_shards_without_deletions_are_their_own_bytes_others_are_rewritten(sampl
     fs = dv(sample_repo)
     names = fs.ls("main", detail=False)
     assert names == sorted(names) and all(n.endswith(".parquet") for n in names) and len(names) == 2
-    shards = repo.read_manifest(repo.resolve("main")).shards
+    from dataversion.interop.snapshot import SnapshotView
+
+    parts = SnapshotView(repo, repo.resolve("main")).parts
+    infos = {s.id: s for s in repo.shard_table(repo.read_packing(repo.resolve("main")))}
     served = [fs.cat(n) for n in names]
-    for shard, data, name in zip(shards, served, names):
+    for part, data, name in zip(parts, served, names):
         assert fs.info(name)["size"] == len(data)
-        if shard.deleted:
-            assert data != repo.read_shard_bytes(shard)
-            assert pq.read_table(pa.BufferReader(data)).num_rows == shard.live_rows
+        stored = repo.read_shard_bytes(part.group.shard)
+        if part.zero_copy:
+            assert data == stored  # zero copy: the stored shard itself
         else:
-            assert data == repo.read_shard_bytes(shard)  # zero copy: the stored shard itself
-    assert [s.deleted != () for s in shards].count(True) == 1
+            assert data != stored
+            assert pq.read_table(pa.BufferReader(data)).num_rows == part.rows < infos[part.group.shard].rows
+    assert [p.zero_copy for p in parts].count(False) == 1
     removed = {r["record_id"] for r in ls_records(sample_repo, "main~1")} - {r["record_id"] for r in ls_records(sample_repo)}
     assert len(removed) == 1
     served_ids = {r["record_id"] for n in names for r in record_rows(ds.dataset([n], filesystem=fs).to_table())}
@@ -142,7 +146,7 @@ def test_corrupt_shard_is_refused_whatever_the_reader(tmp_path, monkeypatch):
     write_sample_tree(tmp_path / "raw")
     repo = Repo.init(url)
     repo.add([str(tmp_path / "raw")])
-    shard = repo.read_manifest(repo.resolve("main")).shards[0]
+    shard = repo.shard_table(repo.read_packing(repo.resolve("main")))[0]
     path = Path(repo.store.local_path(shard_key(shard.id)))
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -25,8 +25,8 @@ def test_find_records_reads_live_rows_only_and_checks_bytes(tmp_path):
     assert set(found) == {kept["record_id"]}
     assert found[kept["record_id"]]["source"] == kept["source"]
     assert found[kept["record_id"]]["text"] == texts[int(kept["source"][2:])]
-    shard = view.parts[0].shard
-    path = Path(repo.store.local_path(shard_key(shard.id)))
+    shard = view.parts[0].group.shard
+    path = Path(repo.store.local_path(shard_key(shard)))
     data = bytearray(path.read_bytes())
     data[-100] ^= 1
     path.chmod(0o644)
