@@ -24,6 +24,7 @@ which is the per-core reference. Peak RSS is sampled over the process tree.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -219,8 +220,9 @@ def run_litdata(files: list[str], kind: str, tmp: str, n: int, workers: int, bat
     prep = 0.0
     if not os.path.exists(out_dir):
         t0 = time.perf_counter()
-        ld.optimize(fn=_litdata_item, inputs=files, output_dir=out_dir, chunk_bytes="64MB", num_workers=1,
-                    start_method="fork")  # its default sets spawn process-wide, for every later loader
+        with contextlib.redirect_stdout(sys.stderr):  # its progress lines would spoil --json
+            ld.optimize(fn=_litdata_item, inputs=files, output_dir=out_dir, chunk_bytes="64MB", num_workers=1,
+                        start_method="fork")  # its default sets spawn process-wide, for every later loader
         prep = time.perf_counter() - t0
     key = "image" if kind == "image" else "audio"
 
