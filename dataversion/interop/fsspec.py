@@ -18,7 +18,8 @@ the commit id and the shard ids).
 Every byte served went through the repository's verified reader path: a shard is read whole
 and hashed against the id the commit's manifest names before any range of it is returned; a
 mismatch raises CorruptObjectError. A shard without deleted rows is served as its own bytes
-(zero copy beyond the read); a shard with deleted rows is served as its live rows rewritten.
+(zero copy beyond the read); a shard with deleted or erased rows is served as the rows
+readers serve (neither deleted nor erased) rewritten.
 
 Registered under the protocol `dv` by the `fsspec.specs` entry point, and on import of
 this module (for an install whose entry points are not refreshed yet).

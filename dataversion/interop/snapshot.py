@@ -247,7 +247,7 @@ class SnapshotView:
                 raise CorruptObjectError(f"shard {part.shard.id} has {pf.metadata.num_rows} rows, its manifest says {part.shard.rows}")
             id_index = pf.schema_arrow.get_field_index("record_id")
             want = np.array(here, dtype="S16")
-            deleted = set(part.shard.deleted)
+            deleted = set(part.shard.deleted) | set(part.shard.erased)  # neither is served
             offset = 0
             for g in range(pf.metadata.num_row_groups):
                 meta = pf.metadata.row_group(g)
