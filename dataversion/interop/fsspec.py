@@ -9,7 +9,8 @@
 
 The repository is `storage_options={"repo": URL}` (other options go to `Repo.open`: S3
 `endpoint`, `access_key`, `secret_key`) or DATAVERSION_REPO; `pinned={ref: commit id}`
-fixes refs up front (a pickled instance carries the refs it resolved). REF is a branch, tag, commit id
+fixes refs up front (a pickled instance carries the refs it resolved); `cache_bytes` bounds
+the verified bytes kept per commit (default 256 MiB; an open file holds its own). REF is a branch, tag, commit id
 or prefix (a '/' in a branch name written `%2F`). A filesystem instance resolves each ref
 once and keeps serving that commit: `dv://<commit id>/` names immutable bytes, so fsspec's
 caching layers (`filecache::dv://...`, `blockcache::`) can keep them (`ukey` is derived from
@@ -98,7 +99,7 @@ class DataversionFileSystem(AbstractFileSystem):
     root_marker = ""
     cachable = True
 
-    def __init__(self, repo: str | None = None, cache_bytes: int = 512 * 2**20,
+    def __init__(self, repo: str | None = None, cache_bytes: int = 256 * 2**20,
                  pinned: dict[str, str] | None = None, **repo_options: Any):
         super().__init__(repo=repo, cache_bytes=cache_bytes, pinned=pinned, **repo_options)
         from ..repo import Repo

@@ -108,7 +108,7 @@ class SnapshotView:
     `cache_bytes` bounds the verified shard bytes (and rewritten parts) kept in memory.
     """
 
-    def __init__(self, repo: Repo, commit_id: str, *, cache_bytes: int = 512 * 2**20):
+    def __init__(self, repo: Repo, commit_id: str, *, cache_bytes: int = 256 * 2**20):
         self.repo = repo
         self.commit_id = commit_id
         self.manifest = repo.read_manifest(commit_id)  # checked against the commit's records
