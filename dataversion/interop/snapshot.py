@@ -110,7 +110,7 @@ class SnapshotView:
     `cache_bytes` bounds the verified shard bytes (and rewritten parts) kept in memory.
     """
 
-    def __init__(self, repo: Repo, commit_id: str, *, cache_bytes: int = 512 * 2**20):
+    def __init__(self, repo: Repo, commit_id: str, *, cache_bytes: int = 256 * 2**20):
         self.repo = repo
         self.commit_id = commit_id
         self.commit = repo.read_commit(commit_id)

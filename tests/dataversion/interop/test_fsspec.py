@@ -185,12 +185,26 @@ def test_repository_from_the_environment(sample_repo, monkeypatch):
         fsspec.filesystem("dv", skip_instance_cache=True)
 
 
-def test_protocol_found_through_the_entry_point_without_importing_us(sample_repo):
+def test_protocol_found_through_the_entry_point_without_importing_us(sample_repo, tmp_path):
+    """A program that never imports dataversion opens dv:// through fsspec's entry points.
+    Where the installed metadata predates the entry point, the declaration in pyproject.toml
+    is installed as a stand-in distribution on the child's path."""
+    tomllib = pytest.importorskip("tomllib", reason="Python < 3.11")
+
+    root = Path(__file__).resolve().parents[3]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]["fsspec.specs"]
+    assert declared == {"dv": "dataversion.interop.fsspec:DataversionFileSystem"}
+    path = [str(root)]
     if "dv" not in {e.name for e in importlib.metadata.entry_points(group="fsspec.specs")}:
-        pytest.skip("the installed metadata predates the fsspec.specs entry point: re-run scripts/setup.sh")
-    code = "import fsspec, sys; fs = fsspec.filesystem('dv', repo=sys.argv[1]); print(len(fs.glob('main/*.parquet')))"
+        dist = tmp_path / "site" / "dv_entry_point-0.0.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dv-entry-point\nVersion: 0.0\n")
+        (dist / "entry_points.txt").write_text(f"[fsspec.specs]\ndv = {declared['dv']}\n")
+        path.insert(0, str(tmp_path / "site"))
+    code = ("import fsspec, sys; assert 'dataversion' not in sys.modules; "
+            "fs = fsspec.filesystem('dv', repo=sys.argv[1]); print(len(fs.glob('main/*.parquet')))")
     out = subprocess.run([sys.executable, "-c", code, sample_repo], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])})
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(path)})
     assert out.stdout.strip() == "2"
 
 

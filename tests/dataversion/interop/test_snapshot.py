@@ -33,3 +33,12 @@ def test_find_records_reads_live_rows_only_and_checks_bytes(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptObjectError):
         SnapshotView(repo, repo.resolve("main")).find_records([kept["record_id"]], ["text"])
+
+
+def test_find_records_never_returns_an_erased_record(tmp_path):
+    repo = Repo.init(f"file://{tmp_path}/repo")
+    repo.commit(make_text_records([f"text {i}" for i in range(50)], sources=[f"s/{i}" for i in range(50)]))
+    ids = sorted(r["record_id"] for r in repo.ls("main"))
+    repo.erase([ids[7]], reason="deletion request")
+    found = SnapshotView(repo, repo.resolve("main")).find_records(ids[5:10], ["text"])
+    assert set(found) == set(ids[5:10]) - {ids[7]}
