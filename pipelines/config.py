@@ -14,6 +14,7 @@ from typing import Any
 from dataversion.errors import BadInputError
 from dataversion.hashing import canonical_json, object_id
 
+from .dedup.minhash import SHINGLE_SCHEME
 from .dedup.phash import PHASH_ALGORITHM
 
 # Bump when a change to the code changes which records a given input yields.
@@ -80,6 +81,7 @@ class DedupRules:
             "num_perm": self.num_perm,
             "seed": self.seed,
             "phash": PHASH_ALGORITHM,
+            "shingles": SHINGLE_SCHEME,
         }
 
 

@@ -326,3 +326,42 @@ def pii_scores(found: list[list[tuple[int, int, str]]], labels) -> dict[str, dic
         st["precision"] = st["tp"] / max(1, st["tp"] + st["fp"])
         st["recall"] = st["tp"] / max(1, st["tp"] + st["fn"])
     return stats
+
+
+# ---------------------------------------------------------------- unspaced scripts
+
+
+def cjk_near_duplicates(n_docs: int = 300, length: int = 400, edits: float = 0.02, seed: int = 0):
+    """A generated corpus of texts written without spaces (CJK ideographs, kana and
+    punctuation; Thai for a sixth of them), each with one near-duplicate: `edits` of its
+    characters substituted, inserted or deleted. Returns (texts, pairs): texts[2i] and
+    texts[2i + 1] are near-duplicates, any other pair is not."""
+    import random
+
+    rng = random.Random(seed)
+    han = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
+    kana = [chr(c) for c in range(0x3041, 0x3097)]
+    thai = [chr(c) for c in range(0x0E01, 0x0E2F)] + [chr(c) for c in range(0x0E30, 0x0E3A)]
+    punct = ["、", "。", "「", "」", "，"]
+    texts = []
+    for i in range(n_docs):
+        alphabet = thai if i % 6 == 5 else (han * 3 + kana)
+        words = []
+        while sum(map(len, words)) < length:
+            w = "".join(rng.choice(alphabet) for _ in range(rng.choice((1, 2, 2, 3))))
+            words.append(w)
+            if alphabet is not thai and rng.random() < 0.08:
+                words.append(rng.choice(punct))
+        doc = "".join(words)[:length]
+        chars = list(doc)
+        for _ in range(max(1, int(len(chars) * edits))):
+            k = rng.randrange(len(chars))
+            op = rng.random()
+            if op < 0.5:
+                chars[k] = rng.choice(alphabet)
+            elif op < 0.75:
+                chars.insert(k, rng.choice(alphabet))
+            else:
+                del chars[k]
+        texts += [doc, "".join(chars)]
+    return texts, [(2 * i, 2 * i + 1) for i in range(n_docs)]
