@@ -112,7 +112,15 @@ def diff_command(a, b, records, as_json, repo):
     for mod, c in d["by_modality"].items():
         click.echo(f"  {mod:<7} +{c['added']:,} -{c['removed']:,}")
     if records:
-        for h in d["records"]["added"]:
-            click.echo(f"+ {h}")
-        for h in d["records"]["removed"]:
-            click.echo(f"- {h}")
+        for sign, key in (("+", "added"), ("-", "removed")):
+            for rec in d["records"][key]:
+                click.echo(f"{sign} {_record_line(rec)}")
+
+
+def _record_line(rec) -> str:
+    """`<id>  <modality>  <source>` of a diff record (a dict with id or record_id,
+    modality, source; a bare id prints alone)."""
+    if not isinstance(rec, dict):
+        return str(rec)
+    rid = rec.get("record_id", rec.get("id", ""))
+    return "  ".join(str(x) for x in (rid, rec.get("modality") or "?", rec.get("source") or "?"))
