@@ -125,8 +125,9 @@ def run_ingest(
     )
     with InFlight(repo.store, f"ingest {scratch.run_id} into {branch}", scratch=scratch.prefix):
         try:
+            pieces = _write_listing(repo, scratch, work)
             results = _run_pipeline(
-                beam, beam_args, src, repo, work, config, parent, scratch, partitions
+                beam, beam_args, src, repo, pieces, config, parent, scratch, partitions
             )
             _log(progress, "pipeline done; checking the accounting")
             _fill_report(report, results)
@@ -168,7 +169,24 @@ def _read_sidecar(src, key: str, config: IngestConfig) -> bytes:
         raise ValueError(str(e)) from e
 
 
-def _run_pipeline(beam, beam_args, src, repo, work, config, parent, scratch, partitions):
+PIECE_OBJECTS = 64  # work items per listing piece (one ReadAndProcess call)
+
+
+def _write_listing(repo: Repo, scratch: RunScratch, work: list[WorkItem]) -> int:
+    """Write the work items as listing pieces in the store; returns how many. The pipeline
+    reads them there (its graph holds only the piece numbers)."""
+    pieces = 0
+    for start in range(0, len(work), PIECE_OBJECTS):
+        chunk = work[start : start + PIECE_OBJECTS]
+        rows = [
+            [w.key, w.etag, w.size, w.label, list(w.problem) if w.problem else None] for w in chunk
+        ]
+        repo.store.put(scratch.listing_piece(pieces), canonical_json(rows))
+        pieces += 1
+    return pieces
+
+
+def _run_pipeline(beam, beam_args, src, repo, pieces, config, parent, scratch, partitions):
     """Run the pipeline and read what it left; a SourceFault raised in a worker comes back
     as one clean SourceFault whatever the runner wrapped it in."""
     try:
@@ -177,7 +195,7 @@ def _run_pipeline(beam, beam_args, src, repo, work, config, parent, scratch, par
                 p,
                 source_url=src.url,
                 repo_url=repo.url,
-                work=work,
+                pieces=pieces,
                 config=config,
                 parent=parent,
                 scratch=scratch.prefix,
@@ -192,7 +210,7 @@ def _run_pipeline(beam, beam_args, src, repo, work, config, parent, scratch, par
             ) from e
         raise
     try:
-        return _read_results(repo, scratch)
+        return _read_results(repo, scratch, parent, config, pieces)
     except NotFoundError as e:
         raise DataversionError(f"the pipeline did not produce its results ({e})") from e
 
@@ -324,24 +342,45 @@ class _RunResults:
     index_bytes: bytes
 
 
-def _read_results(repo: Repo, scratch: RunScratch) -> _RunResults:
+def _read_results(repo: Repo, scratch: RunScratch, parent, config, pieces: int) -> _RunResults:
     """Raises NotFoundError if a result is missing (a step did not run)."""
     store = repo.store
-    audit = json.loads(store.get(scratch.audit))
-    decision = json.loads(store.get(scratch.decision))
-    index_bytes = store.get(scratch.index)
-    shard_dicts = json.loads(store.get(scratch.shards))
+    audit = [json.loads(store.get(scratch.audit_piece(i))) for i in range(pieces)]
+    parts = [
+        json.loads(store.get(i.key)) for i in sorted(store.list(scratch.parts), key=lambda i: i.key)
+    ]
+    index_parts = [store.get(i.key) for i in sorted(store.list(scratch.index), key=lambda i: i.key)]
     return _RunResults(
         objects=sum(a["objects"] for a in audit),
         inputs=sum(a["inputs"] for a in audit),
-        kept=decision["kept"],
+        kept=sum(p["kept"] for p in parts),
         rejects=sorted((r for a in audit for r in a["rejects"]), key=lambda r: r["source"]),
-        duplicates=sorted(decision["duplicates"], key=lambda r: r["source"]),
+        duplicates=sorted((d for p in parts for d in p["duplicates"]), key=lambda r: r["source"]),
         shard_refs=sorted(
-            (ShardRef.from_dict(d) for d in shard_dicts), key=lambda s: (s.min_id, s.id)
+            (ShardRef.from_dict(d) for p in parts for d in p["shards"]),
+            key=lambda s: (s.min_id, s.id),
         ),
-        index_bytes=index_bytes,
+        index_bytes=_extended_index(repo, parent, config, index_parts),
     )
+
+
+def _extended_index(repo: Repo, parent, config: IngestConfig, parts: list[bytes]) -> bytes:
+    """The branch's dedup index after this run: the parent's live entries + the kept
+    records' entries (per id range, in range order)."""
+    import numpy as np
+
+    from .dedup.index import load_parent_index
+
+    index = load_parent_index(repo, parent, config.dedup)
+    for data in parts:
+        z = np.load(io.BytesIO(data), allow_pickle=False)
+        index = index.extended(
+            np.ascontiguousarray(z["text_ids"]).view("S16").ravel(),
+            z["text_sigs"],
+            np.ascontiguousarray(z["image_ids"]).view("S16").ravel(),
+            z["image_phash"],
+        )
+    return index.to_bytes()
 
 
 def _fill_report(report: IngestReport, results: _RunResults) -> None:

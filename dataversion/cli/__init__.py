@@ -38,6 +38,7 @@ CORE_COMMANDS = {
     "lineage": "dataversion.cli.lineage:lineage_command",
     "unpin": "dataversion.cli.lineage:unpin_command",
     "cache": "dataversion.cli.cache:cache_group",
+    "duplicates": "dataversion.cli.duplicates:duplicates_command",
 }
 
 

@@ -1,6 +1,8 @@
-"""Pipeline step ReadAndProcess: a batch of listed objects -> candidate records + an audit.
+"""Pipeline step ReadAndProcess: one piece of the listing -> candidate records + an audit.
 
-Reading is the only I/O here; splitting, cleaning and featurizing are
+The driver writes the listing as pieces in the repository store (`pipelines.scratch`);
+a worker reads its piece, the objects it names (one source client per worker), and
+writes the piece's audit next to it. Reading is the only I/O here besides that; splitting, cleaning and featurizing are
 `pipelines.process.process_objects`, a plain function the tests call without Beam.
 
 Memory per worker is bounded: an object over `max_object_bytes` (or a text over
@@ -11,10 +13,16 @@ chunks of at most `max_batch_bytes` raw bytes and `max_batch_pixels` declared im
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from dataversion import Repo
+from dataversion.hashing import canonical_json
+
 from ..config import IngestConfig
+from ..dedup.steps import id_ranges_of, mtimes_of, rows_for
 from ..filters import Drop
 from ..process import (
     WorkItem,
@@ -24,34 +32,46 @@ from ..process import (
     process_objects,
     size_drop,
 )
+from ..scratch import RunScratch
 from .source import SourceFault, open_source
-
-AUDIT = "audit"  # the tagged output: {objects, inputs, rejects} per batch
 
 
 class ReadAndProcess(beam.DoFn):
-    """A batch of work items -> candidate tables (main) + one audit dict (`AUDIT`).
+    """A listing piece number -> ("payload", id range, candidates) and ("rows", id range,
+    dedup rows) elements; the piece's audit {objects, inputs, rejects} goes to the store.
 
     An object the store cannot serve fails the pipeline (`SourceFault`: nothing is
     committed or consumed); only properties of an object make it a reject.
     """
 
-    def __init__(self, source_url: str, config: IngestConfig):
-        self.source_url = source_url
-        self.config = config
+    def __init__(
+        self, source_url: str, repo_url: str, config: IngestConfig, parent, scratch: str, parts: int
+    ):
+        self.source_url, self.repo_url, self.config = source_url, repo_url, config
+        self.parent, self.scratch, self.parts = parent, scratch, parts
 
     def setup(self):
         self.source = open_source(self.source_url)
+        self.repo = Repo.open(self.repo_url)
         self.inputs = Metrics.counter("ingest", "inputs")
         self.rejected = Metrics.counter("ingest", "rejected")
 
-    def process(self, batch):
-        audit = {"objects": len(batch), "inputs": 0, "rejects": []}
-        items = [WorkItem(*wi) for wi in batch]
-        yield from chunked_process(self.source, items, self.config, audit)
+    def process(self, piece: int):
+        scratch = RunScratch(self.scratch)
+        items = [
+            WorkItem(*wi) for wi in json.loads(self.repo.store.get(scratch.listing_piece(piece)))
+        ]
+        audit = {"objects": len(items), "inputs": 0, "rejects": []}
+        mtimes = mtimes_of(items)
+        for table in chunked_process(self.source, items, self.config, audit):
+            for part, sub in id_ranges_of(table, self.parts):
+                yield "payload", part, sub
+            rows = rows_for(table, self.repo_url, self.parent, self.config, mtimes)
+            for part, sub in id_ranges_of(rows, self.parts):
+                yield "rows", part, sub
+        self.repo.store.put(scratch.audit_piece(piece), canonical_json(audit))
         self.inputs.inc(audit["inputs"])
         self.rejected.inc(len(audit["rejects"]))
-        yield beam.pvalue.TaggedOutput(AUDIT, audit)
 
 
 def read_item(source, item: WorkItem, config: IngestConfig) -> bytes | Drop:
