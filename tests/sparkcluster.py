@@ -40,7 +40,8 @@ class SparkCluster:
             "PYSPARK_DRIVER_PYTHON": sys.executable,
             "PYSPARK_SUBMIT_ARGS": (
                 f"--master {self.master_url} --executor-memory 1g "
-                f"--total-executor-cores {cores} --conf spark.ui.enabled=false pyspark-shell"
+                f"--total-executor-cores {cores} --conf spark.ui.enabled=false "
+                f"--conf spark.default.parallelism={cores} pyspark-shell"
             ),
         }
         if self.java_home:

@@ -103,3 +103,16 @@ def test_the_branch_record_wins_over_the_policy(tmp_path, vocab):
 
     (d,) = commit_duplicates(Repo.open(url), "main")
     assert d["source"] == "longer.txt" and d["kept_source"] == "licenses/Apache-2.0"
+
+
+def test_ingest_representative_option(tmp_path, vocab, monkeypatch):
+    from pipelines.cli.ingest import ingest_command
+
+    raw = _tree(tmp_path, vocab)
+    url = "file://" + str(tmp_path / "repo")
+    monkeypatch.setenv("DATAVERSION_REPO", url)
+    res = CliRunner().invoke(ingest_command, [str(raw), "--representative", "shortest", "--json"])
+    assert res.exit_code == 0, res.output
+    assert set(_ids_and_sources(Repo.open(url)).values()) == {"licenses/Apache-2.0", "other.txt"}
+    res = CliRunner().invoke(ingest_command, [str(raw), "--representative", "best"])
+    assert res.exit_code != 0 and "best" in res.output
