@@ -20,6 +20,7 @@ from .errors import ConflictError, NotFoundError
 from .hashing import DIGEST_MOD, digest_hex, digest_int
 from .idset import IdSet
 from .inflight import InFlight
+from .objectdb import blob_key
 from .objects import Commit, Manifest, RecordSummary, ShardRef, utc_now
 from .records import conform, ids_as_numpy
 from .refs import default_author
@@ -106,6 +107,7 @@ def _write_commit(
     counts: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
     attachments: dict[str, bytes] | None = None,
+    attachment_blobs: dict[str, str] | None = None,
     author: str | None = None,
     expected_parent: str | None | type[...] = ...,
     allow_empty: bool = False,
@@ -119,6 +121,8 @@ def _write_commit(
     - `expected_parent`: if given, the branch must still point there (None: must not exist).
     - `prewritten_shards`: shards already written to the store by distributed workers
       (see `write_shards`); the caller guarantees their records are new to the parent.
+    - `attachment_blobs`: attachments already stored (name -> blob id, e.g. objects shared
+      with the parent commit); each is freshened, so a concurrent gc keeps it.
     Returns a CommitResult whose commit_id is None when nothing changed (unless allow_empty).
     Raises ConflictError if another writer moved the branch meanwhile.
     """
@@ -200,6 +204,9 @@ def _write_commit(
     manifest_id = repo.write_manifest(manifest)
 
     attachment_ids = {name: repo.put_blob(data) for name, data in (attachments or {}).items()}
+    for name, blob_id in (attachment_blobs or {}).items():
+        repo.store.touch(blob_key(blob_id))
+        attachment_ids[name] = blob_id
     base_counts = {"added": result.added, "removed": result.removed, "already_present": result.already_present}
     commit = Commit(
         parents=(parent,) if parent else (),

@@ -17,9 +17,11 @@ whose input is the whole run or the whole branch.
                                    -> [nodes + members] GroupByRep -> FinalSimilarity
                                          --near--> by id range ---------------+  |
     [payload + exact + near] JoinByIdRange -> WriteRange (kept records -> shards) <-+
+        -> GroupBandsOfKept -> WriteBandParts (the run's part of the branch's dedup state)
 
     readers/read.py  ReadAndProcess     dedup/steps.py  DecideExact ... FinalSimilarity
-    writers/shards.py  WriteRange       dedup/sharded.py  the functions they call
+    writers/shards.py  WriteRange, WriteBandParts      dedup/sharded.py  the functions
+    dedup/state.py  the branch's dedup state (runs of content-addressed parts)
 
 Only Create, ParDo, Flatten and GroupByKey are used (no Reshuffle, BatchElements, tagged
 outputs, side inputs or combiners): beam-pyspark-runner translates exactly those.
@@ -63,7 +65,7 @@ def build_pipeline(
         tagged,
     )
     from .readers.read import ReadAndProcess
-    from .writers.shards import WriteRange
+    from .writers.shards import WriteBandParts, WriteRange
 
     parts = partitions
     read = (
@@ -95,7 +97,7 @@ def build_pipeline(
         exact
         | "Bands" >> beam.FlatMap(tagged("band"))
         | "GroupBandsByKeyRange" >> beam.GroupByKey()
-        | "BucketPairs" >> beam.ParDo(BucketPairs(repo_url, parent, config, parts))
+        | "BucketPairs" >> beam.ParDo(BucketPairs(repo_url, parent, config, parts, scratch))
         | "TagPair" >> beam.Map(as_tag("pair"))
     )
     attached = (
@@ -109,7 +111,7 @@ def build_pipeline(
         (nodes, attached)
         | "NodesAndAttached" >> beam.Flatten()
         | "GroupByIdRangeB" >> beam.GroupByKey()
-        | "VerifyB" >> beam.ParDo(VerifyB(repo_url, parent, config, parts))
+        | "VerifyB" >> beam.ParDo(VerifyB(repo_url, parent, config, parts, scratch))
         | "GroupEdges" >> beam.GroupByKey()
         | "FirstLabels" >> beam.ParDo(FirstLabels(parts))
     )
@@ -128,15 +130,14 @@ def build_pipeline(
         (nodes, members)
         | "NodesAndMembers" >> beam.Flatten()
         | "GroupByRep" >> beam.GroupByKey()
-        | "FinalSimilarity" >> beam.ParDo(FinalSimilarity(repo_url, parent, config, parts))
+        | "FinalSimilarity" >> beam.ParDo(FinalSimilarity(repo_url, parent, config, parts, scratch))
     )
     _ = (
         (payload, exact_dups, near)
         | "PayloadsAndDecisions" >> beam.Flatten()
         | "JoinByIdRange" >> beam.GroupByKey()
-        | "WriteRange"
-        >> beam.ParDo(
-            WriteRange(repo_url, config.target_shard_bytes, scratch, config.dedup.num_perm)
-        )
+        | "WriteRange" >> beam.ParDo(WriteRange(repo_url, scratch, config, parts))
+        | "GroupBandsOfKept" >> beam.GroupByKey()
+        | "WriteBandParts" >> beam.ParDo(WriteBandParts(repo_url, scratch, parts))
     )
     return pipeline

@@ -42,7 +42,6 @@ from .readers.source import SourceFault, open_source
 from .results import (
     CODE_VERSION,
     CONSUMED,
-    DEDUP_INDEX,
     DUPLICATES,
     REJECTS,
     RETRIED,
@@ -51,7 +50,10 @@ from .results import (
     read_duplicates,
     read_rejects,
 )
-from .scratch import RunScratch
+from .results import (
+    DEDUP_STATE as STATE,
+)
+from .scratch import PieceCache, RunScratch
 
 __all__ = ["IngestReport", "build_pipeline", "read_duplicates", "read_rejects", "run_ingest"]
 
@@ -125,9 +127,10 @@ def run_ingest(
     )
     with InFlight(repo.store, f"ingest {scratch.run_id} into {branch}", scratch=scratch.prefix):
         try:
-            pieces = _write_listing(repo, scratch, work)
+            pieces = _write_listing(repo, scratch, work, config, parent, partitions)
+            repo.store.put(scratch.state, _parent_state(repo, parent, config).to_bytes())
             results = _run_pipeline(
-                beam, beam_args, src, repo, pieces, config, parent, scratch, partitions
+                beam, beam_args, src, repo, len(pieces), config, parent, scratch, partitions
             )
             _log(progress, "pipeline done; checking the accounting")
             _fill_report(report, results)
@@ -152,6 +155,8 @@ def run_ingest(
         report.shards_written = len(results.shard_refs)
         report.features = _write_features(repo, result.commit_id, scratch)
         _drop_scratch(repo, scratch)
+        for key in pieces:
+            _drop_scratch(repo, PieceCache(key))
     report.message = f"committed {report.kept} new record(s) from {len(new)} object(s)"
     report.elapsed_s = round(time.monotonic() - started, 3)
     _log(progress, report.message)
@@ -172,18 +177,30 @@ def _read_sidecar(src, key: str, config: IngestConfig) -> bytes:
 PIECE_OBJECTS = 64  # work items per listing piece (one ReadAndProcess call)
 
 
-def _write_listing(repo: Repo, scratch: RunScratch, work: list[WorkItem]) -> int:
-    """Write the work items as listing pieces in the store; returns how many. The pipeline
-    reads them there (its graph holds only the piece numbers)."""
-    pieces = 0
+def _write_listing(repo, scratch, work, config, parent, partitions) -> list[str]:
+    """Write the work items as listing pieces in the store; returns their cache keys (what
+    identifies a piece's outputs: its items, the config, the parent, the id ranges). The
+    pipeline reads the pieces there (its graph holds only the piece numbers)."""
+    from dataversion.hashing import object_id
+
+    keys: list[str] = []
     for start in range(0, len(work), PIECE_OBJECTS):
         chunk = work[start : start + PIECE_OBJECTS]
         rows = [
             [w.key, w.etag, w.size, w.label, list(w.problem) if w.problem else None] for w in chunk
         ]
-        repo.store.put(scratch.listing_piece(pieces), canonical_json(rows))
-        pieces += 1
-    return pieces
+        ident = {
+            "items": rows,
+            "config": config.hash,
+            "parent": parent,
+            "parts": partitions,
+            "code": CODE_VERSION,
+        }
+        key = object_id(canonical_json(ident))
+        doc = canonical_json({"cache": key, "items": rows})
+        repo.store.put(scratch.listing_piece(len(keys)), doc)
+        keys.append(key)
+    return keys
 
 
 def _run_pipeline(beam, beam_args, src, repo, pieces, config, parent, scratch, partitions):
@@ -210,7 +227,7 @@ def _run_pipeline(beam, beam_args, src, repo, pieces, config, parent, scratch, p
             ) from e
         raise
     try:
-        return _read_results(repo, scratch, parent, config, pieces)
+        return _read_results(repo, scratch, config, pieces, partitions)
     except NotFoundError as e:
         raise DataversionError(f"the pipeline did not produce its results ({e})") from e
 
@@ -263,7 +280,7 @@ def _commit(repo, report, results, *, src, new, consumed, retried, config, branc
         CONSUMED: canonical_json(consumed),
         REJECTS: canonical_json(results.rejects),
         DUPLICATES: canonical_json(results.duplicates),
-        DEDUP_INDEX: results.index_bytes,
+        STATE: results.state.to_bytes(),
     }
     if retried:
         provenance["objects_retried"] = len(retried)
@@ -276,13 +293,15 @@ def _commit(repo, report, results, *, src, new, consumed, retried, config, branc
         counts=counts,
         provenance=provenance,
         attachments=attachments,
+        attachment_blobs=results.state.attachment_blobs(),
         expected_parent=parent,
         allow_empty=True,
     )
 
 
-def _drop_scratch(repo: Repo, scratch: RunScratch) -> None:
-    """Delete the run's scratch objects; best effort (gc collects what is left)."""
+def _drop_scratch(repo: Repo, scratch: RunScratch | PieceCache) -> None:
+    """Delete the objects under a run's scratch (or a piece cache); best effort (gc collects
+    what is left)."""
     try:
         for info in list(repo.store.list(scratch.prefix)):
             repo.store.delete(info.key)
@@ -339,48 +358,75 @@ class _RunResults:
     rejects: list[dict]  # sorted by source
     duplicates: list[dict]  # sorted by source
     shard_refs: list[ShardRef]  # sorted by (min id, id)
-    index_bytes: bytes
+    state: object  # the branch's dedup state after the run (dedup.state.BranchState)
 
 
-def _read_results(repo: Repo, scratch: RunScratch, parent, config, pieces: int) -> _RunResults:
+def _read_results(
+    repo: Repo, scratch: RunScratch, config, pieces: int, partitions: int
+) -> _RunResults:
     """Raises NotFoundError if a result is missing (a step did not run)."""
     store = repo.store
     audit = [json.loads(store.get(scratch.audit_piece(i))) for i in range(pieces)]
-    parts = [
-        json.loads(store.get(i.key)) for i in sorted(store.list(scratch.parts), key=lambda i: i.key)
-    ]
-    index_parts = [store.get(i.key) for i in sorted(store.list(scratch.index), key=lambda i: i.key)]
+    parts = {
+        int(i.key.rsplit("/", 1)[1].split(".")[0]): json.loads(store.get(i.key))
+        for i in store.list(scratch.parts)
+    }
     return _RunResults(
         objects=sum(a["objects"] for a in audit),
         inputs=sum(a["inputs"] for a in audit),
-        kept=sum(p["kept"] for p in parts),
+        kept=sum(p["kept"] for p in parts.values()),
         rejects=sorted((r for a in audit for r in a["rejects"]), key=lambda r: r["source"]),
-        duplicates=sorted((d for p in parts for d in p["duplicates"]), key=lambda r: r["source"]),
+        duplicates=sorted(
+            (d for p in parts.values() for d in p["duplicates"]), key=lambda r: r["source"]
+        ),
         shard_refs=sorted(
-            (ShardRef.from_dict(d) for p in parts for d in p["shards"]),
+            (ShardRef.from_dict(d) for p in parts.values() for d in p["shards"]),
             key=lambda s: (s.min_id, s.id),
         ),
-        index_bytes=_extended_index(repo, parent, config, index_parts),
+        state=_branch_state(repo, scratch, config, parts, partitions),
     )
 
 
-def _extended_index(repo: Repo, parent, config: IngestConfig, parts: list[bytes]) -> bytes:
-    """The branch's dedup index after this run: the parent's live entries + the kept
-    records' entries (per id range, in range order)."""
-    import numpy as np
+def _parent_state(repo: Repo, parent, config: IngestConfig):
+    """The parent's dedup state; rebuilt from its records (one run) when it has none (a
+    commit made by `dataversion add`, or an index of other parameters)."""
+    from .dedup.index import rebuild_index
+    from .dedup.state import BranchState, load_state, write_run
 
-    from .dedup.index import load_parent_index
-
-    index = load_parent_index(repo, parent, config.dedup)
-    for data in parts:
-        z = np.load(io.BytesIO(data), allow_pickle=False)
-        index = index.extended(
-            np.ascontiguousarray(z["text_ids"]).view("S16").ravel(),
-            z["text_sigs"],
-            np.ascontiguousarray(z["image_ids"]).view("S16").ravel(),
-            z["image_phash"],
+    rules = config.dedup
+    state = load_state(repo, parent, rules)
+    if state is None:
+        index = rebuild_index(repo, parent, rules)
+        run = write_run(
+            repo,
+            {"text": index.text_ids, "image": index.image_ids},
+            {"text": index.text_sigs, "image": index.image_phash.astype("uint64")},
+            rules,
         )
-    return index.to_bytes()
+        state = BranchState(rules.index_params(), [run] if run["entries"] else [])
+    return state
+
+
+def _branch_state(repo: Repo, scratch: RunScratch, config: IngestConfig, parts: dict, grid: int):
+    """The branch's dedup state after this run: the parent's runs + this run's (the parts
+    its workers wrote), compacted."""
+    from .dedup.state import BranchState, compact, run_from_parts
+
+    store = repo.store
+    parent_state = BranchState.from_bytes(store.get(scratch.state))
+    hash_parts: dict = {}
+    for i, p in parts.items():
+        for modality, blob in p.get("index", {}).items():
+            hash_parts.setdefault(modality, {})[i] = blob
+    band_parts: dict = {}
+    for info in store.list(scratch.index):
+        d = json.loads(store.get(info.key))
+        band_parts.setdefault(d["modality"], {})[d["part"]] = d["blob"]
+    entries = sum(p["kept"] for p in parts.values() if p.get("index"))
+    runs = list(parent_state.runs)
+    if band_parts:
+        runs.append(run_from_parts(hash_parts, band_parts, grid, entries))
+    return compact(repo, BranchState(parent_state.params, runs), config.dedup)
 
 
 def _fill_report(report: IngestReport, results: _RunResults) -> None:

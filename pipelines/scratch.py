@@ -4,7 +4,13 @@
     tmp/ingest/<run>/audit/NNNNNN.json     per piece: objects, inputs, rejects
     tmp/ingest/<run>/parts/PPPP.json       per id range: kept count, shard refs, duplicates
     tmp/ingest/<run>/features/PPPP.parquet features of the kept records, per id range
-    tmp/ingest/<run>/index/PPPP.npz        dedup index entries of the kept records, per id range
+    tmp/ingest/<run>/state.json            the branch's dedup state the run reads (manifest)
+    tmp/ingest/<run>/index/bands-KKKK.json the run's band part of key range K (a blob id)
+
+    tmp/ingest/pieces/<key>/NNNN-<tag>-<range>.arrow, done.json
+                                           a piece's outputs, keyed by its content, config,
+                                           parent and ranges: a rerun of a killed run reuses
+                                           the pieces it finished (done.json: the audit)
 
 Every runner can reach the store (no shared disk needed), and no step gathers the run: each
 piece and each id range writes its own object. A run killed before its commit leaves only
@@ -17,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 
 SCRATCH_ROOT = "tmp/ingest/"
+PIECES_ROOT = SCRATCH_ROOT + "pieces/"
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,30 @@ class RunScratch:
         return f"{self.features}{part:04d}.parquet"
 
     @property
+    def state(self) -> str:
+        return self.prefix + "state.json"
+
+    @property
     def index(self) -> str:
         return self.prefix + "index/"
 
-    def index_part(self, part: int) -> str:
-        return f"{self.index}{part:04d}.npz"
+    def band_part(self, key: int) -> str:
+        return f"{self.index}bands-{key:04d}.json"
+
+
+@dataclass(frozen=True)
+class PieceCache:
+    """The stored outputs of one listing piece (see the module docstring)."""
+
+    key: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{PIECES_ROOT}{self.key}/"
+
+    @property
+    def done(self) -> str:
+        return self.prefix + "done.json"
+
+    def output(self, n: int, tag: str, part: int) -> str:
+        return f"{self.prefix}{n:06d}-{tag}-{part}.arrow"

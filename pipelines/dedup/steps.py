@@ -28,18 +28,20 @@ def dedup_keys(candidates):
 _PARENTS: dict = {}
 
 
-def open_parent(repo_url: str, parent: str | None, config: IngestConfig) -> sharded.IndexParent:
-    """The branch's dedup state for the sharded steps, once per process and parent."""
-    from .index import DedupIndex, load_parent_index
+def open_parent(repo_url: str, parent: str | None, config: IngestConfig, scratch: str):
+    """The branch's dedup state for the sharded steps (the manifest the driver left in the
+    run's scratch area, its parts read as asked), once per process and run."""
+    from ..scratch import RunScratch
     from .membership import branch_contains
+    from .state import BranchState, StateParent
 
-    key = (repo_url, parent, config.dedup)
+    key = (repo_url, parent, config.dedup, scratch)
     got = _PARENTS.get(key)
     if got is None:
         repo = Repo.open(repo_url)
-        rules = config.dedup
-        index = load_parent_index(repo, parent, rules) if parent else DedupIndex.empty(rules)
-        got = sharded.IndexParent(index, lambda ids: branch_contains(repo, parent, ids), rules)
+        state = BranchState.from_bytes(repo.store.get(RunScratch(scratch).state))
+        contains = (lambda ids: branch_contains(repo, parent, ids)) if parent else None
+        got = StateParent(repo, state, contains, config.dedup)
         _PARENTS.clear()
         _PARENTS[key] = got
     return got
@@ -95,13 +97,16 @@ class BucketPairs(beam.DoFn):
     """(key range, [band rows]) -> (id range of a, candidate pairs), the branch's members
     of the same buckets included."""
 
-    def __init__(self, repo_url: str, parent: str | None, config: IngestConfig, parts: int):
+    def __init__(
+        self, repo_url: str, parent: str | None, config: IngestConfig, parts: int, scratch: str
+    ):
         self.repo_url, self.parent, self.config, self.parts = repo_url, parent, config, parts
+        self.scratch = scratch
 
     def process(self, element):
         key, tables = element
         modality, part = ("text", key) if key < self.parts else ("image", key - self.parts)
-        branch = open_parent(self.repo_url, self.parent, self.config)
+        branch = open_parent(self.repo_url, self.parent, self.config, self.scratch)
         pairs = sharded.bucket_pairs(
             sharded.concat(list(tables), sharded.BANDS_SCHEMA),
             branch.band_rows(modality, part, self.parts),
@@ -127,13 +132,16 @@ class VerifyB(beam.DoFn):
     """(id range, [("node", nodes), ("att", pairs)]) -> (id range, directed edges) of the
     verified pairs."""
 
-    def __init__(self, repo_url: str, parent: str | None, config: IngestConfig, parts: int):
+    def __init__(
+        self, repo_url: str, parent: str | None, config: IngestConfig, parts: int, scratch: str
+    ):
         self.repo_url, self.parent, self.config, self.parts = repo_url, parent, config, parts
+        self.scratch = scratch
 
     def process(self, element):
         _, values = element
         got = _by_tag(values, {"node": sharded.ROWS_SCHEMA, "att": sharded.ATTACHED_SCHEMA})
-        branch = open_parent(self.repo_url, self.parent, self.config)
+        branch = open_parent(self.repo_url, self.parent, self.config, self.scratch)
         edges = sharded.verify_b(got["node"], got["att"], branch.hashes, self.config.dedup)
         yield from sharded.directed_edges(edges, self.parts)
 
@@ -197,14 +205,17 @@ class FinalSimilarity(beam.DoFn):
     """(id range, [("node", nodes), ("member", members)]) -> (id range of the member,
     ("near", its duplicate row)) with its similarity to the representative."""
 
-    def __init__(self, repo_url: str, parent: str | None, config: IngestConfig, parts: int):
+    def __init__(
+        self, repo_url: str, parent: str | None, config: IngestConfig, parts: int, scratch: str
+    ):
         self.repo_url, self.parent, self.config, self.parts = repo_url, parent, config, parts
+        self.scratch = scratch
 
     def process(self, element):
         _, values = element
         got = _by_tag(values, {"node": sharded.ROWS_SCHEMA, "member": sharded.FINAL_SCHEMA})
         if got["member"].num_rows:
-            branch = open_parent(self.repo_url, self.parent, self.config)
+            branch = open_parent(self.repo_url, self.parent, self.config, self.scratch)
             for q, rows in sharded.final_similarity(
                 got["node"], got["member"], branch.hashes, self.config.dedup, self.parts
             ):
@@ -216,10 +227,10 @@ def id_ranges_of(table, parts: int):
     return sharded.split_by(table, sharded.id_range(sharded._ids(table), parts))
 
 
-def rows_for(candidates, repo_url: str, parent: str | None, config: IngestConfig, mtimes):
+def rows_for(candidates, repo_url: str, parent: str | None, config: IngestConfig, scratch, mtimes):
     """The dedup rows of a candidate table (in the reading worker: the branch membership
     test runs here, on the batch's ids)."""
-    branch = open_parent(repo_url, parent, config)
+    branch = open_parent(repo_url, parent, config, scratch)
     ids = sharded._ids(candidates)
     return sharded.dedup_rows(candidates, branch.contains(ids), config.dedup, mtimes)
 

@@ -2,7 +2,9 @@
 
 The driver writes the listing as pieces in the repository store (`pipelines.scratch`);
 a worker reads its piece, the objects it names (one source client per worker), and
-writes the piece's audit next to it. Reading is the only I/O here besides that; splitting, cleaning and featurizing are
+writes the piece's audit next to it. A piece's outputs are also kept under a key of its
+content, config, parent and id ranges (`PieceCache`): the rerun of a killed run reuses the
+pieces that run finished instead of reading their objects again. Reading is the only I/O here besides that; splitting, cleaning and featurizing are
 `pipelines.process.process_objects`, a plain function the tests call without Beam.
 
 Memory per worker is bounded: an object over `max_object_bytes` (or a text over
@@ -22,6 +24,7 @@ from dataversion import Repo
 from dataversion.hashing import canonical_json
 
 from ..config import IngestConfig
+from ..dedup.state import part_bytes, read_part
 from ..dedup.steps import id_ranges_of, mtimes_of, rows_for
 from ..filters import Drop
 from ..process import (
@@ -32,7 +35,7 @@ from ..process import (
     process_objects,
     size_drop,
 )
-from ..scratch import RunScratch
+from ..scratch import PieceCache, RunScratch
 from .source import SourceFault, open_source
 
 
@@ -58,18 +61,32 @@ class ReadAndProcess(beam.DoFn):
 
     def process(self, piece: int):
         scratch = RunScratch(self.scratch)
-        items = [
-            WorkItem(*wi) for wi in json.loads(self.repo.store.get(scratch.listing_piece(piece)))
-        ]
-        audit = {"objects": len(items), "inputs": 0, "rejects": []}
-        mtimes = mtimes_of(items)
-        for table in chunked_process(self.source, items, self.config, audit):
-            for part, sub in id_ranges_of(table, self.parts):
-                yield "payload", part, sub
-            rows = rows_for(table, self.repo_url, self.parent, self.config, mtimes)
-            for part, sub in id_ranges_of(rows, self.parts):
-                yield "rows", part, sub
-        self.repo.store.put(scratch.audit_piece(piece), canonical_json(audit))
+        store = self.repo.store
+        doc = json.loads(store.get(scratch.listing_piece(piece)))
+        cache = PieceCache(doc["cache"])
+        if store.exists(cache.done):  # finished by an earlier, killed run: reuse it
+            audit = json.loads(store.get(cache.done))
+            for info in sorted(store.list(cache.prefix), key=lambda i: i.key):
+                name = info.key.rsplit("/", 1)[1]
+                if name.endswith(".arrow"):
+                    _, tag, part = name[: -len(".arrow")].split("-")
+                    yield tag, int(part), read_part(store.get(info.key))
+        else:
+            items = [WorkItem(*wi) for wi in doc["items"]]
+            audit = {"objects": len(items), "inputs": 0, "rejects": []}
+            mtimes = mtimes_of(items)
+            n = 0
+            for table in chunked_process(self.source, items, self.config, audit):
+                rows = rows_for(
+                    table, self.repo_url, self.parent, self.config, self.scratch, mtimes
+                )
+                for tag, t in (("payload", table), ("rows", rows)):
+                    for part, sub in id_ranges_of(t, self.parts):
+                        store.put(cache.output(n, tag, part), part_bytes(sub))
+                        n += 1
+                        yield tag, part, sub
+            store.put(cache.done, canonical_json(audit))
+        store.put(scratch.audit_piece(piece), canonical_json(audit))
         self.inputs.inc(audit["inputs"])
         self.rejected.inc(len(audit["rejects"]))
 

@@ -1,11 +1,12 @@
-"""Pipeline step WriteRange: the join on record id of one id range (its candidates with
-payloads, its exact duplicates, its near duplicates) -> the range's kept records written as
-shards, and the range's results (shard refs, duplicates, kept count, features, the dedup
-index entries of its kept records) in the run's scratch area."""
+"""Pipeline steps WriteRange and WriteBandParts.
+
+WriteRange: the join on record id of one id range (its candidates with payloads, its exact
+duplicates, its near duplicates) -> the range's kept records written as shards, the range's
+part of the run's dedup state (hashes by id range, a blob), and its results (shard refs,
+duplicates, kept count, features) in the run's scratch area; it yields the kept records'
+band rows keyed by band-key range, which WriteBandParts writes as the run's band parts."""
 
 from __future__ import annotations
-
-import io
 
 import apache_beam as beam
 import numpy as np
@@ -15,23 +16,24 @@ from dataversion import Repo
 from dataversion.hashing import canonical_json
 from dataversion.records import RECORD_SCHEMA, ids_as_numpy
 
-from ..dedup import sharded
+from ..config import IngestConfig
+from ..dedup import sharded, state
 from ..features import record_features, table_bytes
 from ..scratch import RunScratch
 
 
 class WriteRange(beam.DoFn):
-    """(id range, [("payload", candidates), ("exact", dups), ("near", dups)]) -> nothing;
-    writes the range's shards and `parts/<range>.json`, `features/<range>.parquet`,
-    `index/<range>.npz` under the scratch prefix.
+    """(id range, [("payload", candidates), ("exact", dups), ("near", dups)]) ->
+    (modality x key range, band rows of the kept records); writes the range's shards, its
+    hash part (a blob) and `parts/<range>.json`, `features/<range>.parquet` under the
+    scratch prefix.
 
     The same records give the same shards whatever the runner: shards are cut per id
     range, whose number depends on the input size only.
     """
 
-    def __init__(self, repo_url: str, target_bytes: int, scratch: str, num_perm: int):
-        self.repo_url, self.target_bytes, self.scratch = repo_url, target_bytes, scratch
-        self.num_perm = num_perm
+    def __init__(self, repo_url: str, scratch: str, config: IngestConfig, parts: int):
+        self.repo_url, self.scratch, self.config, self.parts = repo_url, scratch, config, parts
 
     def setup(self):
         self.repo = Repo.open(self.repo_url)
@@ -42,7 +44,7 @@ class WriteRange(beam.DoFn):
         for tag, table in values:
             {"payload": payloads, "exact": exact, "near": near}[tag].append(table)
         if payloads:
-            self._write(part, payloads, exact, near)
+            yield from self._write(part, payloads, exact, near)
 
     def _write(self, part, payloads, exact, near):
         table = pa.concat_tables(payloads).combine_chunks()
@@ -55,34 +57,58 @@ class WriteRange(beam.DoFn):
         kept = kept.sort_by([("record_id", "ascending"), ("source", "ascending")])
         scratch = RunScratch(self.scratch)
         store = self.repo.store
-        refs = []
+        refs, index, bands = [], {}, []
         if kept.num_rows:
             features = record_features(kept.select([*RECORD_SCHEMA.names, "phash"]))
             store.put(scratch.features_part(part), table_bytes(features))
             refs = [
                 r.to_dict()
-                for r in self.repo.write_shards(kept.select(RECORD_SCHEMA.names), self.target_bytes)
+                for r in self.repo.write_shards(
+                    kept.select(RECORD_SCHEMA.names), self.config.target_shard_bytes
+                )
             ]
-            store.put(scratch.index_part(part), _index_part(kept, self.num_perm))
+            for m_i, (modality, ids, h) in enumerate(_entries(kept, self.config.dedup.num_perm)):
+                if len(ids) == 0:
+                    continue
+                index[modality] = self.repo.put_blob(state.part_bytes(state.hash_rows(ids, h)))
+                rows, keys = state.band_table(ids, h, modality, self.config.dedup)
+                for k, t in sharded.split_by(rows, sharded.key_range(keys, self.parts)):
+                    bands.append((m_i * self.parts + k, t))
         store.put(
             scratch.part(part),
-            canonical_json({"kept": kept.num_rows, "shards": refs, "duplicates": dups}),
+            canonical_json(
+                {"kept": kept.num_rows, "shards": refs, "duplicates": dups, "index": index}
+            ),
+        )
+        return bands
+
+
+class WriteBandParts(beam.DoFn):
+    """(modality x key range, [band rows]) -> the run's band part (a blob), named in
+    `index/bands-<key>.json` under the scratch prefix."""
+
+    def __init__(self, repo_url: str, scratch: str, parts: int):
+        self.repo_url, self.scratch, self.parts = repo_url, scratch, parts
+
+    def setup(self):
+        self.repo = Repo.open(self.repo_url)
+
+    def process(self, element):
+        key, tables = element
+        rows = state.sort_bands(pa.concat_tables(list(tables)))
+        modality, part = state.MODALITIES[key // self.parts], key % self.parts
+        blob = self.repo.put_blob(state.part_bytes(rows))
+        self.repo.store.put(
+            RunScratch(self.scratch).band_part(key),
+            canonical_json({"modality": modality, "part": part, "blob": blob}),
         )
 
 
-def _index_part(kept: pa.Table, num_perm: int) -> bytes:
-    """The dedup index entries of a range's kept records (text signatures, image pHashes)."""
+def _entries(kept: pa.Table, num_perm: int):
+    """(modality, ids, hashes) of a range's kept text and image records."""
     mods = np.asarray(kept.column("modality").to_pylist(), object)
     ids = ids_as_numpy(kept.column("record_id")).copy()
     sigs = kept.column("sig").combine_chunks().values.to_numpy().reshape(-1, num_perm)
     ph = kept.column("phash").to_numpy().astype(np.uint64)
     t, i = mods == "text", mods == "image"
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        text_ids=ids[t].view(np.uint8).reshape(-1, 16),
-        text_sigs=sigs[t],
-        image_ids=ids[i].view(np.uint8).reshape(-1, 16),
-        image_phash=ph[i],
-    )
-    return buf.getvalue()
+    return [("text", ids[t], sigs[t]), ("image", ids[i], ph[i])]

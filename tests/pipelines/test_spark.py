@@ -13,7 +13,7 @@ from test_ingest import sample_tree, write_tree
 from dataversion import Repo
 from pipelines.config import IngestConfig
 from pipelines.ingest import run_ingest
-from pipelines.results import CONSUMED, DEDUP_INDEX, DUPLICATES, REJECTS
+from pipelines.results import CONSUMED, DEDUP_STATE, DUPLICATES, REJECTS
 
 SPARK = ["--runner=beam_pyspark_runner.pyspark_runner.PySparkRunner"]
 
@@ -30,7 +30,7 @@ def _content(repo: Repo, report) -> dict:
         "counts": c.counts,
         **{
             name: repo.read_attachment(commit, name)
-            for name in (CONSUMED, REJECTS, DUPLICATES, DEDUP_INDEX)
+            for name in (CONSUMED, REJECTS, DUPLICATES, DEDUP_STATE)
         },
         "features": _features(repo, report.features),
     }
