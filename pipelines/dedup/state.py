@@ -149,7 +149,7 @@ def write_run(repo, ids: dict, hashes: dict, rules: DedupRules, level: int = 0) 
         ht = hash_rows(mid, h)
         run["hashes"][modality] = {
             str(p): repo.put_blob(part_bytes(t.sort_by([("record_id", "ascending")])))
-            for p, t in sharded.split_by(ht, sharded.id_range(mid, hgrid))
+            for p, t in sharded.split_by(ht, sharded.id_range(sharded._ids(ht), hgrid))
         }
         run["hashes_grid"] = {**run.get("hashes_grid", {}), modality: hgrid}
     return run

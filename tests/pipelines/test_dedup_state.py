@@ -93,3 +93,40 @@ def test_a_removed_record_is_not_matched(tmp_path, vocab):
     report = run_ingest(str(raw), url, config=IngestConfig())
     assert (report.kept, report.duplicate_kinds) == (1, {"exact": 1})
     assert [r["source"] for r in repo.ls("main")] == ["b.txt", "c.txt"]
+
+
+def test_state_parent_reads_overlapping_parts_and_drops_removed_records(tmp_path):
+    """Parts on one grid answer ranges of another grid; ids the branch no longer holds are
+    never candidates; hashes come back by id."""
+    import numpy as np
+
+    from pipelines.dedup import sharded
+
+    rules = IngestConfig().dedup
+    repo = Repo.init("file://" + str(tmp_path / "repo"))
+    rng = np.random.default_rng(1)
+    ids = np.frombuffer(rng.bytes(16 * 300), "S16").copy()
+    sigs = rng.integers(0, 2**32, (300, rules.num_perm), dtype=np.uint64).astype(np.uint32)
+    monkey_rows = dstate.PART_ROWS
+    dstate.PART_ROWS = 64  # several parts per run
+    try:
+        run = dstate.write_run(repo, {"text": ids}, {"text": sigs}, rules)
+    finally:
+        dstate.PART_ROWS = monkey_rows
+    assert len(run["bands"]["text"]) > 4 and len(run["hashes"]["text"]) > 1
+    st = dstate.BranchState(rules.index_params(), [run])
+    removed = set(ids[:10].tolist())
+    parent = dstate.StateParent(
+        repo, st, lambda x: np.array([i not in removed for i in x.tolist()]), rules
+    )
+    keys = sharded.band_keys(sigs, "text", rules)
+    for parts in (1, 3, 7):
+        got = [parent.band_rows("text", k, parts) for k in range(parts)]
+        rows = sum(t.num_rows for t in got if t is not None)
+        assert rows == keys.size - 10 * keys.shape[1]
+        for k, t in enumerate(got):
+            if t is not None:
+                assert (sharded.key_range(t.column("key").to_numpy(), parts) == k).all()
+                assert not set(sharded._ids(t).tolist()) & removed
+    h = parent.hashes("text", ids[[5, 200, 17]])
+    assert h == [sigs[i].tobytes() for i in (5, 200, 17)]
