@@ -35,6 +35,7 @@ from dataversion.inflight import InFlight
 from dataversion.objects import ShardRef
 
 from .config import IngestConfig
+from .dedup.sharded import MAX_RANGES
 from .graph import build_pipeline
 from .process import WorkItem
 from .readers.labels import LabelResolver
@@ -117,7 +118,9 @@ def run_ingest(
 
     work = [WorkItem(o.key, o.etag, o.size, resolver.label_of(o.key), o.problem) for o in new]
     total_bytes = sum(o.size for o in new)
-    partitions = max(1, min(256, math.ceil(total_bytes / config.target_shard_bytes)))
+    # id ranges (and band-key ranges): ~target_shard_bytes of input each, so a worker's
+    # share stays bounded however large the run (up to 2^24 ranges)
+    partitions = max(1, min(MAX_RANGES, math.ceil(total_bytes / config.target_shard_bytes)))
     scratch = RunScratch.new()
     retry_note = f" ({len(retried)} rejected before, read again)" if retried else ""
     _log(

@@ -73,19 +73,23 @@ def mtime_of(token: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+RANGE_BITS = 24  # ranges split the top 24 bits of ids and band keys: up to 2^24 ranges
+MAX_RANGES = 1 << RANGE_BITS
+
+
 def id_range(ids: np.ndarray, parts: int) -> np.ndarray:
-    """The range (0..parts-1) of each 'S16' id: its first two bytes, split evenly."""
+    """The range (0..parts-1) of each 'S16' id: its first three bytes, split evenly."""
     if len(ids) == 0:
         return np.empty(0, np.int64)
     b = np.frombuffer(np.ascontiguousarray(ids).tobytes(), np.uint8).reshape(-1, 16)
-    top = (b[:, 0].astype(np.int64) << 8) | b[:, 1]
-    return (top * parts) >> 16
+    top = (b[:, 0].astype(np.int64) << 16) | (b[:, 1].astype(np.int64) << 8) | b[:, 2]
+    return (top * parts) >> RANGE_BITS
 
 
 def key_range(keys: np.ndarray, parts: int) -> np.ndarray:
-    """The range (0..parts-1) of each uint64 band key: its top 16 bits, split evenly."""
-    top = (np.asarray(keys, np.uint64) >> np.uint64(48)).astype(np.int64)
-    return (top * parts) >> 16
+    """The range (0..parts-1) of each uint64 band key: its top 24 bits, split evenly."""
+    top = (np.asarray(keys, np.uint64) >> np.uint64(64 - RANGE_BITS)).astype(np.int64)
+    return (top * parts) >> RANGE_BITS
 
 
 def split_by(table: pa.Table, parts_of_rows: np.ndarray):

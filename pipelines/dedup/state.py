@@ -82,7 +82,7 @@ def band_table(ids: np.ndarray, h: np.ndarray, modality: str, rules: DedupRules)
 def grid_for(rows: int) -> int:
     """Parts of a run of `rows` entries: a power of two, ~PART_ROWS entries each."""
     g = 1
-    while g * PART_ROWS < rows and g < 1 << 16:
+    while g * PART_ROWS < rows and g < sharded.MAX_RANGES:
         g *= 2
     return g
 
@@ -171,11 +171,12 @@ def run_from_parts(hash_parts: dict, band_parts: dict, grid: int, entries: int) 
 
 
 def _covering(part: int, parts: int, grid: int) -> list[int]:
-    """The parts of a `grid` that overlap range `part` of `parts` (both split 16 bits)."""
-    lo = -(-(part << 16) // parts)  # first top-16 value in the range
-    hi = (((part + 1) << 16) - 1) // parts  # last
-    hi = min(hi, (1 << 16) - 1)
-    return list(range((lo * grid) >> 16, ((hi * grid) >> 16) + 1))
+    """The parts of a `grid` that overlap range `part` of `parts` (both split the same
+    top bits)."""
+    bits = sharded.RANGE_BITS
+    lo = -(-(part << bits) // parts)  # first top-bits value in the range
+    hi = min((((part + 1) << bits) - 1) // parts, (1 << bits) - 1)  # last
+    return list(range((lo * grid) >> bits, ((hi * grid) >> bits) + 1))
 
 
 def _all_hashes(repo, run: dict, modality: str, rules: DedupRules):
