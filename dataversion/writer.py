@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from .errors import ConflictError, CorruptObjectError, NotFoundError
 from .inflight import InFlight
+from .objectdb import blob_key
 from .objects import Commit, RecordSummary, ShardRef, utc_now
 from .packing import Packing, point_packing, shard_prefix, shard_table_key, shards_reader
 from .records import conform, ids_as_numpy
@@ -161,6 +162,7 @@ def _write_commit(
     counts: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
     attachments: dict[str, bytes] | None = None,
+    attachment_blobs: dict[str, str] | None = None,
     author: str | None = None,
     expected_parent: str | None | type[...] = ...,
     allow_empty: bool = False,
@@ -177,6 +179,8 @@ def _write_commit(
       (see `write_shards`); the caller guarantees their records are new to the parent.
     - `prewritten_rows`: the same, with each shard's record ids and entry digests in shard
       row order, known to the caller (a streaming `add`): nothing is read back.
+    - `attachment_blobs`: attachments already stored (name -> blob id, e.g. objects shared
+      with the parent commit); each is freshened, so a concurrent gc keeps it.
     Returns a CommitResult whose commit_id is None when nothing changed (unless allow_empty).
     Raises ConflictError if another writer moved the branch meanwhile.
     """
@@ -253,6 +257,9 @@ def _write_commit(
     summary = RecordSummary(count=count, digest=root, by_modality={k: v for k, v in sorted(by_mod.items()) if v})
 
     attachment_ids = {name: repo.put_blob(data) for name, data in (attachments or {}).items()}
+    for name, blob_id in (attachment_blobs or {}).items():
+        repo.store.touch(blob_key(blob_id))
+        attachment_ids[name] = blob_id
     base_counts = {"added": result.added, "removed": result.removed, "already_present": result.already_present}
     commit = Commit(
         parents=(parent,) if parent else (),

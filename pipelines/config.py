@@ -51,6 +51,10 @@ class AudioRules:
     max_seconds: float = 4 * 3600.0
 
 
+# representative policies of dedup clusters (`DedupRules.representative`)
+POLICIES = ("first", "longest", "shortest", "oldest")
+
+
 @dataclass(frozen=True)
 class DedupRules:
     exact: bool = True
@@ -69,6 +73,12 @@ class DedupRules:
     max_window: int = (
         32  # per LSH bucket, each member is compared with its next `max_window` members
     )
+    # which record of a cluster is kept (the branch's record always wins): first (in
+    # object key, line order), longest, shortest (text characters, bytes otherwise), oldest
+    # (source modification time, then first)
+    representative: str = "first"
+    # rounds of label propagation for near-duplicate clusters (hops of the longest chain)
+    max_rounds: int = 12
 
     @property
     def rows_per_band(self) -> int:
@@ -124,6 +134,12 @@ class IngestConfig:
             raise BadInputError(
                 f"dedup: phash_max_distance must be in [0, 63], got {d.phash_max_distance}"
             )
+        if d.representative not in POLICIES:
+            raise BadInputError(
+                f"dedup: representative must be one of {', '.join(POLICIES)}, got {d.representative!r}"
+            )
+        if d.max_rounds < 1:
+            raise BadInputError(f"dedup: max_rounds must be >= 1, got {d.max_rounds}")
         if d.shingle_size <= 0:
             raise BadInputError("dedup: shingle_size must be positive")
         if self.text.min_chars < 0 or self.text.max_chars < self.text.min_chars:

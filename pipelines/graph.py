@@ -1,14 +1,30 @@
-"""The shape of the ingestion pipeline (any Beam runner); the steps live beside their kin:
+"""The shape of the ingestion pipeline (any Beam runner, beam-pyspark-runner included):
+dedup as sharded steps (datatrove's Signature -> Buckets -> Cluster -> Filter), no step
+whose input is the whole run or the whole branch.
 
-    ListedObjects -> Spread -> BatchObjects -> ReadAndProcess --candidates--> DedupKeys
-        -> GatherDedupKeys -> DecideDuplicates (global: exact ids, MinHash LSH, pHash, parent)
-    candidates + decision (side input) -> KeepRepresentatives -> GroupByIdRange
-        -> WriteShards -> GatherShardRefs -> SaveShardRefs
-    ReadAndProcess --audit--> GatherAudit -> SaveAudit
+    ListingPieces (piece numbers; the pieces lie in the store) -> Spread (GroupByKey)
+    -> ReadAndProcess: read, clean, MinHash / pHash, branch membership of the ids
+         --payload--> by id range ----------------------------------------------+
+         --rows-----> GroupRowsByIdRange -> DecideExact (equal ids)              |
+                        --exact--> by id range -------------------------------+  |
+                        --node---> by id range (joined below) ------+         |  |
+                        --band---> GroupBandsByKeyRange -> BucketPairs        |  |
+                                   -> [nodes + pairs] GroupByIdRangeA -> AttachA |
+                                   -> [nodes + pairs] GroupByIdRangeB -> VerifyB |
+                                   -> GroupEdges -> FirstLabels                  |
+                                   -> max_rounds x (GroupRound -> Propagate)     |
+                                   -> GroupSettle -> Settle (fails if unsettled) |
+                                   -> [nodes + members] GroupByRep -> FinalSimilarity
+                                         --near--> by id range ---------------+  |
+    [payload + exact + near] JoinByIdRange -> WriteRange (kept records -> shards) <-+
+        -> GroupBandsOfKept -> WriteBandParts (the run's part of the branch's dedup state)
 
-    readers/read.py     ReadAndProcess        dedup/steps.py   DecideDuplicates, KeepRepresentatives
-    writers/shards.py   WriteShards           writers/scratch.py  SaveToStore
+    readers/read.py  ReadAndProcess     dedup/steps.py  DecideExact ... FinalSimilarity
+    writers/shards.py  WriteRange, WriteBandParts      dedup/sharded.py  the functions
+    dedup/state.py  the branch's dedup state (runs of content-addressed parts)
 
+Only Create, ParDo, Flatten and GroupByKey are used (no Reshuffle, BatchElements, tagged
+outputs, side inputs or combiners): beam-pyspark-runner translates exactly those.
 Results land in the repository store under the run's scratch prefix (`pipelines.scratch`).
 Beam is imported when the pipeline is built, not when this module is.
 """
@@ -16,8 +32,6 @@ Beam is imported when the pipeline is built, not when this module is.
 from __future__ import annotations
 
 from .config import IngestConfig
-from .process import WorkItem
-from .scratch import RunScratch
 
 
 def build_pipeline(
@@ -25,7 +39,7 @@ def build_pipeline(
     *,
     source_url: str,
     repo_url: str,
-    work: list[WorkItem],
+    pieces: int,
     config: IngestConfig,
     parent: str | None,
     scratch: str,
@@ -34,58 +48,104 @@ def build_pipeline(
 ):
     """Add the ingestion transforms to a `beam.Pipeline` (any runner).
 
-    Results land in the repository store under `scratch` (audit.json, decision.json,
-    index.npz, shards.json, features/) for `run_ingest` to check and commit. `denied`: the
-    repository's denylist (16-byte ids, concatenated): that content is rejected `erased`.
+    `denied`: the repository's denylist (16-byte ids, concatenated): that content is
+    rejected `erased`. `pieces`: how many listing pieces the driver wrote under `scratch`; `partitions`: id
+    ranges (and band-key ranges) the run is split into. Results land in the repository
+    store under `scratch` (audit/, parts/, features/, index/) for `run_ingest` to commit.
     """
     import apache_beam as beam
 
-    from .dedup.steps import DecideDuplicates, KeepRepresentatives, dedup_keys
-    from .readers.read import AUDIT, ReadAndProcess
-    from .writers.scratch import SaveToStore
-    from .writers.shards import WriteShards
+    from .dedup.steps import (
+        AttachA,
+        BucketPairs,
+        DecideExact,
+        FinalSimilarity,
+        FirstLabels,
+        Propagate,
+        VerifyB,
+        as_tag,
+        tagged,
+    )
+    from .readers.read import ReadAndProcess
+    from .scratch import RunScratch
+    from .writers.shards import WriteBandParts, WriteRange
 
-    keys = RunScratch(scratch)
-    out = (
+    parts = partitions
+    read = (
         pipeline
-        | "ListedObjects"
-        >> beam.Create([(w.key, w.etag, w.size, w.label, w.problem) for w in work])
-        | "Spread" >> beam.Reshuffle()
-        | "BatchObjects" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
+        | "ListingPieces" >> beam.Create([(i, i) for i in range(pieces)])
+        | "Spread" >> beam.GroupByKey()
+        | "Pieces" >> beam.FlatMap(lambda kv: kv[1])
         | "ReadAndProcess"
         >> beam.ParDo(
-            ReadAndProcess(source_url, config, denied, repo_url=repo_url, progress=keys.progress)
-        ).with_outputs(AUDIT, main="candidates")
+            ReadAndProcess(
+                source_url, repo_url, config, parent, scratch, parts, denied,
+                progress=RunScratch(scratch).progress,
+            )
+        )
     )
-    candidates = out.candidates
-    decision = (
-        candidates
-        | "DedupKeys" >> beam.Map(dedup_keys)
-        | "GatherDedupKeys" >> beam.combiners.ToList()
-        | "DecideDuplicates" >> beam.ParDo(DecideDuplicates(repo_url, parent, config))
+    payload = (
+        read
+        | "Payloads" >> beam.FlatMap(tagged("payload"))
+        | "TagPayload" >> beam.Map(as_tag("payload"))
+    )
+    exact = (
+        read
+        | "Rows" >> beam.FlatMap(tagged("rows"))
+        | "GroupRowsByIdRange" >> beam.GroupByKey()
+        | "DecideExact" >> beam.ParDo(DecideExact(config, parts))
+    )
+    exact_dups = (
+        exact
+        | "ExactDups" >> beam.FlatMap(tagged("exact"))
+        | "TagExact" >> beam.Map(as_tag("exact"))
+    )
+    nodes = exact | "Nodes" >> beam.FlatMap(tagged("node")) | "TagNode" >> beam.Map(as_tag("node"))
+    pairs = (
+        exact
+        | "Bands" >> beam.FlatMap(tagged("band"))
+        | "GroupBandsByKeyRange" >> beam.GroupByKey()
+        | "BucketPairs" >> beam.ParDo(BucketPairs(repo_url, parent, config, parts, scratch))
+        | "TagPair" >> beam.Map(as_tag("pair"))
+    )
+    attached = (
+        (nodes, pairs)
+        | "NodesAndPairs" >> beam.Flatten()
+        | "GroupByIdRangeA" >> beam.GroupByKey()
+        | "AttachA" >> beam.ParDo(AttachA(parts))
+        | "TagAttached" >> beam.Map(as_tag("att"))
+    )
+    state = (
+        (nodes, attached)
+        | "NodesAndAttached" >> beam.Flatten()
+        | "GroupByIdRangeB" >> beam.GroupByKey()
+        | "VerifyB" >> beam.ParDo(VerifyB(repo_url, parent, config, parts, scratch))
+        | "GroupEdges" >> beam.GroupByKey()
+        | "FirstLabels" >> beam.ParDo(FirstLabels(parts))
+    )
+    for r in range(config.dedup.max_rounds):
+        state = (
+            state
+            | f"GroupRound{r + 1}" >> beam.GroupByKey()
+            | f"Propagate{r + 1}" >> beam.ParDo(Propagate(parts))
+        )
+    members = (
+        state
+        | "GroupSettle" >> beam.GroupByKey()
+        | "Settle" >> beam.ParDo(Propagate(parts, last=True))
+    )
+    near = (
+        (nodes, members)
+        | "NodesAndMembers" >> beam.Flatten()
+        | "GroupByRep" >> beam.GroupByKey()
+        | "FinalSimilarity" >> beam.ParDo(FinalSimilarity(repo_url, parent, config, parts, scratch))
     )
     _ = (
-        decision
-        | "SaveDecision" >> beam.Map(_decision_summary)
-        | "WriteDecision" >> beam.ParDo(SaveToStore(repo_url, keys.decision))
-    )
-    _ = decision | "SaveIndex" >> beam.ParDo(SaveToStore(repo_url, keys.index, pick="index"))
-    _ = (
-        candidates
-        | "KeepRepresentatives"
-        >> beam.ParDo(KeepRepresentatives(partitions), beam.pvalue.AsSingleton(decision))
-        | "GroupByIdRange" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShards(repo_url, config.target_shard_bytes, scratch))
-        | "GatherShardRefs" >> beam.combiners.ToList()
-        | "SaveShardRefs" >> beam.ParDo(SaveToStore(repo_url, keys.shards))
-    )
-    _ = (
-        out[AUDIT]
-        | "GatherAudit" >> beam.combiners.ToList()
-        | "SaveAudit" >> beam.ParDo(SaveToStore(repo_url, keys.audit))
+        (payload, exact_dups, near)
+        | "PayloadsAndDecisions" >> beam.Flatten()
+        | "JoinByIdRange" >> beam.GroupByKey()
+        | "WriteRange" >> beam.ParDo(WriteRange(repo_url, scratch, config, parts))
+        | "GroupBandsOfKept" >> beam.GroupByKey()
+        | "WriteBandParts" >> beam.ParDo(WriteBandParts(repo_url, scratch, parts))
     )
     return pipeline
-
-
-def _decision_summary(decision: dict) -> dict:
-    return {"duplicates": decision["duplicates"], "kept": len(decision["kept_sources"])}

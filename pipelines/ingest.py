@@ -36,6 +36,7 @@ from dataversion.inflight import InFlight
 from dataversion.objects import ShardRef
 
 from .config import IngestConfig
+from .dedup.sharded import MAX_RANGES
 from .graph import build_pipeline
 from .process import WorkItem
 from .progress import RunProgress, progress_mode
@@ -44,7 +45,6 @@ from .readers.source import SourceFault, open_source
 from .results import (
     CODE_VERSION,
     CONSUMED,
-    DEDUP_INDEX,
     DUPLICATES,
     REJECTS,
     RETRIED,
@@ -53,7 +53,10 @@ from .results import (
     read_duplicates,
     read_rejects,
 )
-from .scratch import RunScratch
+from .results import (
+    DEDUP_STATE as STATE,
+)
+from .scratch import PieceCache, RunScratch
 
 __all__ = ["IngestReport", "build_pipeline", "read_duplicates", "read_rejects", "run_ingest"]
 
@@ -118,7 +121,9 @@ def run_ingest(
 
     work = [WorkItem(o.key, o.etag, o.size, resolver.label_of(o.key), o.problem) for o in new]
     total_bytes = sum(o.size for o in new)
-    partitions = max(1, min(256, math.ceil(total_bytes / config.target_shard_bytes)))
+    # id ranges (and band-key ranges): ~target_shard_bytes of input each, so a worker's
+    # share stays bounded however large the run (up to 2^24 ranges)
+    partitions = max(1, min(MAX_RANGES, math.ceil(total_bytes / config.target_shard_bytes)))
     scratch = RunScratch.new()
     retry_note = f" ({len(retried)} rejected before, read again)" if retried else ""
     _log(
@@ -128,9 +133,11 @@ def run_ingest(
     )
     with InFlight(repo.store, f"ingest {scratch.run_id} into {branch}", scratch=scratch.prefix):
         try:
+            pieces = _write_listing(repo, scratch, work, config, parent, partitions)
+            repo.store.put(scratch.state, _parent_state(repo, parent, config).to_bytes())
             with RunProgress(repo.store, scratch, len(work), progress_mode(progress)):
                 results = _run_pipeline(
-                    beam, beam_args, src, repo, work, config, parent, scratch, partitions
+                    beam, beam_args, src, repo, len(pieces), config, parent, scratch, partitions
                 )
             _log(progress, "pipeline done; checking the accounting")
             _fill_report(report, results)
@@ -155,6 +162,8 @@ def run_ingest(
         report.shards_written = len(results.shard_refs)
         report.features = _write_features(repo, result.commit_id, scratch)
         _drop_scratch(repo, scratch)
+        for key in pieces:
+            _drop_scratch(repo, PieceCache(key))
     report.message = f"committed {report.kept} new record(s) from {len(new)} object(s)"
     report.elapsed_s = round(time.monotonic() - started, 3)
     _log(progress, report.message)
@@ -172,7 +181,36 @@ def _read_sidecar(src, key: str, config: IngestConfig) -> bytes:
         raise ValueError(str(e)) from e
 
 
-def _run_pipeline(beam, beam_args, src, repo, work, config, parent, scratch, partitions):
+PIECE_OBJECTS = 64  # work items per listing piece (one ReadAndProcess call)
+
+
+def _write_listing(repo, scratch, work, config, parent, partitions) -> list[str]:
+    """Write the work items as listing pieces in the store; returns their cache keys (what
+    identifies a piece's outputs: its items, the config, the parent, the id ranges). The
+    pipeline reads the pieces there (its graph holds only the piece numbers)."""
+    from dataversion.hashing import object_id
+
+    keys: list[str] = []
+    for start in range(0, len(work), PIECE_OBJECTS):
+        chunk = work[start : start + PIECE_OBJECTS]
+        rows = [
+            [w.key, w.etag, w.size, w.label, list(w.problem) if w.problem else None] for w in chunk
+        ]
+        ident = {
+            "items": rows,
+            "config": config.hash,
+            "parent": parent,
+            "parts": partitions,
+            "code": CODE_VERSION,
+        }
+        key = object_id(canonical_json(ident))
+        doc = canonical_json({"cache": key, "items": rows})
+        repo.store.put(scratch.listing_piece(len(keys)), doc)
+        keys.append(key)
+    return keys
+
+
+def _run_pipeline(beam, beam_args, src, repo, pieces, config, parent, scratch, partitions):
     """Run the pipeline and read what it left; a SourceFault raised in a worker comes back
     as one clean SourceFault whatever the runner wrapped it in."""
     try:
@@ -181,7 +219,7 @@ def _run_pipeline(beam, beam_args, src, repo, work, config, parent, scratch, par
                 p,
                 source_url=src.url,
                 repo_url=repo.url,
-                work=work,
+                pieces=pieces,
                 config=config,
                 parent=parent,
                 scratch=scratch.prefix,
@@ -197,7 +235,7 @@ def _run_pipeline(beam, beam_args, src, repo, work, config, parent, scratch, par
             ) from e
         raise
     try:
-        return _read_results(repo, scratch)
+        return _read_results(repo, scratch, config, pieces, partitions)
     except NotFoundError as e:
         raise DataversionError(f"the pipeline did not produce its results ({e})") from e
 
@@ -250,7 +288,7 @@ def _commit(repo, report, results, *, src, new, consumed, retried, config, branc
         CONSUMED: canonical_json(consumed),
         REJECTS: canonical_json(results.rejects),
         DUPLICATES: canonical_json(results.duplicates),
-        DEDUP_INDEX: results.index_bytes,
+        STATE: results.state.to_bytes(),
     }
     if retried:
         provenance["objects_retried"] = len(retried)
@@ -263,13 +301,15 @@ def _commit(repo, report, results, *, src, new, consumed, retried, config, branc
         counts=counts,
         provenance=provenance,
         attachments=attachments,
+        attachment_blobs=results.state.attachment_blobs(),
         expected_parent=parent,
         allow_empty=True,
     )
 
 
-def _drop_scratch(repo: Repo, scratch: RunScratch) -> None:
-    """Delete the run's scratch objects; best effort (gc collects what is left)."""
+def _drop_scratch(repo: Repo, scratch: RunScratch | PieceCache) -> None:
+    """Delete the objects under a run's scratch (or a piece cache); best effort (gc collects
+    what is left)."""
     try:
         for info in list(repo.store.list(scratch.prefix)):
             repo.store.delete(info.key)
@@ -326,27 +366,75 @@ class _RunResults:
     rejects: list[dict]  # sorted by source
     duplicates: list[dict]  # sorted by source
     shard_refs: list[ShardRef]  # sorted by (min id, id)
-    index_bytes: bytes
+    state: object  # the branch's dedup state after the run (dedup.state.BranchState)
 
 
-def _read_results(repo: Repo, scratch: RunScratch) -> _RunResults:
+def _read_results(
+    repo: Repo, scratch: RunScratch, config, pieces: int, partitions: int
+) -> _RunResults:
     """Raises NotFoundError if a result is missing (a step did not run)."""
     store = repo.store
-    audit = json.loads(store.get(scratch.audit))
-    decision = json.loads(store.get(scratch.decision))
-    index_bytes = store.get(scratch.index)
-    shard_dicts = json.loads(store.get(scratch.shards))
+    audit = [json.loads(store.get(scratch.audit_piece(i))) for i in range(pieces)]
+    parts = {
+        int(i.key.rsplit("/", 1)[1].split(".")[0]): json.loads(store.get(i.key))
+        for i in store.list(scratch.parts)
+    }
     return _RunResults(
         objects=sum(a["objects"] for a in audit),
         inputs=sum(a["inputs"] for a in audit),
-        kept=decision["kept"],
+        kept=sum(p["kept"] for p in parts.values()),
         rejects=sorted((r for a in audit for r in a["rejects"]), key=lambda r: r["source"]),
-        duplicates=sorted(decision["duplicates"], key=lambda r: r["source"]),
-        shard_refs=sorted(
-            (ShardRef.from_dict(d) for d in shard_dicts), key=lambda s: (s.min_id, s.id)
+        duplicates=sorted(
+            (d for p in parts.values() for d in p["duplicates"]), key=lambda r: r["source"]
         ),
-        index_bytes=index_bytes,
+        shard_refs=sorted(
+            (ShardRef.from_dict(d) for p in parts.values() for d in p["shards"]),
+            key=lambda s: (s.min_id, s.id),
+        ),
+        state=_branch_state(repo, scratch, config, parts, partitions),
     )
+
+
+def _parent_state(repo: Repo, parent, config: IngestConfig):
+    """The parent's dedup state; rebuilt from its records (one run) when it has none (a
+    commit made by `dataversion add`, or an index of other parameters)."""
+    from .dedup.index import rebuild_index
+    from .dedup.state import BranchState, load_state, write_run
+
+    rules = config.dedup
+    state = load_state(repo, parent, rules)
+    if state is None:
+        index = rebuild_index(repo, parent, rules)
+        run = write_run(
+            repo,
+            {"text": index.text_ids, "image": index.image_ids},
+            {"text": index.text_sigs, "image": index.image_phash.astype("uint64")},
+            rules,
+        )
+        state = BranchState(rules.index_params(), [run] if run["entries"] else [])
+    return state
+
+
+def _branch_state(repo: Repo, scratch: RunScratch, config: IngestConfig, parts: dict, grid: int):
+    """The branch's dedup state after this run: the parent's runs + this run's (the parts
+    its workers wrote), compacted."""
+    from .dedup.state import BranchState, compact, run_from_parts
+
+    store = repo.store
+    parent_state = BranchState.from_bytes(store.get(scratch.state))
+    hash_parts: dict = {}
+    for i, p in parts.items():
+        for modality, blob in p.get("index", {}).items():
+            hash_parts.setdefault(modality, {})[i] = blob
+    band_parts: dict = {}
+    for info in store.list(scratch.index):
+        d = json.loads(store.get(info.key))
+        band_parts.setdefault(d["modality"], {})[d["part"]] = d["blob"]
+    entries = sum(p["kept"] for p in parts.values() if p.get("index"))
+    runs = list(parent_state.runs)
+    if band_parts:
+        runs.append(run_from_parts(hash_parts, band_parts, grid, entries))
+    return compact(repo, BranchState(parent_state.params, runs), config.dedup)
 
 
 def _fill_report(report: IngestReport, results: _RunResults) -> None:

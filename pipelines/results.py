@@ -15,7 +15,8 @@ from .config import PIPELINE_VERSION
 CONSUMED = "consumed"  # {source url: {object key: change token}}, cumulative along the branch
 REJECTS = "rejects"
 DUPLICATES = "duplicates"
-DEDUP_INDEX = "dedup_index"
+DEDUP_INDEX = "dedup_index"  # the cumulative .npz of earlier versions (read when rebuilding)
+DEDUP_STATE = "dedup_state"  # the branch's dedup state (pipelines.dedup.state)
 RETRIED = "retried"  # keys of objects rejected before and read again by this run (sorted)
 CODE_VERSION = f"dataversion {dataversion.__version__} / ingest pipeline {PIPELINE_VERSION}"
 

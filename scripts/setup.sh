@@ -27,7 +27,9 @@ pip_install -c constraints.txt -e ".[all,dev,bench]"
 # litdata (a loader peer for benchmarks/bench_loader_media.py) requires torchvision, whose
 # PyPI builds do not import beside the CPU torch: install it and its own deps without it.
 pip_install --no-deps -c constraints.txt litdata lightning-utilities obstore tifffile boto3 s3transfer
-"$VENV/bin/python" -c "import dataversion, pipelines, torch, apache_beam, feast" >> "$LOG" 2>&1 || {
+# the Spark runner of the tests: its metadata pins apache-beam 2.48, ours (2.77) stays
+pip_install -c constraints.txt --no-deps "beam-pyspark-runner==0.0.3"
+"$VENV/bin/python" -c "import dataversion, pipelines, torch, apache_beam, feast, pyspark, beam_pyspark_runner" >> "$LOG" 2>&1 || {
   echo "error: the installed packages do not import; see $LOG" >&2
   tail -n 20 "$LOG" >&2
   exit 1

@@ -43,6 +43,7 @@ CORE_COMMANDS = {
     "report": "dataversion.cli.report:report_command",
     "erase": "dataversion.cli.erase:erase_command",
     "erasures": "dataversion.cli.erase:erasures_command",
+    "duplicates": "dataversion.cli.duplicates:duplicates_command",
 }
 
 

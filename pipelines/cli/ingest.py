@@ -46,6 +46,12 @@ from .options import config_option, read_ingest_config
 @click.option(
     "--phash-distance", type=int, default=None, help="pHash Hamming distance threshold (default 4)."
 )
+@click.option(
+    "--representative",
+    type=click.Choice(["first", "longest", "shortest", "oldest"]),
+    default=None,
+    help="Which record of a duplicate cluster is kept (default first; the branch's record always wins).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
     "--progress/--no-progress",
@@ -82,6 +88,7 @@ def ingest_command(
     no_pii_redaction,
     near_dup_threshold,
     phash_distance,
+    representative,
     as_json,
     progress,
     retry_rejected,
@@ -121,6 +128,8 @@ def ingest_command(
         dedup["text_threshold"] = near_dup_threshold
     if phash_distance is not None:
         dedup["phash_max_distance"] = phash_distance
+    if representative:
+        dedup["representative"] = representative
     if dedup:
         changes["dedup"] = dataclasses.replace(config.dedup, **dedup)
     if changes:

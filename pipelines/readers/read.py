@@ -1,6 +1,10 @@
-"""Pipeline step ReadAndProcess: a batch of listed objects -> candidate records + an audit.
+"""Pipeline step ReadAndProcess: one piece of the listing -> candidate records + an audit.
 
-Reading is the only I/O here; splitting, cleaning and featurizing are
+The driver writes the listing as pieces in the repository store (`pipelines.scratch`);
+a worker reads its piece, the objects it names (one source client per worker), and
+writes the piece's audit next to it. A piece's outputs are also kept under a key of its
+content, config, parent and id ranges (`PieceCache`): the rerun of a killed run reuses the
+pieces that run finished instead of reading their objects again. Reading is the only I/O here besides that; splitting, cleaning and featurizing are
 `pipelines.process.process_objects`, a plain function the tests call without Beam.
 
 Memory per worker is bounded: an object over `max_object_bytes` (or a text over
@@ -11,11 +15,18 @@ chunks of at most `max_batch_bytes` raw bytes and `max_batch_pixels` declared im
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from dataversion import Repo
+from dataversion.hashing import canonical_json
+
 from ..config import IngestConfig
+from ..dedup.state import part_bytes, read_part
+from ..dedup.steps import id_ranges_of, mtimes_of, rows_for
 from ..filters import Drop
 from ..process import (
     WorkItem,
@@ -26,13 +37,13 @@ from ..process import (
     reject_erased,
     size_drop,
 )
+from ..scratch import PieceCache, RunScratch
 from .source import SourceFault, open_source
-
-AUDIT = "audit"  # the tagged output: {objects, inputs, rejects} per batch
 
 
 class ReadAndProcess(beam.DoFn):
-    """A batch of work items -> candidate tables (main) + one audit dict (`AUDIT`).
+    """A listing piece number -> ("payload", id range, candidates) and ("rows", id range,
+    dedup rows) elements; the piece's audit {objects, inputs, rejects} goes to the store.
 
     An object the store cannot serve fails the pipeline (`SourceFault`: nothing is
     committed or consumed); only properties of an object make it a reject.
@@ -41,43 +52,64 @@ class ReadAndProcess(beam.DoFn):
     def __init__(
         self,
         source_url: str,
+        repo_url: str,
         config: IngestConfig,
+        parent,
+        scratch: str,
+        parts: int,
         denied: bytes = b"",
-        repo_url: str | None = None,
         progress: str | None = None,
     ):
-        self.source_url = source_url
-        self.config = config
+        self.source_url, self.repo_url, self.config = source_url, repo_url, config
+        self.parent, self.scratch, self.parts = parent, scratch, parts
         self.denied = denied  # the repository's denylist: 16-byte record ids, concatenated
-        # with both: a marker per batch under the `progress` prefix (`pipelines.progress`)
-        self.repo_url, self.progress = repo_url, progress
+        # a marker per piece under the `progress` prefix (`pipelines.progress`)
+        self.progress = progress
 
     def setup(self):
         self.source = open_source(self.source_url)
+        self.repo = Repo.open(self.repo_url)
         self.inputs = Metrics.counter("ingest", "inputs")
         self.rejected = Metrics.counter("ingest", "rejected")
-        self.store = None
-        if self.repo_url and self.progress:
-            from dataversion import Repo
+        self.store = self.repo.store if self.progress else None
 
-            self.store = Repo.open(self.repo_url).store
-
-    def process(self, batch):
-        audit = {"objects": len(batch), "inputs": 0, "rejects": []}
-        items = [WorkItem(*wi) for wi in batch]
-        denied = np.frombuffer(self.denied, dtype="S16") if self.denied else np.empty(0, "S16")
-        candidates = 0
-        for table in chunked_process(self.source, items, self.config, audit):
-            table, erased = reject_erased(table, denied)
-            audit["rejects"].extend(erased)
-            if table.num_rows:
-                candidates += table.num_rows
-                yield table
+    def process(self, piece: int):
+        scratch = RunScratch(self.scratch)
+        store = self.repo.store
+        doc = json.loads(store.get(scratch.listing_piece(piece)))
+        cache = PieceCache(doc["cache"])
+        if store.exists(cache.done):  # finished by an earlier, killed run: reuse it
+            audit = json.loads(store.get(cache.done))
+            for info in sorted(store.list(cache.prefix), key=lambda i: i.key):
+                name = info.key.rsplit("/", 1)[1]
+                if name.endswith(".arrow"):
+                    _, tag, part = name[: -len(".arrow")].split("-")
+                    yield tag, int(part), read_part(store.get(info.key))
+        else:
+            items = [WorkItem(*wi) for wi in doc["items"]]
+            audit = {"objects": len(items), "inputs": 0, "rejects": []}
+            mtimes = mtimes_of(items)
+            denied = np.frombuffer(self.denied, dtype="S16") if self.denied else np.empty(0, "S16")
+            n = 0
+            for table in chunked_process(self.source, items, self.config, audit):
+                table, erased = reject_erased(table, denied)
+                audit["rejects"].extend(erased)
+                if not table.num_rows:
+                    continue
+                rows = rows_for(
+                    table, self.repo_url, self.parent, self.config, self.scratch, mtimes
+                )
+                for tag, t in (("payload", table), ("rows", rows)):
+                    for part, sub in id_ranges_of(t, self.parts):
+                        store.put(cache.output(n, tag, part), part_bytes(sub))
+                        n += 1
+                        yield tag, part, sub
+            store.put(cache.done, canonical_json(audit))
+        store.put(scratch.audit_piece(piece), canonical_json(audit))
         self.inputs.inc(audit["inputs"])
         self.rejected.inc(len(audit["rejects"]))
         if self.store is not None:
-            self._mark(audit, candidates)
-        yield beam.pvalue.TaggedOutput(AUDIT, audit)
+            self._mark(audit, audit["inputs"] - len(audit["rejects"]))
 
     def _mark(self, audit: dict, candidates: int) -> None:
         """The batch's counts for the driver's progress; best effort (a failed write only

@@ -1,35 +1,114 @@
-"""Pipeline step WriteShards: the kept records of one record-id range -> shards in the
-repository store, and their features -> the run's scratch area."""
+"""Pipeline steps WriteRange and WriteBandParts.
+
+WriteRange: the join on record id of one id range (its candidates with payloads, its exact
+duplicates, its near duplicates) -> the range's kept records written as shards, the range's
+part of the run's dedup state (hashes by id range, a blob), and its results (shard refs,
+duplicates, kept count, features) in the run's scratch area; it yields the kept records'
+band rows keyed by band-key range, which WriteBandParts writes as the run's band parts."""
 
 from __future__ import annotations
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 
 from dataversion import Repo
-from dataversion.records import RECORD_SCHEMA
+from dataversion.hashing import canonical_json
+from dataversion.records import RECORD_SCHEMA, ids_as_numpy
 
+from ..config import IngestConfig
+from ..dedup import sharded, state
 from ..features import record_features, table_bytes
 from ..scratch import RunScratch
 
 
-class WriteShards(beam.DoFn):
-    """(id range, [record tables]) -> the ShardRef dicts of the shards written.
+class WriteRange(beam.DoFn):
+    """(id range, [("payload", candidates), ("exact", dups), ("near", dups)]) ->
+    (modality x key range, band rows of the kept records); writes the range's shards, its
+    hash part (a blob) and `parts/<range>.json`, `features/<range>.parquet` under the
+    scratch prefix.
 
     The same records give the same shards whatever the runner: shards are cut per id
     range, whose number depends on the input size only.
     """
 
-    def __init__(self, repo_url: str, target_bytes: int, scratch: str):
-        self.repo_url, self.target_bytes, self.scratch = repo_url, target_bytes, scratch
+    def __init__(self, repo_url: str, scratch: str, config: IngestConfig, parts: int):
+        self.repo_url, self.scratch, self.config, self.parts = repo_url, scratch, config, parts
 
     def setup(self):
         self.repo = Repo.open(self.repo_url)
 
     def process(self, element):
-        part, tables = element
-        table = pa.concat_tables(list(tables))
-        features = record_features(table)
-        self.repo.store.put(RunScratch(self.scratch).features_part(part), table_bytes(features))
-        for ref in self.repo.write_shards(table.select(RECORD_SCHEMA.names), self.target_bytes):
-            yield ref.to_dict()
+        part, values = element
+        payloads, exact, near = [], [], []
+        for tag, table in values:
+            {"payload": payloads, "exact": exact, "near": near}[tag].append(table)
+        if payloads:
+            yield from self._write(part, payloads, exact, near)
+
+    def _write(self, part, payloads, exact, near):
+        table = pa.concat_tables(payloads).combine_chunks()
+        kept, dups = sharded.decide_range(
+            table,
+            sharded.concat(exact, sharded.DUPS_SCHEMA),
+            sharded.concat(near, sharded.DUPS_SCHEMA),
+        )
+        # a stable row order whatever order the runner delivered the batches in
+        kept = kept.sort_by([("record_id", "ascending"), ("source", "ascending")])
+        scratch = RunScratch(self.scratch)
+        store = self.repo.store
+        refs, index, bands = [], {}, []
+        if kept.num_rows:
+            features = record_features(kept.select([*RECORD_SCHEMA.names, "phash"]))
+            store.put(scratch.features_part(part), table_bytes(features))
+            refs = [
+                r.to_dict()
+                for r in self.repo.write_shards(
+                    kept.select(RECORD_SCHEMA.names), self.config.target_shard_bytes
+                )
+            ]
+            for m_i, (modality, ids, h) in enumerate(_entries(kept, self.config.dedup.num_perm)):
+                if len(ids) == 0:
+                    continue
+                index[modality] = self.repo.put_blob(state.part_bytes(state.hash_rows(ids, h)))
+                rows, keys = state.band_table(ids, h, modality, self.config.dedup)
+                for k, t in sharded.split_by(rows, sharded.key_range(keys, self.parts)):
+                    bands.append((m_i * self.parts + k, t))
+        store.put(
+            scratch.part(part),
+            canonical_json(
+                {"kept": kept.num_rows, "shards": refs, "duplicates": dups, "index": index}
+            ),
+        )
+        return bands
+
+
+class WriteBandParts(beam.DoFn):
+    """(modality x key range, [band rows]) -> the run's band part (a blob), named in
+    `index/bands-<key>.json` under the scratch prefix."""
+
+    def __init__(self, repo_url: str, scratch: str, parts: int):
+        self.repo_url, self.scratch, self.parts = repo_url, scratch, parts
+
+    def setup(self):
+        self.repo = Repo.open(self.repo_url)
+
+    def process(self, element):
+        key, tables = element
+        rows = state.sort_bands(pa.concat_tables(list(tables)))
+        modality, part = state.MODALITIES[key // self.parts], key % self.parts
+        blob = self.repo.put_blob(state.part_bytes(rows))
+        self.repo.store.put(
+            RunScratch(self.scratch).band_part(key),
+            canonical_json({"modality": modality, "part": part, "blob": blob}),
+        )
+
+
+def _entries(kept: pa.Table, num_perm: int):
+    """(modality, ids, hashes) of a range's kept text and image records."""
+    mods = np.asarray(kept.column("modality").to_pylist(), object)
+    ids = ids_as_numpy(kept.column("record_id")).copy()
+    sigs = kept.column("sig").combine_chunks().values.to_numpy().reshape(-1, num_perm)
+    ph = kept.column("phash").to_numpy().astype(np.uint64)
+    t, i = mods == "text", mods == "image"
+    return [("text", ids[t], sigs[t]), ("image", ids[i], ph[i])]

@@ -177,9 +177,9 @@ def test_gc_during_an_ingest_keeps_its_scratch_and_its_shards(tmp_path, monkeypa
 
     real_read, real_commit = ingest._read_results, Repo.commit
 
-    def read_after_gc(repo, scratch):
+    def read_after_gc(repo, scratch, *args):
         gc_now()
-        return real_read(repo, scratch)
+        return real_read(repo, scratch, *args)
 
     def commit_after_gc(self, *a, **kw):
         gc_now()

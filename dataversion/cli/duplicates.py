@@ -1,0 +1,71 @@
+"""`dataversion duplicates REF`: the duplicates an ingest commit recorded, each pointing at
+the record that was kept (its source beside it), grouped by cluster."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .support import DataversionCommand, emit_json, json_option, repo_options
+
+DUPLICATES = "duplicates"  # the attachment an ingest commit stores (pipelines.results)
+
+
+def commit_duplicates(repo, ref: str, cluster: str | None = None) -> list[dict]:
+    """The duplicates of the commit REF names, each with `kept_source` (the source of the
+    record it points at, None when that record is not in the commit), sorted by cluster
+    then source; `cluster`: only the clusters whose id starts with it."""
+    commit_id = repo.resolve(ref)
+    data = repo.read_attachment(commit_id, DUPLICATES)
+    dups = json.loads(data) if data else []
+    for d in dups:
+        d.setdefault("cluster", d["duplicate_of"])
+    if cluster:
+        dups = [d for d in dups if d["cluster"].startswith(cluster.lower())]
+    targets = {d["duplicate_of"] for d in dups}
+    sources = _sources_of(repo, commit_id, targets) if targets else {}
+    for d in dups:
+        d["kept_source"] = sources.get(d["duplicate_of"])
+    return sorted(dups, key=lambda d: (d["cluster"], d["source"]))
+
+
+def _sources_of(repo, commit_id: str, hex_ids: set[str]) -> dict[str, str]:
+    """record id (hex) -> source, for the ids the commit holds; reads only the shards whose
+    id range can hold one of them."""
+    out: dict[str, str] = {}
+    wanted = sorted(hex_ids)
+    for shard in repo.read_manifest(commit_id).shards:
+        if not any(shard.min_id <= h <= shard.max_id for h in wanted):
+            continue
+        t = repo.read_shard(shard, ["record_id", "source"])
+        for rid, src in zip(t.column("record_id").to_pylist(), t.column("source").to_pylist()):
+            h = rid.hex()
+            if h in hex_ids:
+                out[h] = src
+    return out
+
+
+@click.command("duplicates", cls=DataversionCommand)
+@click.argument("ref", default="main")
+@click.option("--cluster", default=None, help="Only the cluster whose id starts with this.")
+@json_option
+@repo_options
+def duplicates_command(ref, cluster, as_json, repo):
+    """List the duplicates REF's ingest recorded, by cluster: what was kept and what not."""
+    dups = commit_duplicates(repo.open(), ref, cluster)
+    if as_json:
+        return emit_json(dups)
+    if not dups:
+        click.echo("no duplicates recorded" + (f" in cluster {cluster}" if cluster else ""))
+        return
+    current = None
+    for d in dups:
+        if d["cluster"] != current:
+            current = d["cluster"]
+            kept = d["kept_source"] or "(not in this commit: held by an earlier one)"
+            click.echo(f"cluster {current[:16]}  kept {d['duplicate_of'][:12]}  {kept}")
+        via = f"  (same content as {d['via'][:12]})" if d.get("via") else ""
+        sim = d.get("similarity")
+        sim_s = f"{sim:.3f}" if isinstance(sim, (int, float)) else "  -  "
+        click.echo(f"  {d['kind']:<5} {sim_s}  {d['source']}{via}")

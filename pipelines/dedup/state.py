@@ -1,0 +1,289 @@
+"""The branch's near-duplicate state, stored like the records: content-addressed objects
+shared between commits, a change writes in proportion to itself.
+
+A commit's `dedup_state` attachment is a small manifest of *runs* (an LSM tree's sorted
+runs). Each ingest adds one run holding its kept records' entries, in two partitionings:
+
+- band rows (band, key, record id) split by band-key range: what a bucket step reads;
+- hashes (record id, MinHash signature or pHash) split by record-id range: what
+  verification reads.
+
+Every part is one blob (named by the hash of its bytes) and one attachment of every commit
+that uses it (`dedup_state/<blob id>`), so `gc` keeps it and a commit that adds nothing to
+it shares it with its parent. When more than `FANOUT` runs share a level, they are merged
+into one run of the next level (writes amortize to O(log_FANOUT N) per entry; a +1% run
+onto a big branch writes ~1% of the index). Entries of records the branch no longer holds
+are filtered when read, by the branch membership test.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from dataversion.hashing import canonical_json
+
+from ..config import DedupRules
+from . import sharded
+
+STATE = "dedup_state"
+PART_PREFIX = "dedup_state/"
+FANOUT = 8
+# entries (band rows or hashes) per part, about; a run's grid is a power of two
+PART_ROWS = 1 << 16
+MODALITIES = ("text", "image")
+
+
+def part_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue()
+
+
+def read_part(data: bytes) -> pa.Table:
+    return pa.ipc.open_file(pa.BufferReader(data)).read_all()
+
+
+def sort_bands(t: pa.Table) -> pa.Table:
+    """Band rows in a canonical order (the same part bytes whatever the input order)."""
+    return t.sort_by([("key", "ascending"), ("band", "ascending"), ("record_id", "ascending")])
+
+
+def hash_rows(ids: np.ndarray, h: np.ndarray) -> pa.Table:
+    """(record_id, hash bytes) rows, sorted by id."""
+    raw = np.ascontiguousarray(h).view(np.uint8).reshape(len(ids), -1)
+    t = pa.Table.from_arrays(
+        [sharded._id_col(ids), pa.array([r.tobytes() for r in raw], pa.binary())],
+        names=["record_id", "hash"],
+    )
+    return t.sort_by([("record_id", "ascending")])
+
+
+def band_table(ids: np.ndarray, h: np.ndarray, modality: str, rules: DedupRules):
+    """(band rows, their keys) of entries."""
+    keys = sharded.band_keys(h, modality, rules)
+    nb = keys.shape[1]
+    t = pa.Table.from_arrays(
+        [
+            pa.array(np.tile(np.arange(nb, dtype=np.uint8), len(ids))),
+            pa.array(keys.ravel()),
+            sharded._id_col(np.repeat(ids, nb)),
+        ],
+        names=["band", "key", "record_id"],
+    )
+    return t, keys.ravel()
+
+
+def grid_for(rows: int) -> int:
+    """Parts of a run of `rows` entries: a power of two, ~PART_ROWS entries each."""
+    g = 1
+    while g * PART_ROWS < rows and g < sharded.MAX_RANGES:
+        g *= 2
+    return g
+
+
+@dataclass
+class BranchState:
+    """The runs of a branch's dedup state (newest last)."""
+
+    params: dict
+    runs: list[dict] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        return canonical_json({"params": self.params, "runs": self.runs})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> BranchState:
+        d = json.loads(data)
+        return cls(d["params"], d["runs"])
+
+    def blobs(self) -> list[str]:
+        out = []
+        for run in self.runs:
+            for kind in ("bands", "hashes"):
+                for parts in run[kind].values():
+                    out.extend(parts.values())
+        return sorted(set(out))
+
+    def attachment_blobs(self) -> dict[str, str]:
+        return {PART_PREFIX + b: b for b in self.blobs()}
+
+    @property
+    def entries(self) -> int:
+        return sum(r["entries"] for r in self.runs)
+
+
+def load_state(repo, commit_id: str | None, rules: DedupRules) -> BranchState | None:
+    """The commit's state; None when it has none or was built with other parameters."""
+    if commit_id is None:
+        return BranchState(rules.index_params())
+    data = repo.read_attachment(commit_id, STATE)
+    if not data:
+        return None
+    state = BranchState.from_bytes(data)
+    return state if state.params == rules.index_params() else None
+
+
+def write_run(repo, ids: dict, hashes: dict, rules: DedupRules, level: int = 0) -> dict:
+    """A run of entries {modality: ids ('S16')}, {modality: hash matrix}, written as parts."""
+    n = sum(len(v) for v in ids.values())
+    run = {"level": level, "entries": n, "bands": {}, "hashes": {}}
+    for modality in MODALITIES:
+        mid = ids.get(modality)
+        if mid is None or len(mid) == 0:
+            continue
+        h = hashes[modality]
+        band, keys = band_table(mid, h, modality, rules)
+        grid = grid_for(len(keys))
+        run["bands"][modality] = {
+            str(k): repo.put_blob(part_bytes(sort_bands(t)))
+            for k, t in sharded.split_by(band, sharded.key_range(keys, grid))
+        }
+        run["bands_grid"] = {**run.get("bands_grid", {}), modality: grid}
+        hgrid = grid_for(len(mid))
+        ht = hash_rows(mid, h)
+        run["hashes"][modality] = {
+            str(p): repo.put_blob(part_bytes(t.sort_by([("record_id", "ascending")])))
+            for p, t in sharded.split_by(ht, sharded.id_range(sharded._ids(ht), hgrid))
+        }
+        run["hashes_grid"] = {**run.get("hashes_grid", {}), modality: hgrid}
+    return run
+
+
+def run_from_parts(hash_parts: dict, band_parts: dict, grid: int, entries: int) -> dict:
+    """A run whose parts the pipeline's workers wrote on the run's own grid (`grid` id
+    ranges and key ranges): {modality: {part: blob id}} each."""
+    return {
+        "level": 0,
+        "entries": entries,
+        "bands": {m: {str(k): b for k, b in sorted(v.items())} for m, v in band_parts.items() if v},
+        "hashes": {
+            m: {str(k): b for k, b in sorted(v.items())} for m, v in hash_parts.items() if v
+        },
+        "bands_grid": {m: grid for m, v in band_parts.items() if v},
+        "hashes_grid": {m: grid for m, v in hash_parts.items() if v},
+    }
+
+
+def _covering(part: int, parts: int, grid: int) -> list[int]:
+    """The parts of a `grid` that overlap range `part` of `parts` (both split the same
+    top bits)."""
+    bits = sharded.RANGE_BITS
+    lo = -(-(part << bits) // parts)  # first top-bits value in the range
+    hi = min((((part + 1) << bits) - 1) // parts, (1 << bits) - 1)  # last
+    return list(range((lo * grid) >> bits, ((hi * grid) >> bits) + 1))
+
+
+def _all_hashes(repo, run: dict, modality: str, rules: DedupRules):
+    parts = run["hashes"].get(modality, {})
+    tables = [
+        read_part(repo.read_blob(b)) for _, b in sorted(parts.items(), key=lambda kv: int(kv[0]))
+    ]
+    if not tables:
+        return np.empty(0, "S16"), None
+    t = pa.concat_tables(tables)
+    return sharded._ids(t), sharded.hash_matrix(t, modality, rules)
+
+
+def compact(repo, state: BranchState, rules: DedupRules, contains=None) -> BranchState:
+    """Merge the runs of any level holding more than FANOUT runs into one run of the next
+    level (dropping entries of records the branch no longer holds, when `contains` says)."""
+    runs = list(state.runs)
+    level = 0
+    while True:
+        same = [r for r in runs if r["level"] == level]
+        if len(same) <= FANOUT:
+            if not any(r["level"] > level for r in runs):
+                break
+            level += 1
+            continue
+        ids, hashes = {}, {}
+        for modality in MODALITIES:
+            got = [_all_hashes(repo, r, modality, rules) for r in same]
+            got = [(i, h) for i, h in got if len(i)]
+            if not got:
+                continue
+            mid = np.concatenate([i for i, _ in got])
+            mh = np.concatenate([h for _, h in got])
+            if contains is not None:
+                live = contains(mid)
+                mid, mh = mid[live], mh[live]
+            ids[modality], hashes[modality] = mid, mh
+        merged = write_run(repo, ids, hashes, rules, level=level + 1)
+        runs = [r for r in runs if r["level"] != level] + [merged]
+    return BranchState(state.params, runs)
+
+
+class StateParent:
+    """The branch's dedup state for the sharded steps (the `IndexParent` interface), read
+    part by part as the steps ask; entries of records the branch no longer holds dropped."""
+
+    def __init__(self, repo, state: BranchState, contains, rules: DedupRules):
+        self.repo, self.state, self._contains, self.rules = repo, state, contains, rules
+        self._cache: dict[str, pa.Table] = {}
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        return self._contains(ids) if self._contains is not None else np.zeros(len(ids), bool)
+
+    def _part(self, blob: str) -> pa.Table:
+        t = self._cache.get(blob)
+        if t is None:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            t = self._cache[blob] = read_part(self.repo.read_blob(blob))
+        return t
+
+    def band_rows(self, modality: str, part: int, parts: int) -> pa.Table | None:
+        tables = []
+        for run in self.state.runs:
+            blobs = run["bands"].get(modality)
+            if not blobs:
+                continue
+            grid = run["bands_grid"][modality]
+            for j in _covering(part, parts, grid):
+                b = blobs.get(str(j))
+                if b:
+                    t = self._part(b)
+                    keys = t.column("key").to_numpy()
+                    tables.append(t.filter(pa.array(sharded.key_range(keys, parts) == part)))
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return None
+        t = pa.concat_tables(tables).combine_chunks()
+        if self._contains is not None:
+            t = t.filter(pa.array(self.contains(sharded._ids(t))))
+        return t if t.num_rows else None
+
+    def hashes(self, modality: str, ids: np.ndarray) -> list[bytes]:
+        out: list[bytes | None] = [None] * len(ids)
+        for run in reversed(self.state.runs):
+            blobs = run["hashes"].get(modality)
+            if not blobs:
+                continue
+            grid = run["hashes_grid"][modality]
+            want = [i for i, h in enumerate(out) if h is None]
+            if not want:
+                break
+            w_ids = ids[want]
+            rng = sharded.id_range(w_ids, grid)
+            for j in np.unique(rng).tolist():
+                b = blobs.get(str(j))
+                if not b:
+                    continue
+                t = self._part(b)
+                own = sharded._ids(t)
+                sel = np.flatnonzero(rng == j)
+                pos = np.minimum(np.searchsorted(own, w_ids[sel]), max(len(own) - 1, 0))
+                hit = own[pos] == w_ids[sel]
+                if hit.any():
+                    got = t.column("hash").take(pa.array(pos[hit])).to_pylist()
+                    for k, h in zip(sel[hit].tolist(), got):
+                        out[want[k]] = h
+        if any(h is None for h in out):
+            raise ValueError("the branch's dedup state has no hash for a record it matched")
+        return out
