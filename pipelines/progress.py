@@ -2,10 +2,10 @@
 
 Beam runners do not report metrics while a pipeline runs in the driver's process (the
 DirectRunner returns only when it is done), so the run's workers leave a small marker in
-the run's scratch area after each batch they read and process
+the run's scratch area after each piece they read and process
 (`progress/<uuid>.json`: objects, inputs, rejected, candidates), and the driver's
-`RunProgress` thread counts them, with the dedup decision and the shard list once they
-land. It shows a tqdm bar when stderr is a terminal, else a log line every `interval`
+`RunProgress` thread counts them, with each id range's result (`parts/`: kept,
+duplicates, shards) once it lands. It shows a tqdm bar when stderr is a terminal, else a log line every `interval`
 seconds (and one at the end). Markers are scratch like the rest: deleted after the commit,
 collected by `gc` after a crash.
 """
@@ -105,11 +105,13 @@ class RunProgress:
                 if key not in c.seen:
                     c.add(json.loads(self.store.get(key)))
                     c.seen.add(key)
-            if c.duplicates is None and self.store.exists(self.scratch.decision):
-                decision = json.loads(self.store.get(self.scratch.decision))
-                c.duplicates, c.kept = len(decision["duplicates"]), decision["kept"]
-            if not c.shards_written and self.store.exists(self.scratch.shards):
-                c.shards_written = True
+            for info in self.store.list(self.scratch.parts):  # one per id range, once written
+                if info.key not in c.seen:
+                    part = json.loads(self.store.get(info.key))
+                    c.kept = (c.kept or 0) + int(part.get("kept", 0))
+                    c.duplicates = (c.duplicates or 0) + len(part.get("duplicates", ()))
+                    c.shards_written = c.shards_written or bool(part.get("shards"))
+                    c.seen.add(info.key)
         except Exception:  # noqa: BLE001 - progress is best effort; the run decides
             return
 

@@ -31,18 +31,19 @@ def commit_duplicates(repo, ref: str, cluster: str | None = None) -> list[dict]:
 
 
 def _sources_of(repo, commit_id: str, hex_ids: set[str]) -> dict[str, str]:
-    """record id (hex) -> source, for the ids the commit holds; reads only the shards whose
-    id range can hold one of them."""
+    """record id (hex) -> source, for the ids the commit holds: content-tree lookups, then
+    only the shards holding them (rows checked against the tree)."""
+    import numpy as np
+
+    from ..records import ids_as_numpy, ids_to_hex
+
+    ids = np.array([bytes.fromhex(h) for h in sorted(hex_ids) if len(h) == 32], dtype="S16")
+    held = ids[repo.contains(commit_id, ids)] if len(ids) else ids
     out: dict[str, str] = {}
-    wanted = sorted(hex_ids)
-    for shard in repo.read_manifest(commit_id).shards:
-        if not any(shard.min_id <= h <= shard.max_id for h in wanted):
-            continue
-        t = repo.read_shard(shard, ["record_id", "source"])
-        for rid, src in zip(t.column("record_id").to_pylist(), t.column("source").to_pylist()):
-            h = rid.hex()
-            if h in hex_ids:
-                out[h] = src
+    if not len(held):
+        return out
+    for t in repo.read_rows(commit_id, ["source"], repo.locate(commit_id, held)):
+        out.update(zip(ids_to_hex(ids_as_numpy(t.column("record_id"))), t.column("source").to_pylist()))
     return out
 
 

@@ -34,8 +34,7 @@ def _tree(tmp_path, vocab):
 
 def _ids_and_sources(repo):
     out = {}
-    for shard in repo.read_manifest(repo.resolve("main")).shards:
-        t = repo.read_shard(shard, ["record_id", "source"])
+    for t in repo.read_rows(repo.resolve("main"), ["source"]):
         out.update(
             zip(
                 (r.hex() for r in t.column("record_id").to_pylist()), t.column("source").to_pylist()

@@ -59,7 +59,8 @@ def test_a_killed_run_reuses_its_finished_pieces(tmp_path, vocab, monkeypatch):
     url2 = "file://" + str(tmp_path / "repo2")
     fresh = run_ingest(str(raw2), url2)
     r2 = Repo.open(url2)
-    assert repo.manifest_id_of(report.commit) == r2.manifest_id_of(fresh.commit)
+    assert repo.packing_id_of(report.commit) == r2.packing_id_of(fresh.commit)
+    assert repo.root_of(report.commit) == r2.root_of(fresh.commit)
     assert read_duplicates(repo, "main") == read_duplicates(r2, "main")
 
 

@@ -27,9 +27,10 @@ def test_counts_markers_decision_and_shards():
     store.put(
         scratch.progress + "b.json", b'{"objects": 6, "inputs": 6, "rejected": 0, "candidates": 6}'
     )
-    store.put(scratch.decision, json.dumps({"duplicates": [{}, {}], "kept": 9}).encode())
-    store.put(scratch.shards, b"[]")
+    store.put(scratch.part(0), json.dumps({"duplicates": [{}], "kept": 5, "shards": ["s1"]}).encode())
+    store.put(scratch.part(1), json.dumps({"duplicates": [{}], "kept": 4, "shards": ["s2"]}).encode())
     progress.poll()
+    progress.poll()  # a part counts once
     assert c.line(10) == (
         "read 10/10 objects, 12 inputs: 11 passed the filters, 1 rejected; "
         "deduplicated: 9 kept, 2 duplicates; shards written"

@@ -24,8 +24,8 @@ def _content(repo: Repo, report) -> dict:
     commit = report.commit
     c = repo.read_commit(commit)
     return {
-        "manifest": repo.manifest_id_of(commit),
-        "shards": [s.id for s in repo.read_manifest(commit).shards],
+        "packing": repo.packing_id_of(commit),
+        "shards": [s.id for s in repo.shard_table(repo.read_packing(commit))],
         "ids": repo.record_ids(commit)._base.tobytes(),
         "counts": c.counts,
         **{
