@@ -152,7 +152,9 @@ class _ErasureProof:
         self.shards = erased_shards(done)
         self.blobs = erased_blobs(done)
         self.new_blobs = set(erased_blobs(records).values())
-        self.denied = np.array(sorted(self.ids), dtype="S16") if self.ids else np.empty(0, dtype="S16")
+        # ids finished erasures removed: a row still holding one's payload is a leak
+        done_ids = sorted(bytes.fromhex(h) for h in erased_record_ids(done))
+        self.denied = np.array(done_ids, dtype="S16") if done_ids else np.empty(0, dtype="S16")
 
 
 def _verify_shard(repo: Repo, shard, checked: dict[str, int], proof: _ErasureProof) -> str | None:

@@ -388,9 +388,9 @@ def test_a_writer_killed_before_its_own_erasure_check_is_found_and_finished(hist
     repo = Repo.open(url)
     prewritten = repo.write_shards(make_text_records([SECRET, "another fresh record"], sources=["late/a", "late/b"]))
     repo.erase([SECRET_ID], reason="r")
-    monkeypatch.setattr(writer, "after_commit", lambda *a, **k: None)
-    repo.commit(None, prewritten_shards=prewritten, message="late ingest")
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(writer, "after_commit", lambda *a, **k: None)
+        repo.commit(None, prewritten_shards=prewritten, message="late ingest")
     run = _cli(url)
     bad = _json(run("verify", "--all", "--json", code=5))["bad"]
     assert any("erase --resume" in b["problem"] for b in bad)
