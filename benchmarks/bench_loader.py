@@ -162,6 +162,31 @@ def bench_dataversion(url: str, n: int, workers: int, batch: int) -> dict:
     return out
 
 
+def bench_state_dict(url: str, n: int, batch: int) -> list[dict]:
+    """state_dict() time and serialized size at several positions: O(1) whatever the position."""
+    import io
+
+    import torch
+
+    from dataversion.torch import SnapshotLoader
+
+    out = []
+    loader = SnapshotLoader(url, ref="main", batch_size=batch, num_workers=0, seed=0, columns=["label"])
+    base = loader.state_dict()
+    for frac in (0.0, 0.1, 0.5, 0.9, 0.999):
+        loader.load_state_dict({**base, "position": int(n * frac)})
+        next(iter(loader))  # one batch consumed there
+        t0 = time.perf_counter()
+        for _ in range(1000):
+            state = loader.state_dict()
+        us = (time.perf_counter() - t0) / 1000 * 1e6
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        out.append({"position": state["position"], "state_dict_us": round(us, 2),
+                    "json_bytes": len(json.dumps(state)), "torch_save_bytes": len(buf.getvalue())})
+    return out
+
+
 def bench_hf(files: list[str], cache_dir: str, n: int, workers: int, batch: int) -> dict:
     import datasets
     from torchdata.stateful_dataloader import StatefulDataLoader
@@ -235,6 +260,7 @@ def main() -> None:
         lambda: bench_hf(files, os.path.join(tmp, "hf"), args.records, args.workers, args.batch)
     )
     results["pyarrow"] = best(lambda: bench_pyarrow(files, args.records, args.batch))
+    results["state_dict"] = bench_state_dict(repo.url, args.records, args.batch)
     dv = results["dataversion"]["samples_per_s"]
     results["ratio_dataversion_vs_hf"] = round(
         dv / results["hf_datasets_stateful_dataloader"]["samples_per_s"], 2
@@ -262,6 +288,9 @@ def main() -> None:
     print(
         f"  dataversion / HF: {results['ratio_dataversion_vs_hf']}x   dataversion / pyarrow: {results['ratio_dataversion_vs_pyarrow']}x"
     )
+    for st in results["state_dict"]:
+        print(f"  state_dict() at position {st['position']:>9,}: {st['state_dict_us']} us, "
+              f"{st['json_bytes']} B as JSON, {st['torch_save_bytes']} B torch.save")
     print(
         f"  time to first batch: fresh {results['dataversion']['ttfb_fresh_s']} s, resumed at 90% {results['dataversion']['ttfb_resumed_90pct_s']} s ({results['ttfb_resumed_over_fresh']}x)"
     )

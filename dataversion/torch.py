@@ -18,6 +18,10 @@ per requested column ("text", "label", ... ; "data" as bytes), with attributes `
 `index` (batch number of this rank in the epoch) and `position` (the global position once
 this batch is consumed).
 
+With `decode=True` (and `transform=`, `batch_transform=`) the workers decode payloads and
+augment them (`dataversion.training.samples`): batch["image"] a uint8 (B, 3, H, W) tensor
+where sizes agree, batch["audio"] float32, batch["text"] strings; see `SnapshotDataset`.
+
 This module is the public face only; the code lives in `dataversion.training` (`dataset`,
 `batches`, `loader`, `checkpoint`, `preemption`).
 """

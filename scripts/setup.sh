@@ -24,6 +24,9 @@ pip_install() {
 pip_install --upgrade pip
 pip_install -c constraints.txt "torch==2.13.0"
 pip_install -c constraints.txt -e ".[all,dev,bench]"
+# litdata (a loader peer for benchmarks/bench_loader_media.py) requires torchvision, whose
+# PyPI builds do not import beside the CPU torch: install it and its own deps without it.
+pip_install --no-deps -c constraints.txt litdata lightning-utilities obstore tifffile boto3 s3transfer
 "$VENV/bin/python" -c "import dataversion, pipelines, torch, apache_beam, feast" >> "$LOG" 2>&1 || {
   echo "error: the installed packages do not import; see $LOG" >&2
   tail -n 20 "$LOG" >&2

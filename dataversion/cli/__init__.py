@@ -38,6 +38,7 @@ CORE_COMMANDS = {
     "lineage": "dataversion.cli.lineage:lineage_command",
     "unpin": "dataversion.cli.lineage:unpin_command",
     "cache": "dataversion.cli.cache:cache_group",
+    "report": "dataversion.cli.report:report_command",
     "erase": "dataversion.cli.erase:erase_command",
     "erasures": "dataversion.cli.erase:erasures_command",
 }

@@ -8,7 +8,8 @@
     dv://                                 the branches and tags, as directories
 
 The repository is `storage_options={"repo": URL}` (other options go to `Repo.open`: S3
-`endpoint`, `access_key`, `secret_key`) or DATAVERSION_REPO. REF is a branch, tag, commit id
+`endpoint`, `access_key`, `secret_key`) or DATAVERSION_REPO; `pinned={ref: commit id}`
+fixes refs up front (a pickled instance carries the refs it resolved). REF is a branch, tag, commit id
 or prefix (a '/' in a branch name written `%2F`). A filesystem instance resolves each ref
 once and keeps serving that commit: `dv://<commit id>/` names immutable bytes, so fsspec's
 caching layers (`filecache::dv://...`, `blockcache::`) can keep them (`ukey` is derived from
@@ -96,8 +97,9 @@ class DataversionFileSystem(AbstractFileSystem):
     root_marker = ""
     cachable = True
 
-    def __init__(self, repo: str | None = None, cache_bytes: int = 512 * 2**20, **repo_options: Any):
-        super().__init__(repo=repo, cache_bytes=cache_bytes, **repo_options)
+    def __init__(self, repo: str | None = None, cache_bytes: int = 512 * 2**20,
+                 pinned: dict[str, str] | None = None, **repo_options: Any):
+        super().__init__(repo=repo, cache_bytes=cache_bytes, pinned=pinned, **repo_options)
         from ..repo import Repo
 
         url = repo or os.environ.get("DATAVERSION_REPO")
@@ -106,10 +108,18 @@ class DataversionFileSystem(AbstractFileSystem):
         self.repo_url = url
         self.repo = Repo.open(url, **repo_options)
         self.cache_bytes = int(cache_bytes)
-        self._resolved: dict[str, str] = {}
+        self._resolved: dict[str, str] = dict(pinned or {})  # ref -> commit id, fixed once seen
         self._views: OrderedDict[str, SnapshotView] = OrderedDict()
         self._dirs: dict[str, dict[str, set[str]]] = {}
         self._lock = threading.Lock()
+
+    def __reduce__(self):
+        # A copy in another process (Dask, datasets' num_proc, pyarrow workers) serves the
+        # commits this instance resolved, even if a branch moved since.
+        with self._lock:
+            pinned = {**(self.storage_options.get("pinned") or {}), **self._resolved}
+        options = {**self.storage_options, "pinned": pinned, "skip_instance_cache": True}
+        return _rebuild, (type(self), self.storage_args, options)
 
     # ------------------------------------------------------------------ paths
     @classmethod
@@ -185,7 +195,8 @@ class DataversionFileSystem(AbstractFileSystem):
         return {"name": name, "size": 0, "type": "directory"}
 
     def _file_entry(self, name: str, size: int, **extra: Any) -> dict[str, Any]:
-        return {"name": name, "size": size, "type": "file", **extra}
+        # ETag: what caches key on (Hugging Face datasets, fsspec) changes with the commit
+        return {"name": name, "size": size, "type": "file", "ETag": self.ukey(name), **extra}
 
     def info(self, path, **kwargs):
         ref, rest = self._split(path)
@@ -281,6 +292,10 @@ class DataversionFileSystem(AbstractFileSystem):
         raise PermissionError("dv:// is read-only: commit with `dataversion add` or `ingest`")
 
     mkdir = makedirs = rmdir = rm_file = _rm = cp_file = mv = put_file = pipe_file = touch = _read_only
+
+
+def _rebuild(cls, args, kwargs):
+    return cls(*args, **kwargs)
 
 
 def _ref_name(full: str) -> str:

@@ -17,6 +17,7 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -225,3 +226,41 @@ class SnapshotView:
             obj[JSONL_TEXT_FIELD] = t.column("text")[row].as_py()
             lines.append(json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n")
         return "".join(lines).encode("utf-8")
+
+    # ------------------------------------------------------------------ lookups
+    def find_records(self, record_ids: list[str], columns: list[str]) -> dict[str, dict]:
+        """The live records among `record_ids` (hex), with `columns`, by id; ids the
+        snapshot does not hold are absent.
+
+        Reads only the parts whose id range holds one, each hashed against its id, and
+        decodes only the row groups whose record_id statistics hold one."""
+        wanted = sorted({h for h in record_ids if len(h) == 32})
+        found: dict[str, dict] = {}
+        cols = list(dict.fromkeys(["record_id", *columns]))
+        for part in self.parts:
+            here = [bytes.fromhex(h) for h in wanted if part.shard.min_id <= h <= part.shard.max_id]
+            if not here:
+                continue
+            data = self.repo.read_shard_bytes(part.shard)  # hashed against the id the commit names
+            pf = pq.ParquetFile(pa.BufferReader(data))
+            if pf.metadata.num_rows != part.shard.rows:
+                raise CorruptObjectError(f"shard {part.shard.id} has {pf.metadata.num_rows} rows, its manifest says {part.shard.rows}")
+            id_index = pf.schema_arrow.get_field_index("record_id")
+            want = np.array(here, dtype="S16")
+            deleted = set(part.shard.deleted)
+            offset = 0
+            for g in range(pf.metadata.num_row_groups):
+                meta = pf.metadata.row_group(g)
+                stats = meta.column(id_index).statistics
+                if stats is not None and stats.has_min_max and not any(stats.min <= w <= stats.max for w in here):
+                    offset += meta.num_rows
+                    continue
+                t = pf.read_row_group(g, columns=cols)
+                ids = ids_as_numpy(t.column("record_id"))
+                for r in np.flatnonzero(np.isin(ids, want)).tolist():
+                    if offset + r in deleted:
+                        continue
+                    h = ids[r : r + 1].tobytes().hex()
+                    found[h] = {"record_id": h, **{c: t.column(c)[r].as_py() for c in cols if c != "record_id"}}
+                offset += meta.num_rows
+        return found

@@ -134,6 +134,22 @@ class SamplePipeline:
                 raise BadInputError(f"{name} must be callable as {name}(dict, torch.Generator) -> dict")
         self.decode, self.transform, self.batch_transform = bool(decode), transform, batch_transform
         self.options, self.on_decode_error = options, on_decode_error
+        # fused decode (transforms.RandomResizedCrop first): crop straight from the decoded image
+        self.fused, self.after_fused = None, transform
+        if decode and hasattr(transform, "split_fused"):
+            self.fused, self.after_fused = transform.split_fused()
+
+    def _decode(self, sample: dict[str, Any], rng: Any) -> dict[str, Any]:
+        """decode_sample, or for an image with a fused crop, the crop's own decode."""
+        if self.fused is None or sample.get("modality") != "image" or sample.get("data") is None:
+            return decode_sample(sample, self.options)
+        data = sample.pop("data")
+        try:
+            sample["image"] = self.fused.decode_crop(data, rng, self.options.image_mode, self.options.max_pixels)
+        except Exception as e:  # noqa: BLE001 - any decoder failure is this record's, reported by id
+            raise RecordDecodeError(f"record {sample.get('record_id')} (image, {len(data)} bytes) does not decode: "
+                                    f"{type(e).__name__}: {str(e)[:200]}") from None
+        return sample
 
     def samples(self, raw: RawBatch) -> list[dict[str, Any]]:
         """The batch's rows as sample dicts (record_id as a hex string)."""
@@ -150,16 +166,21 @@ class SamplePipeline:
         skipped: list[str] = []
         kept: list[int] = []
         for j, (sample, pos) in enumerate(zip(self.samples(raw), positions.tolist())):
+            rng = sample_generator(seed, raw.epoch, pos) if self.transform is not None else None
+            transform = self.transform
             if self.decode:
+                fused = self.fused is not None and sample.get("modality") == "image"
                 try:
-                    sample = decode_sample(sample, self.options)
+                    sample = self._decode(sample, rng)
                 except RecordDecodeError:
                     if self.on_decode_error == "raise":
                         raise
                     skipped.append(sample["record_id"])
                     continue
-            if self.transform is not None:
-                sample = self.transform(sample, sample_generator(seed, raw.epoch, pos))
+                if fused:
+                    transform = self.after_fused
+            if transform is not None:
+                sample = transform(sample, rng)
                 if not isinstance(sample, dict):
                     raise TypeError(f"transform returned {type(sample).__name__}, not the sample dict")
             out.append(sample)

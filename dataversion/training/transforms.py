@@ -8,10 +8,20 @@ only from the `rng` they are given (so they resume bit-identically), on Pillow a
 They act on `sample["image"]`, a uint8 (C, H, W) tensor (`decode`), and return one of the
 same kind. RandomResizedCrop follows torchvision's RandomResizedCrop (area scale and aspect
 ratio ranges, 10 tries then a center crop), resizing with Pillow's bilinear filter.
+
+Fused decode: when a loader decodes (`decode=True`) and its transform starts with a
+RandomResizedCrop (alone or first in a Compose), the pipeline calls its `decode_crop` on the
+payload instead: the crop is chosen from the header's size with the same draws and resized
+straight from Pillow's decoded image, so the full-size pixels are never copied into a
+tensor. Same pixels as decode-then-crop. With `draft=True` a JPEG is also decoded at the
+smallest DCT scale (1/2, 1/4, 1/8) that still leaves the crop at least the output size
+(libjpeg's scaled IDCT): much less decode work for large images, pixels close to but not
+equal to a full decode's.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +41,14 @@ class Compose:
     def __init__(self, transforms: Sequence[Any]):
         self.transforms = list(transforms)
 
+    def split_fused(self) -> tuple[Any, Any]:
+        """(a first step that can decode, the rest) for the fused decode, else (None, self)."""
+        if self.transforms and hasattr(self.transforms[0], "decode_crop") \
+                and getattr(self.transforms[0], "key", None) == "image":
+            rest = self.transforms[1:]
+            return self.transforms[0], (Compose(rest) if rest else None)
+        return None, self
+
     def __call__(self, sample: dict[str, Any], rng: Any) -> dict[str, Any]:
         for t in self.transforms:
             sample = t(sample, rng)
@@ -41,9 +59,9 @@ class RandomResizedCrop:
     """Crop a random area (fraction `scale` of the image, aspect `ratio`) resized to `size`."""
 
     def __init__(self, size: int | tuple[int, int], scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), key: str = "image"):
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), key: str = "image", draft: bool = False):
         self.size = (size, size) if isinstance(size, int) else tuple(size)  # (h, w)
-        self.scale, self.ratio, self.key = scale, ratio, key
+        self.scale, self.ratio, self.key, self.draft = scale, ratio, key, bool(draft)
 
     def box(self, h: int, w: int, rng: Any) -> tuple[int, int, int, int]:
         """(top, left, height, width) of the crop, as torchvision chooses it."""
@@ -68,6 +86,31 @@ class RandomResizedCrop:
         else:
             cw, ch = w, h
         return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+    def decode_crop(self, data: bytes, rng: Any, mode: str | None = "RGB", max_pixels: int | None = None) -> Any:
+        """Image bytes -> the cropped, resized uint8 (C, H, W) tensor, drawing from `rng` as
+        `__call__` does on the decoded image (the fused decode of the module docstring)."""
+        import torch
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ValueError(f"{w}x{h} image is over the {max_pixels:,}-pixel limit")
+            top, left, ch, cw = self.box(h, w, rng)
+            oh, ow = self.size
+            if self.draft and im.format == "JPEG":
+                im.draft(mode or im.mode, (math.ceil(w * ow / cw), math.ceil(h * oh / ch)))
+            sx, sy = im.size[0] / w, im.size[1] / h
+            if mode is not None and im.mode != mode:
+                im = im.convert(mode)
+            elif im.mode not in ("L", "RGB", "RGBA"):
+                im = im.convert("RGB")
+            out = im.resize((ow, oh), Image.BILINEAR, box=(left * sx, top * sy, (left + cw) * sx, (top + ch) * sy))
+        arr = np.asarray(out)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        return torch.from_numpy(arr.copy() if not arr.flags.writeable else arr).permute(2, 0, 1)
 
     def __call__(self, sample: dict[str, Any], rng: Any) -> dict[str, Any]:
         import torch

@@ -62,6 +62,13 @@ from .options import config_option, read_ingest_config
     metavar="[REASON]",
     help="Read again objects the branch rejected but consumed: all, or those rejected for REASON (e.g. unreadable). Put it after SOURCE.",
 )
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="After a commit, write its HTML report (against its parent) to this file.",
+)
 def ingest_command(
     source,
     beam_args,
@@ -79,6 +86,7 @@ def ingest_command(
     as_json,
     progress,
     retry_rejected,
+    report_file,
 ):
     """Clean, deduplicate and commit the raw objects under SOURCE (a directory or s3://bucket/prefix).
 
@@ -128,10 +136,20 @@ def ingest_command(
         message=message,
         retry_rejected=retry_rejected,
     )
+    written = None
+    if report_file and report.commit is not None:
+        from dataversion.report import write_report
+
+        # This run just read the source: its duplicates may be read back from it.
+        written = write_report(repo.open(), report.commit, report_file, against=report.parent,
+                               read_sources=True)
     if as_json:
-        return emit_json(report.to_dict(), indent=None, sort_keys=True)
+        return emit_json({**report.to_dict(), **({"report_file": written["path"]} if written else {})},
+                         indent=None, sort_keys=True)
     if report.commit is None:
         click.echo(report.message)
+        if report_file:
+            click.echo(f"no commit: no report written to {report_file}")
         return
     click.echo(f"[{branch} {report.commit[:12]}] {report.message}")
     click.echo(
@@ -139,6 +157,8 @@ def ingest_command(
     )
     for reason, n in report.reasons.items():
         click.echo(f"  rejected {reason}: {n}")
+    if written:
+        click.echo(f"report: {written['path']}")
 
 
 @click.command("rejects", cls=DataversionCommand)

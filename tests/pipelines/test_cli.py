@@ -49,3 +49,54 @@ def test_missing_repo_is_a_clear_error(tmp_path, monkeypatch):
     # ...and lets it through with --debug
     res = CliRunner().invoke(ingest_command, [str(tmp_path), "--debug"])
     assert isinstance(res.exception, BadInputError) and "DATAVERSION_REPO" in str(res.exception)
+
+
+def test_ingest_report_writes_the_new_commit_s_report_against_its_parent(tmp_path, vocab):
+    import random
+    from html.parser import HTMLParser
+
+    from pipeline_samples import png_bytes, words_doc
+
+    rng = random.Random(3)
+    doc = words_doc(rng, vocab, 120)
+    raw = tmp_path / "raw"
+    (raw / "docs").mkdir(parents=True)
+    (raw / "cats").mkdir()
+    (raw / "docs" / "a.txt").write_text(doc)
+    (raw / "docs" / "near.txt").write_text(doc.replace(doc.split()[7], "different", 1))
+    (raw / "docs" / "empty.txt").write_bytes(b"")
+    (raw / "cats" / "1.png").write_bytes(png_bytes(64, 64, seed=1))
+    url = "file://" + str(tmp_path / "repo")
+    out = tmp_path / "report.html"
+    args = ["--repo", url, "--report", str(out), "--", "--direct_num_workers=1"]
+    res = CliRunner().invoke(ingest_command, [str(raw / "docs"), *args])
+    assert res.exit_code == 0, res.output
+    assert f"report: {out}" in res.output
+
+    class Sections(HTMLParser):
+        found: dict = {}
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "section":
+                a = dict(attrs)
+                self.found[a["id"]] = a
+
+    def sections():
+        p = Sections()
+        p.found = {}
+        p.feed(out.read_text())
+        return p.found
+
+    s = sections()
+    assert s["rejects"]["data-count"] == "1" and s["clusters"]["data-duplicates"] == "1"
+    assert int(s["features"]["data-count"]) > 0  # the run wrote the commit's features table
+    assert "<mark>different</mark>" in out.read_text()  # the duplicate read back from the source
+    assert "against" not in s  # a first commit has no parent
+    res = CliRunner().invoke(ingest_command, [str(raw / "cats"), *args[:-2], "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["report_file"] == str(out)
+    s = sections()
+    assert s["against"]["data-added"] == "1" and s["overview"]["data-records"] == "2"
+    out.unlink()
+    res = CliRunner().invoke(ingest_command, [str(raw / "cats"), *args[:-2]])
+    assert res.exit_code == 0 and "no report written" in res.output and not out.exists()

@@ -40,13 +40,17 @@ def _duckdb(url, ref):
     duckdb = pytest.importorskip("duckdb", reason="duckdb is not installed (bench/dev extra)")
     con = duckdb.connect()
     con.register_filesystem(dv(url))
+    assert con.sql(f"SELECT count(*) FROM 'dv://{ref}/*.parquet'").fetchall()[0][0] > 0
     return con.sql(f"SELECT * FROM read_parquet('dv://{ref}/*.parquet')").to_arrow_table()
 
 
 def _polars(url, ref):
     pl = pytest.importorskip("polars", reason="polars is not installed (bench/dev extra)")
     fs = dv(url)
-    return pl.read_parquet([fs.open(p) for p in fs.glob(f"{ref}/*.parquet")]).to_arrow()
+    lazy = pl.scan_pyarrow_dataset(ds.dataset(ref, filesystem=fs)).collect().to_arrow()
+    eager = pl.read_parquet([fs.open(p) for p in fs.glob(f"{ref}/*.parquet")]).to_arrow()
+    assert lazy.num_rows == eager.num_rows
+    return lazy
 
 
 def _hf_datasets(url, ref, tmp_path):
@@ -184,3 +188,31 @@ def test_protocol_found_through_the_entry_point_without_importing_us(sample_repo
     out = subprocess.run([sys.executable, "-c", code, sample_repo], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])})
     assert out.stdout.strip() == "2"
+
+
+def test_a_pickled_filesystem_serves_the_commit_its_parent_resolved(sample_repo, tmp_path):
+    import pickle
+
+    fs = dv(sample_repo)
+    rows = ds.dataset("main", filesystem=fs).count_rows()
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "y.txt").write_text("moved the branch")
+    Repo.open(sample_repo).add([str(tmp_path / "more")])
+    copy = pickle.loads(pickle.dumps(fs))
+    assert copy is not fs and copy.resolve("main") == fs.resolve("main")
+    assert ds.dataset("main", filesystem=copy).count_rows() == rows
+
+
+def test_hf_datasets_cache_follows_the_commit_not_the_ref_name(sample_repo, tmp_path):
+    datasets = pytest.importorskip("datasets", reason="Hugging Face datasets is not installed (bench extra)")
+
+    def load():
+        return datasets.load_dataset("parquet", data_files="dv://main/*.parquet", split="train",
+                                     storage_options={"repo": sample_repo, "skip_instance_cache": True},
+                                     cache_dir=str(tmp_path / "hf")).num_rows
+
+    before = load()
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "z.txt").write_text("one more for the cache")
+    Repo.open(sample_repo).add([str(tmp_path / "more")])
+    assert load() == before + 1

@@ -307,3 +307,25 @@ def test_sigkill_resume_is_bit_identical_with_augmentations(images, tmp_path, tr
         trainer.cut_log(logp, read_checkpoint(str(ckpt))["trainer"]["step"])
     assert trainer.start(TRAIN, url, ckpt, logp, NUM_WORKERS="3").wait(180) == 0
     assert logp.read_text().splitlines() == reference
+
+
+def _unfused(sample, rng):  # a plain function: the pipeline cannot fuse it
+    return AUGMENT(sample, rng)
+
+
+def test_fused_decode_crop_equals_decode_then_crop(images, mixed_sizes):
+    from dataversion.training.decode import decode_image
+
+    crop = RandomResizedCrop(32, scale=(0.2, 1.0))
+    for data in images[1][:12] + mixed_sizes[1][:12]:
+        for s in range(3):
+            fused = crop.decode_crop(data, sample_generator(0, 0, s))
+            plain = crop({"image": decode_image(data)}, sample_generator(0, 0, s))["image"]
+            assert torch.equal(fused, plain)
+    url = images[0]
+    assert _augmented(url, transform=Compose([_unfused, _global_noise])) == _augmented(url)
+    big = _jpeg(np.random.default_rng(5), 600, 800)
+    draft = RandomResizedCrop(64, scale=(0.9, 1.0), draft=True).decode_crop(big, sample_generator(0, 0, 1))
+    full = RandomResizedCrop(64, scale=(0.9, 1.0)).decode_crop(big, sample_generator(0, 0, 1))
+    assert draft.shape == full.shape == (3, 64, 64)
+    assert (draft.float() - full.float()).abs().mean() < 12  # DCT-scaled decode: close, not equal
