@@ -109,6 +109,10 @@ def test_erase_by_id_keeps_every_version_readable_and_commit_ids(history, tmp_pa
     assert _state(repo) == before  # commit ids, refs, log, diff counts
     for c in set(commits_with):
         assert _all_ids(repo, c) == other_ids[c]  # readers skip it, the rest in the same order
+    for c in set(before["logs"]["main"] + before["logs"]["side"]):  # every version reads, payloads too
+        for shard in repo.read_manifest(c).shards:
+            texts = repo.read_shard(shard, ["text"]).column("text").to_pylist()
+            assert SECRET not in texts and all(t is not None for t in texts if t is not None)
     assert _json(run("verify", "--all", "--json"))["ok"]
     out = tmp_path / "co"
     run("checkout", "main", out)
