@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from ..repo import Repo
 
 ERASURES = "erasures/"
+# one small object per replaced shard (`<old id>` -> its replacement and erasure): writers
+# find out with one listing whether a commit of theirs names one, however many erasures
+REPLACED = "erased-shards/"
 INTENT, DONE = "intent", "done"
 _CAS_TRIES = 16
 # Attachments that can name a record: JSON lists of dicts, and the dedup index (its owner,
@@ -282,7 +285,9 @@ def _run(repo: Repo, eid: str, *, progress: Any = None) -> dict[str, int]:
     p = _Pass(repo, got[0])
     while True:
         changed = False
-        known = erased_shards(erasures(repo))
+        records = erasures(repo)
+        _backfill_replaced(repo, [r for r in records if r["id"] == eid])
+        known = erased_shards(records)
         held: list[str] = []
         for cid in _stored_commits(repo):
             try:
@@ -322,6 +327,7 @@ def _erase_in_commit(p: _Pass, cid: str, known: dict[str, dict[str, Any]], held_
         new[current.id] = _rewrite_shard(p, current, rows)
     if new:  # published before any commit names the replacements (writers read this map)
         _update_record(repo, p.eid, lambda r: r["shards"].update(new))
+        _mark_replaced(repo, p.eid, new)
         known.update(new)
     if held:
         held_commits.append(cid)
@@ -332,6 +338,21 @@ def _erase_in_commit(p: _Pass, cid: str, known: dict[str, dict[str, Any]], held_
         _rewrite_packing(repo, cid, known, blobs)
         p.stats["commits_repointed"] += 1
     return bool(new or needs or features_changed)
+
+
+def _mark_replaced(repo: Repo, eid: str, shards: dict[str, dict[str, Any]]) -> None:
+    for old, replacement in shards.items():
+        repo.store.put_if_absent(f"{REPLACED}{old}", canonical_json({"erasure": eid, **replacement}))
+
+
+def _backfill_replaced(repo: Repo, records: list[dict[str, Any]]) -> None:
+    """Write the replaced-shard objects a record names but the store lacks (a run killed
+    between its record update and them, or a record older than them). One listing."""
+    have = {i.key[len(REPLACED):] for i in repo.store.list(REPLACED)}
+    for r in records:
+        missing = {k: v for k, v in r.get("shards", {}).items() if k not in have}
+        if missing:
+            _mark_replaced(repo, r["id"], missing)
 
 
 def _rewrite_shard(p: _Pass, shard: ShardRef, rows: np.ndarray) -> dict[str, Any]:
@@ -504,15 +525,19 @@ def _checkpoints_that_saw(repo: Repo, hex_ids: list[str]) -> list[dict[str, Any]
 def after_commit(repo: Repo, commit_id: str, new_shards: list[ShardRef]) -> None:
     """A writer's last step, after its ref update: if an erasure ran meanwhile, the commit may
     name a shard it replaced (read from the parent before the re-point) or hold denied content
-    in its new shards: erase them from this commit too. One listing of `erasures/` when there
-    is none."""
-    records = erasures(repo)
-    if not records:
-        return
+    in its new shards: erase them from this commit too. Two listings (the denylist, the
+    replaced shards) when nothing applies, whatever the number of erasures."""
     denied = denied_hex(repo.store)
-    shards_map = erased_shards(records)
+    if not denied:
+        return
+    replaced = {i.key[len(REPLACED):] for i in repo.store.list(REPLACED)}
     manifest = repo.read_manifest(commit_id)
-    stale = any(s.id in shards_map for s in manifest.shards)
+    stale = any(s.id in replaced for s in manifest.shards)
+    doomed = np.array(sorted(bytes.fromhex(h) for h in denied if len(h) == 32), dtype="S16")
+    if not stale and not any(np.isin(_id_column(repo, s), doomed).any() for s in new_shards):
+        return
+    records = erasures(repo)
+    shards_map = erased_shards(records)
     for r in records:
         mine = set(r["records"]) & denied
         if not mine:
@@ -532,6 +557,7 @@ def settle(repo: Repo) -> int:
     records = erasures(repo)
     if not records:
         return 0
+    _backfill_replaced(repo, records)
     shards_map, blobs = erased_shards(records), erased_blobs(records)
     n = 0
     for cid in _stored_commits(repo):

@@ -404,3 +404,18 @@ def test_a_writer_killed_before_its_own_erasure_check_is_found_and_finished(hist
     run("gc", "--json")
     assert _payload_hits(Repo.open(url).store, SECRET.encode()) == []
     assert len(_all_ids(Repo.open(url), "main")) == 32  # the other record of the late commit stays
+
+
+def test_shards_written_before_an_erasure_and_committed_after_lose_the_record(history):
+    """A distributed ingest's shards (written with a denylist read before the erasure) land
+    after it: the writer's own check erases the record from its commit."""
+    from dataversion.records import make_text_records
+
+    url = history["url"]
+    repo = Repo.open(url)
+    prewritten = repo.write_shards(make_text_records([SECRET, "another fresh record"], sources=["late/a", "late/b"]))
+    Repo.open(url).erase([SECRET_ID], reason="r")
+    res = repo.commit(None, prewritten_shards=prewritten, message="late ingest")
+    assert SECRET_ID not in _all_ids(Repo.open(url), "main") and len(_all_ids(Repo.open(url), "main")) == 32
+    assert res.commit_id in _json(_cli(url)("erasures", "--json"))[0]["commits"]
+    assert _json(_cli(url)("verify", "--all", "--json"))["ok"]
