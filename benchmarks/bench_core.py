@@ -1,7 +1,10 @@
-"""Core benchmark: commit, incremental commit, small commits, diff, log, open, add.
+"""Core benchmark: commit, incremental commit, small commits, diff, log, open, add, and the
+store byte/request accounting of the operations that must cost the change (core v2).
 
-Run by hand (not a test): `.venv/bin/python benchmarks/bench_core.py [--records 1000000]`.
-Every peer figure is measured in the same run on the same data (pyarrow's write_table).
+Run by hand (not a test): `.venv/bin/python benchmarks/bench_core.py [--records 1000000]
+[--accounting 100000,1000000] [--only-accounting]`. Every peer figure is measured in the same
+run on the same data (pyarrow's write_table; Lance with stable row ids and Delta with change
+data feed when `import lance, deltalake` works, e.g. PYTHONPATH=/tmp/peers).
 """
 
 from __future__ import annotations
@@ -46,7 +49,12 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--small-commits", type=int, default=1000)
     ap.add_argument("--files", type=int, default=20_000)
+    ap.add_argument("--accounting", default="100000,1000000", help="snapshot sizes for the accounting table")
+    ap.add_argument("--only-accounting", action="store_true")
     args = ap.parse_args()
+    if args.only_accounting:
+        accounting([int(x) for x in args.accounting.split(",") if x])
+        return
     n = args.records
     work = tempfile.mkdtemp(prefix="dv-bench-")
     rows = []
@@ -92,7 +100,7 @@ def main() -> None:
         d, t_diff = timed(fresh.diff, full_commit, inc_commit)
         assert d["added"] == n // 100 and d["removed"] == 0, d
         rows.append(
-            ("diff full vs +1%", f"{t_diff * 1000:.1f} ms", f"{d['shards_read']} shard(s) read")
+            ("diff full vs +1%", f"{t_diff * 1000:.1f} ms", f"{fresh.store.stats['GET']} object reads")
         )
 
         # 6. open an old commit and count its records
@@ -154,6 +162,119 @@ def main() -> None:
     width = max(len(r[0]) for r in rows)
     for name, a, b in rows:
         print(f"{name:<{width}}  {a:<40} {b}")
+    accounting([int(x) for x in args.accounting.split(",") if x])
+
+
+# ------------------------------------------------------------------ store accounting (fresh process)
+OP = r"""
+import json, sys, time
+import numpy as np
+from dataversion import Repo
+from dataversion.records import ids_as_numpy, make_text_records
+url, op = sys.argv[1:3]
+repo = Repo.open(url)
+tip = repo.resolve("main")
+t0 = time.perf_counter()
+if op == "small_commit":
+    repo.commit(make_text_records([f"bench small {time.time_ns()} {i}" for i in range(10)]), message="small")
+elif op == "delete_one":
+    repo.commit(None, remove_ids=ids_as_numpy(make_text_records(["r 12345"]).column("record_id")), message="rm")
+elif op == "contains":
+    ids = ids_as_numpy(make_text_records([f"r {i}" for i in range(0, 100_000, 100)]).column("record_id"))
+    assert repo.contains(tip, ids).sum() >= 1
+elif op == "diff":
+    d = repo.diff("main~1", "main")
+    assert d["added"] + d["removed"] >= 1
+ms = (time.perf_counter() - t0) * 1000
+st = repo.store.stats
+print(json.dumps({"ms": ms, "get": st["GET"], "get_bytes": st["GET_BYTES"], "put": st["PUT"], "put_bytes": st["PUT_BYTES"]}))
+"""
+
+
+def _fresh(url: str, op: str) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", OP, url, op], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _peers_available() -> bool:
+    try:
+        import deltalake  # noqa: F401
+        import lance  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _peer_figures(work: str, n: int) -> dict[str, dict[str, float]]:
+    """Lance (stable row ids) and Delta (change data feed) on the same ids-only records:
+    delete one row and append 10 rows, timed (bytes written from the directory size)."""
+    import deltalake
+    import lance
+
+    from dataversion.records import make_text_records as mk
+
+    out: dict[str, dict[str, float]] = {}
+    base = mk([f"r {i}" for i in range(n)]).select(["record_id", "modality", "text"])
+    base = base.set_column(0, "record_id", pa.array(base.column("record_id").to_pylist(), pa.binary()))
+    small = mk([f"peer small {i}" for i in range(10)]).select(["record_id", "modality", "text"])
+    small = small.set_column(0, "record_id", pa.array(small.column("record_id").to_pylist(), pa.binary()))
+    target = base.column("record_id")[12345].as_py()
+    lp = os.path.join(work, f"lance-{n}")
+    lance.write_dataset(base, lp, enable_stable_row_ids=True)
+    b0 = dir_bytes(lp)
+    t = time.perf_counter()
+    lance.write_dataset(small, lp, mode="append")
+    out.setdefault("lance", {})["small_commit_ms"] = (time.perf_counter() - t) * 1000
+    out["lance"]["small_commit_written"] = dir_bytes(lp) - b0
+    b0 = dir_bytes(lp)
+    t = time.perf_counter()
+    lance.dataset(lp).delete(f"record_id = X'{target.hex()}'")
+    out["lance"]["delete_one_ms"] = (time.perf_counter() - t) * 1000
+    out["lance"]["delete_one_written"] = dir_bytes(lp) - b0
+    dp = os.path.join(work, f"delta-{n}")
+    deltalake.write_deltalake(dp, base, configuration={"delta.enableChangeDataFeed": "true"})
+    b0 = dir_bytes(dp)
+    t = time.perf_counter()
+    deltalake.write_deltalake(dp, small, mode="append")
+    out.setdefault("delta", {})["small_commit_ms"] = (time.perf_counter() - t) * 1000
+    out["delta"]["small_commit_written"] = dir_bytes(dp) - b0
+    b0 = dir_bytes(dp)
+    t = time.perf_counter()
+    deltalake.DeltaTable(dp).delete(f"record_id = X'{target.hex()}'")
+    out["delta"]["delete_one_ms"] = (time.perf_counter() - t) * 1000
+    out["delta"]["delete_one_written"] = dir_bytes(dp) - b0
+    return out
+
+
+def accounting(sizes: list[int]) -> None:
+    """Bytes and requests the store served, each operation in a fresh process, at each size;
+    against the snapshot's id column (16 bytes x N)."""
+    work = tempfile.mkdtemp(prefix="dv-bench-acct-")
+    peers = _peers_available()
+    print(f"\n# store accounting, fresh process per operation ({'with' if peers else 'without'} Lance/Delta peers)")
+    print(f"{'N':>10}  {'operation':<14} {'ms':>8} {'GETs':>6} {'bytes read':>12} {'PUTs':>6} {'bytes written':>14} "
+          f"{'read / id column':>17}  peers (same data, same run)")
+    try:
+        for n in sizes:
+            url = f"file://{work}/acct-{n}"
+            repo = Repo.init(url)
+            repo.commit(make_text_records([f"r {i}" for i in range(n)]), message=f"{n} records")
+            repo.commit(make_text_records(["r first small"]), message="so that main~1 exists")
+            peer = _peer_figures(work, n) if peers else {}
+            for op in ("small_commit", "delete_one", "contains", "diff"):
+                f = _fresh(url, op)
+                note = ""
+                if op in ("small_commit", "delete_one") and peer:
+                    note = "  ".join(f"{name} {p[op + '_ms']:.0f} ms, {p[op + '_written']:,} B written"
+                                     for name, p in peer.items())
+                print(f"{n:>10,}  {op:<14} {f['ms']:>8.1f} {f['get']:>6} {f['get_bytes']:>12,} {f['put']:>6} "
+                      f"{f['put_bytes']:>14,} {f['get_bytes'] / (16 * n):>16.4%}  {note}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

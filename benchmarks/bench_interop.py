@@ -55,7 +55,7 @@ def main() -> None:
         repo = Repo.init(url)
         repo.commit(make_text_records(synthetic_texts(args.records, seed=3)), message="bench")
         commit = repo.resolve("main")
-        shards = repo.read_manifest(commit).shards
+        shards = repo.shard_table(repo.read_packing(commit))
         paths = [repo.store.local_path(shard_key(s.id)) for s in shards]
         total = sum(s.size for s in shards)
         print(f"# dataversion interop benchmark: {platform.node()} {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")

@@ -85,7 +85,7 @@ def bench_query(n: int, k: int, workdir: str) -> dict[str, float]:
     ids = [raw[32 * i : 32 * i + 32] for i in rng.sample(range(n), 5)]
     times, hits = [], []
     for rid in ids:
-        fresh = Repo.open(url)  # cold: no cached manifest or id columns
+        fresh = Repo.open(url)  # cold: no cached packing
         t = time.perf_counter()
         hits.append(len(lineage.checkpoints_that_saw(fresh, rid)))
         times.append(time.perf_counter() - t)
@@ -93,7 +93,9 @@ def bench_query(n: int, k: int, workdir: str) -> dict[str, float]:
     from dataversion.training.order import consumed_matrix
 
     all_entries = lineage.entries(repo)
-    sizes = [sh.live_rows for sh in repo.read_manifest(commit).shards]
+    from dataversion.training.blocks import block_sizes
+
+    sizes = list(block_sizes(repo, commit))
     matrix = consumed_matrix(sizes, [e.to_dict() for e in all_entries])
     index = lineage._CommitIndex(repo, commit)
     for rid, got in zip(ids, hits):

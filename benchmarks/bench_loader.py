@@ -35,23 +35,32 @@ from dataversion.shards import shard_key  # noqa: E402
 
 
 class PeakRSS:
-    """Samples the RSS of this process and its children every 20 ms."""
+    """Samples the memory of this process and its children: RSS every 20 ms and PSS (shared
+    pages divided among the processes mapping them, so memory-mapped shards are counted once,
+    not once per worker) every 200 ms; `peak` and `peak_pss` are the highest sums."""
 
     def __init__(self) -> None:
         self.peak = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         me = psutil.Process()
+        tick = 0
         while not self._stop.is_set():
-            total = 0
+            total = pss = 0
             for p in [me, *me.children(recursive=True)]:
                 try:
                     total += p.memory_info().rss
-                except psutil.Error:
+                    if tick % 10 == 0:
+                        pss += p.memory_full_info().pss
+                except (psutil.Error, AttributeError):
                     pass
             self.peak = max(self.peak, total)
+            if tick % 10 == 0:
+                self.peak_pss = max(self.peak_pss, pss)
+            tick += 1
             time.sleep(0.02)
 
     def __enter__(self) -> PeakRSS:
@@ -110,6 +119,7 @@ def epoch_rate(make_iter, n_expected: int) -> dict:
         "samples_per_s": round(count / dt),
         "first_batch_s": round(first, 3),
         "peak_rss_mb": round(mem.peak / 2**20),
+        "peak_pss_mb": round(mem.peak_pss / 2**20),
     }
 
 
@@ -231,7 +241,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench-loader-")
     t0 = time.perf_counter()
     repo, commit = make_repo(os.path.join(tmp, "repo"), args.records)
-    shards = repo.read_manifest(commit).shards
+    shards = repo.shard_table(repo.read_packing(commit))
     files = [repo.store.local_path(shard_key(s.id)) for s in shards]
     build_s = time.perf_counter() - t0
     results: dict = {
@@ -283,7 +293,7 @@ def main() -> None:
     ):
         r = results[name]
         print(
-            f"  {name:34s} {r['samples_per_s']:>10,} samples/s  first batch {r['first_batch_s']:.3f} s  peak RSS {r['peak_rss_mb']} MB"
+            f"  {name:34s} {r['samples_per_s']:>10,} samples/s  first batch {r['first_batch_s']:.3f} s  peak RSS {r['peak_rss_mb']} MB  PSS {r['peak_pss_mb']} MB"
         )
     print(
         f"  dataversion / HF: {results['ratio_dataversion_vs_hf']}x   dataversion / pyarrow: {results['ratio_dataversion_vs_pyarrow']}x"

@@ -24,6 +24,7 @@ which is the per-core reference. Peak RSS is sampled over the process tree.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -142,7 +143,8 @@ def epoch(make_iter, key: str, n_expected: int) -> dict:
         dt = time.perf_counter() - t0
     assert count >= n_expected * 0.99, (count, n_expected)
     return {"samples": count, "seconds": round(dt, 2), "samples_per_s": round(count / dt, 1),
-            "first_batch_s": round(first or 0, 3), "peak_rss_mb": round(mem.peak / 2**20)}
+            "first_batch_s": round(first or 0, 3), "peak_rss_mb": round(mem.peak / 2**20),
+            "peak_pss_mb": round(mem.peak_pss / 2**20)}
 
 
 def run_dataversion(url: str, kind: str, n: int, workers: int, batch: int, draft: bool = False) -> dict:
@@ -219,8 +221,9 @@ def run_litdata(files: list[str], kind: str, tmp: str, n: int, workers: int, bat
     prep = 0.0
     if not os.path.exists(out_dir):
         t0 = time.perf_counter()
-        ld.optimize(fn=_litdata_item, inputs=files, output_dir=out_dir, chunk_bytes="64MB", num_workers=1,
-                    start_method="fork")  # its default sets spawn process-wide, for every later loader
+        with contextlib.redirect_stdout(sys.stderr):  # its progress lines would spoil --json
+            ld.optimize(fn=_litdata_item, inputs=files, output_dir=out_dir, chunk_bytes="64MB", num_workers=1,
+                        start_method="fork")  # its default sets spawn process-wide, for every later loader
         prep = time.perf_counter() - t0
     key = "image" if kind == "image" else "audio"
 
@@ -364,7 +367,7 @@ def main() -> None:
                 print(f"  {name:24s} skipped: {x['skipped']}")
             else:
                 print(f"  {name:24s} {x['samples_per_s']:>9,.1f} samples/s  first batch {x['first_batch_s']:.2f} s  "
-                      f"peak RSS {x['peak_rss_mb']} MB")
+                      f"peak RSS {x['peak_rss_mb']} MB  PSS {x['peak_pss_mb']} MB")
         print(f"  dataversion / fastest peer: {r.get('ratio_vs_fastest_peer')}x   "
               f"per core / bare loop: {r['ratio_per_core_vs_bare']}x")
 

@@ -14,7 +14,8 @@ from .errors import (
     NotFoundError,
     StoreError,
 )
-from .objects import Commit, Manifest, RecordSummary, ShardRef
+from .objects import Commit, RecordSummary, ShardRef
+from .packing import Packing
 from .records import RECORD_SCHEMA, make_binary_records, make_text_records
 from .repo import CommitResult, Repo
 
@@ -24,7 +25,7 @@ __all__ = [
     "Repo",
     "CommitResult",
     "Commit",
-    "Manifest",
+    "Packing",
     "RecordSummary",
     "ShardRef",
     "RECORD_SCHEMA",

@@ -5,6 +5,8 @@ The CLI turns each into one clear line and an exit code; a traceback only with -
 
 from __future__ import annotations
 
+import re
+
 
 class DataversionError(Exception):
     """Base class. `hint` tells the user what to do next."""
@@ -54,3 +56,31 @@ class StoreError(DataversionError):
     """The object store failed permanently (credentials, permissions, missing bucket)."""
 
     exit_code = 6
+
+
+class FormatError(DataversionError):
+    """The repository was written in another format version (`dataversion upgrade` converts)."""
+
+    exit_code = 7
+
+
+_OBJECT_REPR = re.compile(r"<(?:[\w.]+\.)?(\w+) object at 0x[0-9a-fA-F]+>")
+_ADDRESS = re.compile(r"\s*at 0x[0-9a-fA-F]{6,}")
+
+
+def human_message(exc: BaseException) -> str:
+    """An exception's message for a person: no object reprs (`<_io.BytesIO object at
+    0x7f..>` becomes "the data"), no memory addresses, never empty (the exception's type
+    name then), at most 300 characters."""
+    text = str(exc).strip() or type(exc).__name__
+    text = _OBJECT_REPR.sub(
+        lambda m: (
+            "the data"
+            if m.group(1) in ("BytesIO", "BufferedReader", "SpooledTemporaryFile")
+            else m.group(1)
+        ),
+        text,
+    )
+    text = _ADDRESS.sub("", text)
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,14 +1,16 @@
 """Every id in dataversion is computed here.
 
-Record ids are xxh3-128 of canonical content. Objects (commits, manifests, shards)
-are named by xxh3-128 of their bytes. The record-set digest of a snapshot is the sum
-modulo 2**128 of one hash per record entry (record id + metadata): it depends on what a
-snapshot holds, never on how the records are packed into shards, and it updates in
-O(change) when records are added or removed.
+Record ids are xxh3-128 of canonical content. Shards and blobs are named by xxh3-128 of
+their bytes (`object_id`); commits, content-tree nodes and packings by SHA-256 of their
+bytes (`sha256_hex`), so a commit id is a cryptographic binding of the exact records: it
+covers the content tree's root, a Merkle root over every record's BLAKE2b digest
+(`shards.entry_digests`). The additive xxh3 digest helpers below are format 1's, kept for
+`dataversion upgrade`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -32,6 +34,11 @@ def record_id_of_text(text: str) -> bytes:
 def object_id(data: bytes | memoryview) -> str:
     """The name of a stored object: xxh3-128 of its bytes, 32 lowercase hex chars."""
     return xxhash.xxh3_128_hexdigest(data)
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    """SHA-256 of bytes, 64 lowercase hex chars: the names of commits, tree nodes and packings."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def canonical_json(value: Any) -> bytes:

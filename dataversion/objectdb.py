@@ -1,52 +1,55 @@
 """Plumbing: reading and writing the repository's objects by id, with caches.
 
-Objects are immutable and content-addressed: commits (`commits/<id>.json`), manifests
-(`manifests/<id>.json`), shards (`shards/<id>.parquet`), blobs (`blobs/<id>`). Nothing here
-knows about refs or the operations users call; `dataversion.repo.Repo` builds on it.
+Objects are immutable and content-addressed: commits (`commits/<sha256>.json`), content-tree
+and packing-tree nodes (`tree/<sha256>`), packings (`packings/<sha256>.json`, found through
+the pointer `packing/<root>`), shards (`shards/<xx>/<id>.parquet`), blobs (`blobs/<id>`).
+Nothing here knows about refs or the operations users call; `dataversion.repo.Repo` builds
+on it. Every read is checked: objects against their names, a packing against the commit's
+content root, the rows read from shards against the ids the content tree holds.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from . import history
 from .errors import CorruptObjectError, NotFoundError
-from .hashing import digest_hex, object_id
+from .hashing import object_id
 from .idset import IdSet
-from .objects import Commit, Manifest, ShardRef
+from .objects import Commit, ShardRef
+from .packing import (
+    Packing,
+    ShardInfo,
+    index_reader,
+    packing_key,
+    read_pointer,
+    shard_infos,
+    shard_table_key,
+    shards_reader,
+)
 from .records import conform, ids_as_numpy
 from .shards import (
-    ENTRY_COLUMNS,
     TARGET_SHARD_BYTES,
     decode_shard,
     describe_shard,
-    entries_digest_of,
-    entry_limbs,
-    limbs_digest,
-    live_rows,
     parquet_bytes,
-    payload_mismatches,
     plan_shard_rows,
-    served_rows,
     shard_key,
 )
 from .stores import Store
+from .tree import EMPTY_ROOT, ENTRY, TreeReader
 
 
 def commit_key(commit_id: str) -> str:
     return f"commits/{commit_id}.json"
 
 
-def manifest_key(manifest_id: str) -> str:
-    return f"manifests/{manifest_id}.json"
-
-
 def blob_key(blob_id: str) -> str:
     return f"blobs/{blob_id}"
-
 
 
 class _LRU(OrderedDict):
@@ -61,6 +64,16 @@ class _LRU(OrderedDict):
             self.popitem(last=False)
 
 
+class RowGroup:
+    """Rows of one shard that a snapshot holds: shard id, row numbers, and the record ids
+    those rows must carry (sorted by row)."""
+
+    __slots__ = ("shard", "rows", "ids")
+
+    def __init__(self, shard: str, rows: np.ndarray, ids: np.ndarray):
+        self.shard, self.rows, self.ids = shard, rows, ids
+
+
 class ObjectDB:
     """The objects of one repository's store: typed reads (checked against their ids) and writes."""
 
@@ -68,23 +81,12 @@ class ObjectDB:
         self.store = store
         self.url = store.url
         self._commits: _LRU = _LRU(4096)
-        self._manifests: _LRU = _LRU(64)
-        self._idsets: _LRU = _LRU(4)
-        self._shard_ids: _LRU = _LRU(256)
+        self._packings: _LRU = _LRU(64)
+        self._shard_tables: _LRU = _LRU(16)
         self._chunks: _LRU = _LRU(16)
 
+    # ------------------------------------------------------------------ commits and content
     def read_commit(self, commit_id: str) -> Commit:
-        return self._read_commit_and_manifest_id(commit_id)[0]
-
-    def manifest_id_of(self, commit_id: str) -> str:
-        return self._read_commit_and_manifest_id(commit_id)[1]
-
-    def _read_commit_and_manifest_id(self, commit_id: str) -> tuple[Commit, str]:
-        commit, manifest_id, _ = self.read_stored_commit(commit_id)
-        return commit, manifest_id
-
-    def read_stored_commit(self, commit_id: str) -> tuple[Commit, str, dict[str, str]]:
-        """(commit, manifest id, attachment overrides) of a stored commit (cached)."""
         cached = self._commits.get(commit_id)
         if cached is not None:
             return cached
@@ -92,47 +94,176 @@ class ObjectDB:
             data = self.store.get(commit_key(commit_id))
         except NotFoundError:
             raise NotFoundError(f"commit {commit_id} not found in {self.url}") from None
-        value = Commit.read_stored(data, commit_id)
-        self._commits.put(commit_id, value)
-        return value
+        commit = Commit.from_stored_bytes(data, commit_id)
+        self._commits.put(commit_id, commit)
+        return commit
 
-    def attachment_ids(self, commit_id: str) -> dict[str, str]:
-        """The blob id of each attachment of a commit, as readers use them (an erasure's
-        rewritten blobs in place of the ones the commit id names)."""
-        commit, _, overrides = self.read_stored_commit(commit_id)
-        return {**commit.attachments, **overrides}
+    def root_of(self, commit_id: str) -> str:
+        """The content-tree root a commit names."""
+        return self.read_commit(commit_id).root
 
-    def forget_commit(self, commit_id: str) -> None:
-        """Drop what this process cached about a commit whose packing was re-pointed."""
-        self._commits.pop(commit_id, None)
-        self._idsets.pop(commit_id, None)
+    def tree(self, commit_id: str) -> TreeReader:
+        """The content tree of a commit (record id -> digest)."""
+        return TreeReader(self.store, self.root_of(commit_id), ENTRY)
 
-    def read_manifest(self, commit_id: str) -> Manifest:
-        """The manifest (shard list) of a commit, checked against the commit's record summary.
+    def contains(self, commit_id: str | None, ids: np.ndarray) -> np.ndarray:
+        """Which of `ids` ('S16') the commit holds: a tree lookup, O(len(ids) x log N) reads
+        (what ingest, `add` and dedup need; never reads the snapshot's id column).
+        `commit_id` None (no commit yet) holds nothing."""
+        ids = np.asarray(ids, dtype="S16")
+        if commit_id is None:
+            return np.zeros(len(ids), dtype=bool)
+        return self.tree(commit_id).contains(ids)
 
-        The manifest pointer sits beside the commit's hashed fields, so a swapped pointer
-        would serve another commit's records: CorruptObjectError naming both instead.
-        """
-        commit, manifest_id = self._read_commit_and_manifest_id(commit_id)
-        manifest = self._manifests.get(manifest_id)
-        if manifest is None:
-            try:
-                data = self.store.get(manifest_key(manifest_id))
-            except NotFoundError:
-                raise NotFoundError(f"manifest {manifest_id} of commit {commit_id} is missing from {self.url}", hint="run `dataversion verify`") from None
-            manifest = Manifest.from_bytes(data, manifest_id)
-            self._manifests.put(manifest_id, manifest)
-        if manifest.records != commit.records:
+    def record_ids(self, commit_id: str) -> IdSet:
+        """Every record id of a commit (reads the whole content tree: prefer `contains`)."""
+        return IdSet(self.tree(commit_id).entries()["id"].copy(), presorted=True)
+
+    # ------------------------------------------------------------------ packing
+    def packing_id_of(self, commit_id: str) -> str:
+        root = self.root_of(commit_id)
+        found = read_pointer(self.store, root)
+        if found is None:
+            if root == EMPTY_ROOT:
+                return Packing(EMPTY_ROOT, 0).id
+            raise NotFoundError(f"the packing of commit {commit_id} (content root {root}) is missing from {self.url}",
+                                hint="run `dataversion verify`")
+        return found[0]
+
+    def read_packing(self, commit_id: str) -> Packing:
+        """The packing of a commit, checked against the commit's content root and count.
+
+        A packing for another root (a swapped pointer) is CorruptObjectError naming both."""
+        commit = self.read_commit(commit_id)
+        packing_id = self.packing_id_of(commit_id)
+        packing = self._packings.get(packing_id)
+        if packing is None:
+            if commit.root == EMPTY_ROOT and packing_id == Packing(EMPTY_ROOT, 0).id:
+                packing = Packing(EMPTY_ROOT, 0)
+            else:
+                try:
+                    data = self.store.get(packing_key(packing_id))
+                except NotFoundError:
+                    raise NotFoundError(f"packing {packing_id} of commit {commit_id} is missing from {self.url}",
+                                        hint="run `dataversion verify`") from None
+                packing = Packing.from_bytes(data, packing_id)
+            self._packings.put(packing_id, packing)
+        if packing.root != commit.root or packing.count != commit.records.count:
             raise CorruptObjectError(
-                f"manifest {manifest_id} does not hold the records commit {commit_id} names "
-                f"({manifest.records.count} records vs {commit.records.count}, digests differ)",
-                hint="run `dataversion verify`; restore the manifest or reset the branch",
+                f"packing {packing_id} does not pack the records commit {commit_id} names "
+                f"(root {packing.root[:16]}.. with {packing.count} records vs {commit.root[:16]}.. with {commit.records.count})",
+                hint="run `dataversion verify`; restore the packing pointer or repack",
             )
-        return manifest
+        return packing
 
-    def read_shard_bytes(self, shard: ShardRef | str) -> bytes:
+    def shard_table(self, packing: Packing) -> list[ShardInfo]:
+        """Every shard of a packing (reads its shard table)."""
+        cached = self._shard_tables.get(packing.shards)
+        if cached is None:
+            cached = shard_infos(shards_reader(self.store, packing).entries())
+            self._shard_tables.put(packing.shards, cached)
+        return cached
+
+    def _full_shard_ids(self, packing: Packing, prefixes: np.ndarray) -> dict[bytes, str]:
+        """Full shard ids of 12-byte prefixes, from the packing's shard table."""
+        keys = np.unique(np.asarray(prefixes, dtype="S12"))
+        raw_keys = np.ascontiguousarray(keys).tobytes()
+        padded = np.frombuffer(b"".join(raw_keys[12 * i : 12 * i + 12] + b"\x00" * 4 for i in range(len(keys))), dtype="S16")
+        found, ents = shards_reader(self.store, packing).lookup(padded)
+        if not found.all():
+            raise CorruptObjectError(f"packing {packing.id} indexes a shard its shard table lacks", hint="run `dataversion verify`")
+        raw = np.ascontiguousarray(ents["shard"]).tobytes()
+        return {raw_keys[12 * i : 12 * i + 12]: raw[16 * i : 16 * i + 16].hex() for i in range(len(keys))}
+
+    def locate(self, commit_id: str, ids: np.ndarray | None = None, *, ranks: tuple[int, int] | None = None,
+               packing: Packing | None = None) -> list[RowGroup]:
+        """Where records of a commit lie, grouped by shard, checked against the content tree.
+
+        `ids` (held by the commit): those records; `ranks` (start, stop): the records of those
+        places in id order; neither: every record. CorruptObjectError when the packing's index
+        does not hold exactly the content tree's ids there. `packing`: one this process already
+        read and checked for the commit (a loader resolves it once)."""
+        if packing is None or packing.root != self.root_of(commit_id):
+            packing = self.read_packing(commit_id)
+        index = index_reader(self.store, packing)
+        if ids is not None:
+            ids = np.asarray(ids, dtype="S16")
+            found, ents = index.lookup(ids)
+            if not found.all():
+                missing = ids[~found][:1].tobytes().hex()
+                raise CorruptObjectError(f"packing {packing.id} of commit {commit_id} does not index record {missing}",
+                                         hint="run `dataversion verify`")
+        else:
+            content = self.tree(commit_id)
+            if ranks is None:
+                want, ents = content.entries()["id"], index.entries()
+            else:
+                want, ents = content.entries_at(*ranks)["id"], index.entries_at(*ranks)
+            if len(want) != len(ents) or (want != ents["id"]).any():
+                raise CorruptObjectError(
+                    f"packing {packing.id} does not index the records of commit {commit_id} (its index and the content tree differ)",
+                    hint="run `dataversion verify`; restore the packing pointer or repack")
+        if len(ents) == 0:
+            return []
+        names = self._full_shard_ids(packing, ents["shard"])
+        shard_col = ents["shard"]
+        order = np.lexsort((ents["row"], shard_col))
+        s_sorted = shard_col[order]
+        cuts = np.flatnonzero(s_sorted[1:] != s_sorted[:-1]) + 1
+        groups = []
+        for part in np.split(order, cuts):
+            prefix = np.ascontiguousarray(shard_col[part[:1]]).tobytes()
+            groups.append(RowGroup(names[prefix], ents["row"][part].astype(np.int64), ents["id"][part]))
+        return groups
+
+    def check_rows(self, commit_id: str, group: RowGroup, table_ids: np.ndarray) -> None:
+        """The ids of the rows read from a shard must be the ids the tree holds there:
+        CorruptObjectError naming the shard and the commit otherwise."""
+        if len(table_ids) != len(group.ids) or (np.asarray(table_ids, dtype="S16") != group.ids).any():
+            raise CorruptObjectError(
+                f"shard {group.shard} does not hold the records the packing of commit {commit_id} places there",
+                hint="run `dataversion verify`")
+
+    def read_rows(self, commit_id: str, columns: list[str], groups: list[RowGroup] | None = None) -> Iterator[pa.Table]:
+        """The records of a commit (or of `groups`), one table per shard, checked row by row
+        against the content tree. `record_id` is always the first column."""
+        cols = ["record_id", *[c for c in columns if c != "record_id"]]
+        for group in self.locate(commit_id) if groups is None else groups:
+            table = self.read_shard_columns(group.shard, cols).take(pa.array(group.rows))
+            self.check_rows(commit_id, group, ids_as_numpy(table.column("record_id")))
+            yield table
+
+    def read_some_rows(self, commit_id: str, group: RowGroup, columns: list[str]) -> pa.Table:
+        """Some columns of a few rows of a shard, reading only the Parquet row groups that
+        hold them (ranged reads): what a delete needs for its modality counts and diff for
+        its descriptions, at a cost that follows the change. The ids of the rows are checked
+        against the content tree; the other columns are not hashed, so this serves counts
+        and descriptions, never payloads (those go through `read_rows`)."""
+        import pyarrow.parquet as pq
+
+        cols = ["record_id", *[c for c in columns if c != "record_id"]]
+        key = shard_key(group.shard)
+        try:
+            pf = pq.ParquetFile(self.store.open_input(key), pre_buffer=False)
+            md = pf.metadata
+            starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
+            rgs = np.unique(np.searchsorted(starts, group.rows, side="right") - 1)
+            table = pf.read_row_groups([int(r) for r in rgs], columns=cols)
+        except (FileNotFoundError, NotFoundError):
+            raise NotFoundError(f"shard {group.shard} is missing from {self.url}", hint="run `dataversion verify`") from None
+        except (pa.ArrowInvalid, OSError, IndexError) as e:
+            raise CorruptObjectError(f"shard {group.shard} is not a readable Parquet file: {e}", hint="run `dataversion verify`") from e
+        base = {int(rg): int(o) for rg, o in zip(rgs, np.cumsum([0] + [int(starts[r + 1] - starts[r]) for r in rgs])[:-1])}
+        rg_of = np.searchsorted(starts, group.rows, side="right") - 1
+        local = np.array([base[int(rg)] + int(row - starts[rg]) for rg, row in zip(rg_of, group.rows)], dtype=np.int64)
+        table = table.take(pa.array(local))
+        self.check_rows(commit_id, group, ids_as_numpy(table.column("record_id")))
+        return table
+
+    # ------------------------------------------------------------------ shards
+    def read_shard_bytes(self, shard: ShardRef | ShardInfo | str) -> bytes:
         """The bytes of a shard, checked against its name (CorruptObjectError if they differ)."""
-        shard_id = shard.id if isinstance(shard, ShardRef) else shard
+        shard_id = shard if isinstance(shard, str) else shard.id
         try:
             data = self.store.get(shard_key(shard_id))
         except NotFoundError:
@@ -142,95 +273,33 @@ class ObjectDB:
             raise CorruptObjectError(f"shard {shard_id} is corrupt: its bytes hash to {actual}", hint="run `dataversion verify`")
         return data
 
-    def read_shard(self, shard: ShardRef, columns: list[str] | None = None, *, with_deleted: bool = False,
-                   with_erased: bool = False) -> pa.Table:
-        """The rows of a shard that readers serve (deleted and erased rows dropped).
+    def read_shard(self, shard: ShardRef | ShardInfo | str, columns: list[str] | None = None) -> pa.Table:
+        """Every row of a shard, its bytes hashed against its name before anything is decoded."""
+        shard_id = shard if isinstance(shard, str) else shard.id
+        return decode_shard(self.read_shard_bytes(shard_id), shard_id, columns)
 
-        `with_erased`: keep erased rows (their payload is null); `with_deleted`: every row.
+    def read_shard_columns(self, shard: ShardRef | ShardInfo | str, columns: list[str]) -> pa.Table:
+        """Some columns of every row of a shard, its bytes checked against its name first.
 
-        The whole object is read and hashed against the shard's name before anything is
-        decoded, so no reader serves bytes the commit does not name.
-        """
-        table = decode_shard(self.read_shard_bytes(shard), shard.id, columns)
-        if table.num_rows != shard.rows:
-            raise CorruptObjectError(f"shard {shard.id} has {table.num_rows} rows, its manifest says {shard.rows}")
-        if with_deleted:
-            return table
-        return live_rows(table, shard.deleted) if with_erased else served_rows(table, shard)
+        The whole object is read (a local file is memory-mapped): a column-only ranged read
+        could not be checked, and callers check the ids of the rows they use against the
+        content tree (`check_rows`)."""
+        return self.read_shard(shard, columns)
 
-    def read_shard_columns(self, shard: ShardRef, columns: list[str], *, with_deleted: bool = False,
-                           with_erased: bool = False) -> pa.Table:
-        """Some columns of a shard, checked before they are served.
-
-        On a local disk the whole shard is hashed (cheap). On a remote store only the columns
-        are fetched (ranged reads), with the entry columns (id + metadata) added so their
-        digest can be checked against the manifest's, and payloads checked against their ids.
-        """
-        if self.store.local_path(shard_key(shard.id)) is not None:
-            return self.read_shard(shard, columns, with_deleted=with_deleted, with_erased=with_erased)
-        import pyarrow.parquet as pq
-
-        payloads = ["text", "data"] if {"text", "data"} & set(columns) else []
-        wanted = list(dict.fromkeys([*columns, *ENTRY_COLUMNS, *payloads]))
-        try:
-            with self.store.open_input(shard_key(shard.id)) as f:
-                table = pq.ParquetFile(f).read(columns=wanted)
-        except NotFoundError:
-            raise NotFoundError(f"shard {shard.id} is missing from {self.url}", hint="run `dataversion verify`") from None
-        except (pa.ArrowInvalid, OSError) as e:
-            raise CorruptObjectError(f"shard {shard.id} is not a readable Parquet file: {e}") from e
-        if table.num_rows != shard.rows:
-            raise CorruptObjectError(f"shard {shard.id} has {table.num_rows} rows, its manifest says {shard.rows}")
-        live = live_rows(table, shard.deleted)
-        if digest_hex(entries_digest_of(live)) != shard.digest:
-            raise CorruptObjectError(f"shard {shard.id} is corrupt: its records do not match the manifest's digest", hint="run `dataversion verify`")
-        if payloads:
-            bad = payload_mismatches(table)
-            if len(bad):
-                raise CorruptObjectError(f"shard {shard.id} is corrupt: {len(bad)} payload(s) do not hash to their record id", hint="run `dataversion verify`")
-        out = table if with_deleted else (live if with_erased else served_rows(table, shard))
-        return out.select(columns)
-
-    def shard_id_column(self, shard: ShardRef) -> np.ndarray:
-        """All record ids of a shard (deleted rows included), cached."""
-        ids = self._shard_ids.get(shard.id)
-        if ids is None:
-            table = self.read_shard_columns(shard, ["record_id"], with_deleted=True)  # erased rows too
-            ids = ids_as_numpy(table.column("record_id")).copy()
-            self._shard_ids.put(shard.id, ids)
-        return ids
-
-    def record_ids(self, commit_id: str) -> IdSet:
-        """The set of record ids a commit holds (cached per commit)."""
-        cached = self._idsets.get(commit_id)
-        if cached is not None:
-            return cached
-        parts = []
-        for shard in self.read_manifest(commit_id).shards:
-            ids = self.shard_id_column(shard)
-            if shard.deleted:
-                mask = np.ones(len(ids), dtype=bool)
-                mask[list(shard.deleted)] = False
-                ids = ids[mask]
-            parts.append(ids)
-        idset = IdSet(np.concatenate(parts) if parts else None)
-        self._idsets.put(commit_id, idset)
-        return idset
-
-    def write_manifest(self, manifest: Manifest) -> str:
-        """Store a manifest by content (once); its id."""
-        data = manifest.to_bytes()
-        manifest_id = object_id(data)
-        self._put_or_freshen(manifest_key(manifest_id), data)
-        self._manifests.put(manifest_id, manifest)
-        return manifest_id
-
-    def write_commit(self, commit: Commit, manifest_id: str) -> str:
-        """Store a commit pointing at its manifest (once); its id."""
+    # ------------------------------------------------------------------ writing
+    def write_commit(self, commit: Commit) -> str:
+        """Store a commit (once); its id."""
         commit_id = commit.id
-        self._put_or_freshen(commit_key(commit_id), commit.to_stored_bytes(manifest_id))
-        self._commits.put(commit_id, (commit, manifest_id, {}))
+        self._put_or_freshen(commit_key(commit_id), commit.to_stored_bytes())
+        self._commits.put(commit_id, commit)
         return commit_id
+
+    def write_packing(self, packing: Packing) -> str:
+        data = packing.to_bytes()
+        packing_id = packing.id
+        self._put_or_freshen(packing_key(packing_id), data)
+        self._packings.put(packing_id, packing)
+        return packing_id
 
     def write_history(self, commit_id: str, commit: Commit, parent: str | None) -> None:
         """Store the history chunk that lets `log` read many commits per request."""
@@ -238,10 +307,6 @@ class ObjectDB:
         chunk = history.build_chunk(commit.summary(commit_id), parent_chunk, parent)
         history.write_chunk(self.store, commit_id, chunk)
         self._chunks.put(commit_id, chunk)
-
-    def remember_record_ids(self, commit_id: str, ids: IdSet) -> None:
-        """Cache the id set of a commit just written (saves rereading its shards)."""
-        self._idsets.put(commit_id, ids)
 
     def put_blob(self, data: bytes) -> str:
         """Store an attachment (rejects table, consumed-inputs list...) by content; returns its id."""
@@ -265,10 +330,9 @@ class ObjectDB:
         return data
 
     def read_attachment(self, commit_id: str, name: str) -> bytes | None:
-        blob_id = self.attachment_ids(commit_id).get(name)
+        blob_id = self.read_commit(commit_id).attachments.get(name)
         return self.read_blob(blob_id) if blob_id else None
 
-    # ------------------------------------------------------------------ writing
     def write_shards(self, table: pa.Table, target_bytes: int = TARGET_SHARD_BYTES) -> list[ShardRef]:
         """Write a record table as shards (sorted, content-addressed) without committing.
 
@@ -277,36 +341,28 @@ class ObjectDB:
         """
         return self.write_shards_counted(conform(table), target_bytes)[0]
 
-    def write_shards_counted(self, table: pa.Table, target_bytes: int = TARGET_SHARD_BYTES) -> tuple[list[ShardRef], int]:
-        """`write_shards` of a conformed table, also returning the bytes newly stored."""
+    def write_shards_counted(self, table: pa.Table, target_bytes: int = TARGET_SHARD_BYTES) -> tuple[list[ShardRef], int, list[np.ndarray]]:
+        """`write_shards` of a conformed table: (refs, bytes newly stored, the table's row
+        numbers that each shard holds, in shard row order)."""
         # Worker threads gather, encode and store each shard (Arrow, Parquet and file I/O
-        # release the GIL) while this thread hashes the entries of every row: both cores busy.
+        # release the GIL).
         from concurrent.futures import ThreadPoolExecutor
 
-        def encode_and_store(rows: np.ndarray) -> tuple[pa.Table, bytes, int]:
+        def encode_and_store(rows: np.ndarray) -> tuple[ShardRef, int]:
             part = table.take(pa.array(rows))
             data = parquet_bytes(part)
             written = self._put_or_freshen(shard_key(object_id(data)), bytes(data))
-            return part, data, len(data) if written else 0
+            return describe_shard(part, data, digest=None), len(data) if written else 0
 
-        refs: list[ShardRef] = []
-        written = 0
         order, cuts = plan_shard_rows(table, target_bytes)
-        if table.num_rows < 4096:
-            limbs = entry_limbs(table)
-            for a, b in cuts:
-                part, data, n = encode_and_store(order[a:b])
-                written += n
-                refs.append(describe_shard(part, data, limbs_digest(limbs[order[a:b]])))
-            return refs, written
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(encode_and_store, order[a:b]) for a, b in cuts]
-            limbs = entry_limbs(table)
-            for (a, b), fut in zip(cuts, futures):
-                part, data, n = fut.result()
-                written += n
-                ref = describe_shard(part, data, limbs_digest(limbs[order[a:b]]))
-                refs.append(ref)
-                self._shard_ids.put(ref.id, ids_as_numpy(part.column("record_id")).copy())
-        return refs, written
+        parts = [order[a:b] for a, b in cuts]
+        if len(parts) <= 1:
+            results = [encode_and_store(p) for p in parts]
+        else:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                results = list(pool.map(encode_and_store, parts))
+        return [r for r, _ in results], sum(n for _, n in results), parts
 
+
+def shard_table_keys(shard_ids: list[str]) -> np.ndarray:
+    return np.array([shard_table_key(s) for s in shard_ids], dtype="S16")

@@ -1,12 +1,13 @@
-"""The object model: shard references, manifests and commits.
+"""The object model: commits, their record summaries, and shard descriptions.
 
 Each class serializes itself to canonical JSON and nothing else computes its id.
 
-What a commit holds vs how it is packed: a commit's id covers a `RecordSummary` (count,
-digest over record ids + metadata, counts by modality), never the shard list. The shard
-list lives in a `Manifest`, which the stored commit points to next to (not inside) the
-hashed part. Repacking shards or erasing a payload writes a new manifest with the same
-record summary and re-points the commit: no commit id changes.
+What a commit holds vs how it is packed (format 2): a commit's id is the SHA-256 of its
+stored bytes, which include a `RecordSummary` whose `digest` is the root of the content
+tree (`dataversion.tree`), a Merkle root over every record's id and BLAKE2b digest. Where
+the payloads lie is a separate, re-pointable packing object (`dataversion.packing`) found
+by the content root; every reader checks the packing against the root before serving.
+Repacking or erasing a payload re-points the packing: no commit id changes.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from functools import cached_property
 from typing import Any
 
 from .errors import CorruptObjectError
-from .hashing import canonical_json, object_id
+from .hashing import canonical_json, object_id, sha256_hex
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def utc_now() -> str:
@@ -30,7 +31,8 @@ def utc_now() -> str:
 
 @dataclass(frozen=True)
 class RecordSummary:
-    """What a snapshot holds, independent of packing: count, set digest, counts by modality."""
+    """What a snapshot holds, independent of packing: count, content-tree root (`digest`),
+    counts by modality."""
 
     count: int
     digest: str
@@ -46,14 +48,9 @@ class RecordSummary:
 
 @dataclass(frozen=True)
 class ShardRef:
-    """One immutable Parquet shard as a manifest uses it.
-
-    `deleted` lists row indices (sorted) that this snapshot does not hold: removing a record
-    never rewrites a shard. `digest` and `by_modality` describe the live rows only.
-    `erased` lists row indices (sorted) whose payload an erasure removed: the row (id and
-    metadata) is still part of the snapshot and its order, but no reader serves it
-    (`dataversion.porcelain.erase`; the erasure record in `erasures/` proves them).
-    """
+    """One immutable Parquet shard as a writer describes it (what distributed workers hand
+    to `commit(prewritten_shards=...)`). Packings keep only id, rows and size per shard;
+    `digest` is format 1's and empty on new shards."""
 
     id: str
     rows: int
@@ -63,17 +60,10 @@ class ShardRef:
     digest: str
     by_modality: dict[str, int]
     deleted: tuple[int, ...] = ()
-    erased: tuple[int, ...] = ()
 
     @property
     def live_rows(self) -> int:
-        """Rows the snapshot holds (erased ones included: they keep their place)."""
         return self.rows - len(self.deleted)
-
-    @property
-    def served_rows(self) -> int:
-        """Rows a reader serves: the live rows that are not erased."""
-        return self.rows - len(set(self.deleted) | set(self.erased)) if self.erased else self.live_rows
 
     @cached_property
     def canonical(self) -> str:
@@ -83,9 +73,7 @@ class ShardRef:
     @property
     def key(self) -> str:
         """Identity of the shard *as used*: same file and same deletions."""
-        if not self.deleted and not self.erased:
-            return self.id
-        return f"{self.id}-{object_id(canonical_json([list(self.deleted), list(self.erased)]))}"
+        return self.id if not self.deleted else f"{self.id}-{object_id(canonical_json(list(self.deleted)))}"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -99,8 +87,6 @@ class ShardRef:
         }
         if self.deleted:
             d["deleted"] = list(self.deleted)
-        if self.erased:
-            d["erased"] = list(self.erased)
         return d
 
     @classmethod
@@ -114,40 +100,7 @@ class ShardRef:
             digest=d["digest"],
             by_modality=dict(d["by_modality"]),
             deleted=tuple(d.get("deleted", ())),
-            erased=tuple(d.get("erased", ())),
         )
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What one snapshot holds (its record summary) and where the payloads lie (shards)."""
-
-    records: RecordSummary
-    shards: tuple[ShardRef, ...]
-
-    def to_bytes(self) -> bytes:
-        # Equal to canonical_json({"format", "records", "shards"}) (keys in sorted order),
-        # but joined from each ShardRef's cached text: a commit that adds one shard to a
-        # manifest of thousands does not re-serialize the others.
-        head = canonical_json({"format": FORMAT_VERSION, "records": self.records.to_dict()}).decode("utf-8")
-        return (head[:-1] + ',"shards":[' + ",".join(s.canonical for s in self.shards) + "]}").encode("utf-8")
-
-    @property
-    def id(self) -> str:
-        return object_id(self.to_bytes())
-
-    @classmethod
-    def from_bytes(cls, data: bytes, expected_id: str | None = None) -> Manifest:
-        if expected_id is not None and object_id(data) != expected_id:
-            raise CorruptObjectError(f"manifest {expected_id} is corrupt: its bytes hash to {object_id(data)}")
-        try:
-            d = json.loads(data)
-            return cls(
-                RecordSummary.from_dict(d["records"]),
-                tuple(ShardRef.from_dict(s) for s in d["shards"]),
-            )
-        except (ValueError, KeyError, TypeError) as e:
-            raise CorruptObjectError(f"manifest {expected_id or '?'} cannot be parsed: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -177,29 +130,17 @@ class Commit:
         }
 
     @property
+    def root(self) -> str:
+        """The root of the content tree: what the commit holds."""
+        return self.records.digest
+
+    @property
     def id(self) -> str:
-        return object_id(canonical_json(self.hashed_dict()))
+        return sha256_hex(self.to_stored_bytes())
 
-    def to_stored_bytes(self, manifest_id: str, attachment_overrides: dict[str, str] | None = None) -> bytes:
-        """The stored form: the hashed fields plus the (packing) pointer to a manifest.
-
-        `attachment_overrides` (name -> blob id), beside the hashed fields like the manifest
-        pointer, replace attachments an erasure rewrote (their excerpts or index entries of
-        an erased record removed): the commit id still names the original blob ids."""
-        d: dict[str, Any] = {"commit": self.hashed_dict(), "manifest": manifest_id}
-        if attachment_overrides:
-            d["attachment_overrides"] = dict(attachment_overrides)
-        return canonical_json(d)
-
-    @classmethod
-    def read_stored(cls, data: bytes, expected_id: str) -> tuple[Commit, str, dict[str, str]]:
-        """Parse a stored commit: (commit, manifest id, attachment overrides). Verifies the id."""
-        commit, manifest_id = cls.from_stored_bytes(data, expected_id)
-        try:
-            overrides = dict(json.loads(data).get("attachment_overrides", {}))
-        except (ValueError, TypeError, AttributeError) as e:
-            raise CorruptObjectError(f"commit {expected_id} cannot be parsed: {e}") from e
-        return commit, manifest_id, overrides
+    def to_stored_bytes(self) -> bytes:
+        """The stored form: canonical JSON of the hashed fields (its SHA-256 is the id)."""
+        return canonical_json(self.hashed_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Commit:
@@ -215,17 +156,26 @@ class Commit:
         )
 
     @classmethod
-    def from_stored_bytes(cls, data: bytes, expected_id: str) -> tuple[Commit, str]:
-        """Parse a stored commit; returns (commit, manifest_id). Verifies the id."""
+    def from_stored_bytes(cls, data: bytes, expected_id: str) -> Commit:
+        """Parse a stored commit, checking that its bytes hash to `expected_id`.
+
+        A format-1 commit (from dataversion 0.1) is refused: FormatError naming `upgrade`."""
+        actual = sha256_hex(data)
         try:
             d = json.loads(data)
-            commit = cls.from_dict(d["commit"])
-            manifest_id = d["manifest"]
+            if isinstance(d, dict) and "commit" in d and "manifest" in d:
+                from .errors import FormatError
+
+                raise FormatError(
+                    f"commit {expected_id} is in repository format 1 (dataversion 0.1)",
+                    hint="run `dataversion upgrade --repo URL` to convert the repository to format 2",
+                )
+            commit = cls.from_dict(d)
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptObjectError(f"commit {expected_id} cannot be parsed: {e}") from e
-        if commit.id != expected_id:
-            raise CorruptObjectError(f"commit {expected_id} is corrupt: its fields hash to {commit.id}")
-        return commit, manifest_id
+        if actual != expected_id:
+            raise CorruptObjectError(f"commit {expected_id} is corrupt: its bytes hash to {actual}", hint="run `dataversion verify`")
+        return commit
 
     def summary(self, commit_id: str) -> dict[str, Any]:
         """The JSON shape `log --json` and `show --json` print."""

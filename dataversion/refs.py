@@ -58,7 +58,7 @@ def validate_ref_name(name: str) -> str:
     problem = _ref_name_problem(name)
     if problem:
         raise BadInputError(f"invalid ref name {name!r}: {problem}", hint=_REF_NAME_HINT)
-    if re.fullmatch(r"[0-9a-f]{8,32}", name):
+    if re.fullmatch(r"[0-9a-f]{8,64}", name):
         raise BadInputError(f"ref name {name!r} looks like a commit id")
     return name
 

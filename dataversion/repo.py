@@ -8,14 +8,15 @@ module in `dataversion.porcelain` and are bound here as methods, so `repo.log(..
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from . import writer
-from .errors import AmbiguousRefError, BadInputError, NotFoundError
+from .errors import AmbiguousRefError, BadInputError, FormatError, NotFoundError
 from .hashing import canonical_json
-from .objectdb import ObjectDB, blob_key, commit_key, manifest_key
-from .objects import utc_now
+from .objectdb import ObjectDB, blob_key, commit_key
+from .objects import FORMAT_VERSION, utc_now
 from .porcelain import branches as _branches
 from .porcelain import checkout as _checkout
 from .porcelain import erase as _erase
@@ -27,11 +28,12 @@ from .refs import HEADS, TAGS, Refs, validate_ref_name
 from .stores import Store, normalize_url, open_store
 from .writer import DEFAULT_BRANCH, CommitResult
 
-__all__ = ["Repo", "CommitResult", "DEFAULT_BRANCH", "commit_key", "manifest_key", "blob_key"]
+__all__ = ["Repo", "CommitResult", "DEFAULT_BRANCH", "commit_key", "blob_key"]
 
 CONFIG_KEY = "config.json"
+UPGRADE_MAP_KEY = "upgrade/format1-ids.json"
 _REF_RE = re.compile(r"^(?P<base>.+?)(?P<tilde>(~\d*)*)$")
-_HEX_RE = re.compile(r"^[0-9a-f]{8,32}$")
+_HEX_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 class Repo(ObjectDB):
@@ -49,20 +51,40 @@ class Repo(ObjectDB):
         A local directory is made as needed; an S3 bucket only with `create_bucket=True`
         (NotFoundError "bucket B does not exist at ENDPOINT" otherwise)."""
         store = open_store(normalize_url(url), create=True, create_bucket=create_bucket, **store_options)
-        config = {"format": 1, "default_branch": DEFAULT_BRANCH, "created": utc_now()}
+        config = {"format": FORMAT_VERSION, "default_branch": DEFAULT_BRANCH, "created": utc_now()}
         store.put_if_absent(CONFIG_KEY, canonical_json(config))
-        return cls(store)
+        return cls._checked(store, url)
 
     @classmethod
-    def open(cls, url: str, **store_options: Any) -> Repo:
-        """Open an existing repository. NotFoundError if there is none at `url`."""
+    def open(cls, url: str, *, any_format: bool = False, **store_options: Any) -> Repo:
+        """Open an existing repository. NotFoundError if there is none at `url`; FormatError
+        (naming `dataversion upgrade`) if it is in another format, unless `any_format`."""
         store = open_store(normalize_url(url), **store_options)
         if not store.exists(CONFIG_KEY):
             raise NotFoundError(
                 f"no dataversion repository at {store.url}",
                 hint=f"create one with `dataversion init --repo {url}`",
             )
-        return cls(store)
+        return cls(store) if any_format else cls._checked(store, url)
+
+    @classmethod
+    def _checked(cls, store: Store, url: str) -> Repo:
+        repo = cls(store)
+        fmt = repo.format_version()
+        if fmt != FORMAT_VERSION:
+            raise FormatError(
+                f"the repository at {store.url} is in format {fmt}; this dataversion reads format {FORMAT_VERSION}",
+                hint=f"run `dataversion upgrade --repo {url}` to convert it in place" if fmt < FORMAT_VERSION
+                else "upgrade dataversion",
+            )
+        return repo
+
+    def format_version(self) -> int:
+        """The repository's format version (config.json)."""
+        try:
+            return int(json.loads(self.store.get(CONFIG_KEY)).get("format", 1))
+        except (ValueError, TypeError, AttributeError):
+            return 1
 
     # ------------------------------------------------------------------ refs
     def branch_ref(self, branch: str) -> str:
@@ -103,8 +125,11 @@ class Repo(ObjectDB):
             if v:
                 return v.commit_id
         if _HEX_RE.match(name):
-            if len(name) == 32 and self.store.exists(commit_key(name)):
+            if len(name) == 64 and self.store.exists(commit_key(name)):
                 return name
+            mapped = self._upgraded_id(name)
+            if mapped is not None:
+                return mapped
             matches = [i.key[len("commits/"):-len(".json")] for i in self.store.list(f"commits/{name}")]
             if len(matches) == 1:
                 return matches[0]
@@ -115,11 +140,24 @@ class Repo(ObjectDB):
             hint = "the repository has no commits yet: `dataversion add PATH` or `dataversion ingest SOURCE`"
         raise NotFoundError(f"unknown ref {name!r}: no branch, tag or commit by that name", hint=hint)
 
+    def _upgraded_id(self, old: str) -> str | None:
+        """The format-2 id of a format-1 commit id (or unique prefix), from the map
+        `dataversion upgrade` kept, so old checkpoints still resolve."""
+        if len(old) < 8 or len(old) > 32:
+            return None
+        try:
+            mapping = json.loads(self.store.get(UPGRADE_MAP_KEY))["commits"]
+        except (NotFoundError, ValueError, KeyError, TypeError):
+            return None
+        hits = [v for k, v in mapping.items() if k.startswith(old)]
+        return hits[0] if len(hits) == 1 else None
+
     # ------------------------------------------------------------------ the commit writer
     commit = writer.commit
 
     # ------------------------------------------------------------------ porcelain
     add, rm = _records.add, _records.rm
+    contains = ObjectDB.contains
     log, show, ls, ls_shards, diff = _history.log, _history.show, _history.ls, _history.ls_shards, _history.diff
     branches, tags = _branches.branches, _branches.tags
     create_branch, delete_branch, create_tag = _branches.create_branch, _branches.delete_branch, _branches.create_tag
@@ -129,3 +167,9 @@ class Repo(ObjectDB):
     reachable_commits, root_commits = _gc.reachable_commits, _gc.root_commits
     verify = _verify.verify
     erase, erasures, resume_erasures = _erase.erase, _erase.erasures, _erase.resume
+
+    def repack(self, refs: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """`dataversion repack` (see `porcelain.repack.repack`)."""
+        from .porcelain.repack import repack
+
+        return repack(self, refs, **kwargs)

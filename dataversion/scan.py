@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from .errors import BadInputError, StoreError
+from .compression import DecompressError, decompress_object, inner_name
+from .errors import BadInputError, StoreError, human_message
 from .jsonl import LineReject, parse_jsonl
 from .records import RECORD_SCHEMA, binary_record_ids, ids_to_array, text_record_ids
-from .sniff import sniff_modality
+from .sniff import SNIFF_BYTES, sniff_modality
 
 JSONL_TEXT_FIELD = "text"
 
@@ -39,7 +40,8 @@ SYMLINK_OUTSIDE_SOURCE = "symlink_outside_source"
 BROKEN_SYMLINK = "broken_symlink"
 TOO_LARGE = "too_large"
 INTERNAL_ERROR = "internal_error"
-HEAD_BYTES = 64  # what content sniffing looks at
+HEAD_BYTES = 64  # what the size checks look at before reading the rest
+DECOMPRESSED_LIMIT = 256 * 1024 * 1024  # `add`: the most a compressed file may expand to
 
 
 @dataclass
@@ -296,7 +298,9 @@ def scan_tree(
             continue
         marks = [len(x) for x in lists]
         try:
-            inputs += _scan_one(entry.name, data, text_field, *lists)
+            inputs += _scan_one(
+                entry.name, data, text_field, *lists, max_bytes=max_file_bytes or DECOMPRESSED_LIMIT
+            )
         except Exception as e:  # noqa: BLE001 - one file can only ever reject itself
             for x, n in zip(lists, marks):
                 del x[n:]
@@ -307,15 +311,33 @@ def scan_tree(
 
 
 def internal_error_message(e: BaseException) -> str:
-    """`Type: message` of an exception, short enough for a reject row."""
-    text = f"{type(e).__name__}: {e}"
+    """`Type: message` of an exception, short enough for a reject row (no object reprs:
+    `errors.human_message`)."""
+    text = f"{type(e).__name__}: {human_message(e)}"
     return text if len(text) <= 500 else text[:497] + "..."
 
 
-def _scan_one(source, data, text_field, texts, t_src, t_meta, blobs, b_src, b_mod, skipped) -> int:
-    """Append the records of one file; returns how many inputs (file or JSONL lines) it had."""
+def _scan_one(
+    source, data, text_field, texts, t_src, t_meta, blobs, b_src, b_mod, skipped, *, max_bytes
+) -> int:
+    """Append the records of one file; returns how many inputs (file or JSONL lines) it had.
+
+    A compressed file (gzip, bzip2, xz, zstd) holding text or JSONL is read as what it
+    holds, decompressed up to `max_bytes` (`dataversion.compression`); one that does not
+    decompress is skipped with the reason, one holding anything else is kept as it is
+    (a binary record)."""
     inputs = 0
-    modality = sniff_modality(source, data[:64])
+    modality = sniff_modality(source, data[:SNIFF_BYTES])
+    if modality == "compressed":
+        got = decompress_object(data, max_bytes=max_bytes)
+        if isinstance(got, DecompressError):
+            skipped.append(Skipped(source, got.reason, got.message))
+            return 1
+        inner = sniff_modality(inner_name(source), got.data[:SNIFF_BYTES])
+        if inner in ("text", "jsonl"):
+            data, modality = got.data, inner
+        else:
+            modality = "binary"
     if modality == "jsonl":
         for line_no, parsed in parse_jsonl(data, text_field):
             inputs += 1

@@ -6,6 +6,7 @@ of payload; the cut depends only on the records, so the same records give the sa
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,6 +67,51 @@ def sort_by_id(table: pa.Table) -> pa.Table:
     if len(ids) < 2 or (ids[1:] >= ids[:-1]).all():
         return table
     return table.take(pa.array(sort_order(ids)))
+
+
+def payload_hashes(table: pa.Table) -> list[bytes]:
+    """BLAKE2b-128 of each record's payload (text as UTF-8, or data), b"" where it has none."""
+    out: list[bytes] = []
+    texts = table.column("text").to_pylist()
+    datas = table.column("data").to_pylist()
+    b2 = hashlib.blake2b
+    for t, d in zip(texts, datas):
+        if t is not None:
+            out.append(b"t" + b2(t.encode("utf-8"), digest_size=16).digest())
+        elif d is not None:
+            out.append(b"d" + b2(d, digest_size=16).digest())
+        else:
+            out.append(b"-")
+    return out
+
+
+def entry_digests(table: pa.Table, payload: list[bytes] | None = None) -> np.ndarray:
+    """The content-tree digest of each record ('S16'): BLAKE2b-128 of its id, the metadata
+    training sees (modality, source, label, meta; each length-prefixed, null distinct from
+    empty) and its payload's BLAKE2b-128 (`payload_hashes`). A cryptographic hash: a commit id
+    binds every record's metadata and payload bytes, whatever the record id hash is."""
+    n = table.num_rows
+    if n == 0:
+        return np.empty(0, dtype="S16")
+    ids = ids_as_numpy(table.column("record_id")).tobytes()
+    cols = [table.column(c).to_pylist() for c in ENTRY_COLUMNS[1:]]
+    payload = payload_hashes(table) if payload is None else payload
+    b2 = hashlib.blake2b
+    null = b"\xff\xff\xff\xff"
+    out = []
+    for i in range(n):
+        h = b2(ids[16 * i : 16 * i + 16], digest_size=16)
+        for col in cols:
+            v = col[i]
+            if v is None:
+                h.update(null)
+            else:
+                raw = v.encode("utf-8")
+                h.update(len(raw).to_bytes(4, "little"))
+                h.update(raw)
+        h.update(payload[i])
+        out.append(h.digest())
+    return np.frombuffer(b"".join(out), dtype="S16")
 
 
 def entries_digest_of(table: pa.Table) -> int:
@@ -171,7 +217,7 @@ def parquet_bytes(table: pa.Table) -> pa.Buffer:
 
 
 def describe_shard(table: pa.Table, data: bytes, digest: int | None = None) -> ShardRef:
-    """The ShardRef of a slice serialized as `data` (digest computed unless given)."""
+    """The ShardRef of a slice serialized as `data` (format 1's digest only when given)."""
     ids = ids_as_numpy(table.column("record_id"))
     return ShardRef(
         id=object_id(data),
@@ -179,7 +225,7 @@ def describe_shard(table: pa.Table, data: bytes, digest: int | None = None) -> S
         size=len(data),
         min_id=id_bytes(ids, 0).hex(),
         max_id=id_bytes(ids, len(ids) - 1).hex(),
-        digest=digest_hex(entries_digest_of(table) if digest is None else digest),
+        digest="" if digest is None else digest_hex(digest),
         by_modality=modality_counts(table),
     )
 

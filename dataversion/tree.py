@@ -227,8 +227,14 @@ def sort_entries(entries: np.ndarray) -> np.ndarray:
 class TreeReader:
     """Queries over one tree root. Every node read is checked against its name."""
 
-    def __init__(self, store: Store, root: str, dtype: np.dtype = ENTRY):
-        self.store, self.root, self.dtype = store, root, dtype
+    def __init__(self, store: Store, root: str, dtype: np.dtype = ENTRY, *, cached: bool = True):
+        self.store, self.root, self.dtype, self.cached = store, root, dtype, cached
+
+    def _nodes(self, node_ids: list[str]) -> list[Node]:
+        return _read_nodes(self.store, node_ids, cached=self.cached)
+
+    def _node(self, node_id: str) -> Node:
+        return self._nodes([node_id])[0]
 
     def _empty(self) -> np.ndarray:
         return np.empty(0, dtype=self.dtype)
@@ -236,7 +242,7 @@ class TreeReader:
     def __len__(self) -> int:
         if self.root == EMPTY_ROOT:
             return 0
-        return read_node(self.store, self.root).count
+        return self._node(self.root).count
 
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mask, entries) for 'S16' `ids`: which are in the tree, and their entries aligned
@@ -250,7 +256,7 @@ class TreeReader:
         sids = ids[order]
         frontier = [(self.root, 0, 0, len(sids))]
         while frontier:
-            nodes = _read_nodes(self.store, [f[0] for f in frontier])
+            nodes = self._nodes([f[0] for f in frontier])
             nxt = []
             for (_, depth, a, b), node in zip(frontier, nodes):
                 q = sids[a:b]
@@ -289,7 +295,7 @@ class TreeReader:
         # breadth-first reads (parallel on remote stores), then an id-ordered assembly
         tree: dict[str, Node] = {}
         while frontier:
-            nodes = _read_nodes(self.store, frontier)
+            nodes = self._nodes(frontier)
             nxt = []
             for nid, node in zip(frontier, nodes):
                 tree[nid] = node
@@ -314,7 +320,7 @@ class TreeReader:
         parts: list[np.ndarray] = []
 
         def walk(nid: str, offset: int) -> None:
-            node = read_node(self.store, nid)
+            node = self._node(nid)
             if node.is_leaf:
                 parts.append(node.entries[max(0, start - offset) : max(0, stop - offset)])
                 return
@@ -336,7 +342,7 @@ class TreeReader:
             q = ids[i : i + 1]
             nid, depth, offset = self.root, 0, 0
             while True:
-                node = read_node(self.store, nid)
+                node = self._node(nid)
                 if node.is_leaf:
                     pos = int(np.searchsorted(node.entries["id"], q[0]))
                     if pos < len(node.entries) and node.entries["id"][pos] == q[0]:
@@ -361,7 +367,7 @@ class TreeReader:
         (same node id) are skipped unread: the cost follows the difference."""
         mine: list[np.ndarray] = []
         theirs: list[np.ndarray] = []
-        other = TreeReader(self.store, other_root, self.dtype)
+        other = TreeReader(self.store, other_root, self.dtype, cached=self.cached)
 
         def walk(a: str, b: str) -> None:
             if a == b:
@@ -370,7 +376,7 @@ class TreeReader:
                 mine.append(self._gather(a))
                 theirs.append(other._gather(b))
                 return
-            na, nb = _read_nodes(self.store, [a, b])
+            na, nb = self._nodes([a, b])
             if na.is_leaf or nb.is_leaf:
                 ea, eb = self._gather(a), other._gather(b)
                 ka = ea.view(np.dtype((np.void, ea.dtype.itemsize)))
@@ -398,7 +404,7 @@ class TreeReader:
             seen.add(n)
         while frontier:
             out.extend(frontier)
-            nodes = _read_nodes(self.store, frontier)
+            nodes = self._nodes(frontier)
             nxt = []
             for node in nodes:
                 for c in node.children:
@@ -421,7 +427,7 @@ class TreeReader:
             if count <= target:
                 pieces.append(count)
                 return
-            node = read_node(self.store, nid)
+            node = self._node(nid)
             if node.is_leaf:
                 pieces.append(count)
                 return
@@ -442,9 +448,11 @@ class TreeReader:
 class TreeWriter:
     """Builds and changes trees, storing only the nodes that are new."""
 
-    def __init__(self, store: Store, dtype: np.dtype = ENTRY):
+    def __init__(self, store: Store, dtype: np.dtype = ENTRY, *, pending: dict[str, bytes] | None = None):
+        """`pending`: a node buffer shared by several writers (of other entry kinds) so one
+        `flush` stores all their new nodes in one batch."""
         self.store, self.dtype = store, dtype
-        self.pending: dict[str, bytes] = {}
+        self.pending: dict[str, bytes] = {} if pending is None else pending
         self.nodes_written = 0
         self.bytes_written = 0
 
@@ -481,12 +489,7 @@ class TreeWriter:
         self.pending.clear()
         if not items:
             return
-        put = lambda kv: self.store.put(node_key(kv[0]), kv[1])  # noqa: E731
-        if len(items) > 1:
-            with ThreadPoolExecutor(max_workers=_IO_THREADS) as pool:
-                list(pool.map(put, items))
-        else:
-            put(items[0])
+        self.store.put_many([(node_key(k), v) for k, v in items])
         self.nodes_written += len(items)
         self.bytes_written += sum(len(v) for _, v in items)
 
@@ -497,7 +500,8 @@ class TreeWriter:
         self.flush()
         return root
 
-    def apply(self, root: str, upserts: np.ndarray | None = None, deletes: np.ndarray | None = None) -> str:
+    def apply(self, root: str, upserts: np.ndarray | None = None, deletes: np.ndarray | None = None,
+              *, flush: bool = True) -> str:
         """The root of `root`'s tree with `upserts` added or replaced and `deletes` (ids)
         removed (a delete of an absent id does nothing; an id in both ends upserted).
         Reads and writes only the nodes on the changed paths."""
@@ -508,7 +512,8 @@ class TreeWriter:
         if not len(ups) and not len(dels):
             return root
         new_root, _ = self._apply(root, 0, ups, dels)
-        self.flush()
+        if flush:
+            self.flush()
         return new_root
 
     def _apply(self, nid: str, depth: int, ups: np.ndarray, dels: np.ndarray) -> tuple[str, int]:

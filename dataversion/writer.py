@@ -1,9 +1,13 @@
 """Plumbing: the commit writer, the one place a snapshot changes.
 
-Write order for every commit: shards -> manifest -> commit -> history chunk -> ref (CAS),
-then the erasure check (`porcelain.erase.after_commit`: an erasure that ran meanwhile).
+Write order for every commit: shards -> content-tree nodes -> packing (index and shard
+table nodes, the packing object, its pointer) -> commit -> history chunk -> ref (CAS).
 A process killed anywhere before the ref update leaves only unreachable objects (garbage
 for `gc`); the branch still names the old, complete commit.
+
+Cost follows the change: membership ("does the parent hold these ids"), deletions and the
+packing's index are tree lookups and tree updates on the changed paths only; no parent
+shard's id column is read and no list of every shard is rewritten.
 """
 
 from __future__ import annotations
@@ -17,23 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .denylist import ERASED, denied_ids, denied_mask
-from .errors import ConflictError, DataversionError, NotFoundError
-from .hashing import DIGEST_MOD, digest_hex, digest_int
-from .idset import IdSet
+from .errors import ConflictError, CorruptObjectError, NotFoundError
 from .inflight import InFlight
-from .objects import Commit, Manifest, RecordSummary, ShardRef, utc_now
-from .porcelain.erase import after_commit
-from .records import conform, ids_as_numpy, ids_to_hex
+from .objects import Commit, RecordSummary, ShardRef, utc_now
+from .packing import Packing, point_packing, shard_prefix, shard_table_key, shards_reader
+from .records import conform, ids_as_numpy
 from .refs import default_author
-from .shards import (
-    TARGET_SHARD_BYTES,
-    entries_digest_of,
-    first_occurrences,
-    live_rows,
-    modality_counts,
-    shard_key,
-)
+from .shards import TARGET_SHARD_BYTES, entry_digests, first_occurrences, modality_counts, shard_key
+from .tree import EMPTY_ROOT, ENTRY, INDEX, SHARDS, TreeWriter
 
 if TYPE_CHECKING:
     from .repo import Repo
@@ -69,34 +64,90 @@ class CommitResult:
         }
 
 
-def mark_deleted(repo: Repo, shards: list[ShardRef], remove: Callable[[ShardRef, np.ndarray], np.ndarray]) -> tuple[list[ShardRef], int, np.ndarray]:
-    """Apply deletions: `remove(shard, ids)` returns a mask of rows to drop."""
-    out: list[ShardRef] = []
-    removed = 0
-    removed_ids = []
-    for shard in shards:
-        ids = repo.shard_id_column(shard)
-        drop = remove(shard, ids)
-        if shard.deleted:
-            drop[list(shard.deleted)] = False
-        n = int(drop.sum())
-        if not n:
-            out.append(shard)
-            continue
-        removed += n
-        removed_ids.append(ids[drop])
-        deleted = tuple(sorted(set(shard.deleted) | set(np.flatnonzero(drop).tolist())))
-        if len(deleted) == shard.rows:
-            continue
-        live = live_rows(repo.read_shard_columns(shard, ["record_id", "modality", "source", "label", "meta"], with_deleted=True), deleted)
-        out.append(
-            ShardRef(
-                id=shard.id, rows=shard.rows, size=shard.size, min_id=shard.min_id, max_id=shard.max_id,
-                digest=digest_hex(entries_digest_of(live)), by_modality=modality_counts(live), deleted=deleted,
-                erased=shard.erased,
-            )
-        )
-    return out, removed, (np.concatenate(removed_ids) if removed_ids else np.empty(0, dtype="S16"))
+@dataclass
+class _Change:
+    """What a commit changes: entries in, ids out, and the packing rows of both."""
+
+    content: list[np.ndarray] = field(default_factory=list)  # ENTRY arrays added
+    index: list[np.ndarray] = field(default_factory=list)  # INDEX arrays added
+    new_shards: list[tuple[str, int, int]] = field(default_factory=list)  # (shard id, rows, size)
+    removed: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="S16"))
+    shard_losses: Counter = field(default_factory=Counter)  # shard id -> rows no longer live
+    modalities: Counter = field(default_factory=Counter)  # net change by modality
+
+    def add_rows(self, shard_id: str, ids: np.ndarray, digests: np.ndarray, size: int, mods: dict[str, int]) -> None:
+        e = np.zeros(len(ids), dtype=ENTRY)
+        e["id"], e["digest"] = ids, digests
+        ix = np.zeros(len(ids), dtype=INDEX)
+        ix["id"], ix["shard"], ix["row"] = ids, shard_prefix(shard_id), np.arange(len(ids), dtype=np.uint32)
+        self.content.append(e)
+        self.index.append(ix)
+        self.new_shards.append((shard_id, len(ids), size))
+        self.modalities.update(mods)
+
+
+def _removals(repo: Repo, parent: str, change: _Change, ids: np.ndarray | None, where: Callable[[pa.Table], np.ndarray] | None,
+              columns: list[str]) -> None:
+    """Find the parent's records to remove (by id: tree lookups; by predicate: a scan of the
+    columns it needs) and note their shards' lost rows and their modalities."""
+    groups = []
+    if ids is not None and len(ids):
+        want = np.unique(np.asarray(ids, dtype="S16"))
+        held = want[repo.contains(parent, want)]
+        if len(held):
+            groups = repo.locate(parent, held)
+    elif where is not None:
+        groups = repo.locate(parent)
+    cols = list(dict.fromkeys(["record_id", "modality", *columns]))
+    gone = []
+    for g in groups:
+        if where is None:  # by id: only the row groups holding them (their modality counts)
+            t = repo.read_some_rows(parent, g, cols)
+        else:
+            t = repo.read_shard_columns(g.shard, cols).take(pa.array(g.rows))
+            repo.check_rows(parent, g, ids_as_numpy(t.column("record_id")))
+        if where is not None and ids is None:
+            mask = np.asarray(where(t.select(columns)), dtype=bool)
+            if not mask.any():
+                continue
+            t = t.filter(pa.array(mask))
+        gone.append(ids_as_numpy(t.column("record_id")).copy())
+        change.shard_losses[g.shard] += t.num_rows
+        for mod, n in modality_counts(t).items():
+            change.modalities[mod] -= n
+    if gone:
+        change.removed = np.unique(np.concatenate([change.removed, *gone]))
+
+
+def _shard_table_update(repo: Repo, packing: Packing, change: _Change, writer: TreeWriter) -> str:
+    """The new shard table root: new shards in, live counts of shards that lost rows down
+    (a shard with no live row left is dropped: garbage for gc)."""
+    touched = {s: 0 for s in change.shard_losses}
+    for sid, _, _ in change.new_shards:
+        touched.setdefault(sid, 0)
+    keys = np.array([shard_table_key(s) for s in touched], dtype="S16")
+    found, current = shards_reader(repo.store, packing).lookup(keys)
+    ups, dels = [], []
+    new = {sid: (rows, size) for sid, rows, size in change.new_shards}
+    raw = np.ascontiguousarray(current["shard"]).tobytes()
+    for i, (sid, hit, cur) in enumerate(zip(touched, found, current)):
+        full = raw[16 * i : 16 * i + 16].hex() if hit else None
+        if hit and full != sid:
+            raise CorruptObjectError(f"shard {sid} and shard {full} share a 12-byte prefix", hint="report this: a 96-bit collision")
+        rows, live, size = (int(cur["rows"]), int(cur["live"]), int(cur["size"])) if hit else (0, 0, 0)
+        if sid in new:
+            rows, size = new[sid]
+            live = min(rows, live + rows)
+        live -= change.shard_losses.get(sid, 0)
+        if live <= 0:
+            dels.append(shard_table_key(sid))
+        else:
+            e = np.zeros(1, dtype=SHARDS)
+            e[0] = (shard_table_key(sid), bytes.fromhex(sid), rows, live, size)
+            ups.append(e)
+    return writer.apply(packing.shards, np.concatenate(ups) if ups else None,
+                        np.array(dels, dtype="S16") if dels else None, flush=False)
+
 
 def _write_commit(
     repo: Repo,
@@ -118,8 +169,8 @@ def _write_commit(
 ) -> CommitResult:
     """Append `records` to `branch` (ids already present are not stored again) and/or remove some.
 
-    - `remove_ids`: record ids to drop; `remove_where(table) -> mask` drops rows of the
-      parent's shards read with `remove_columns` (e.g. by source prefix).
+    - `remove_ids`: record ids to drop; `remove_where(table) -> mask` drops the parent's
+      records for which it is True, given their `remove_columns` (e.g. by source prefix).
     - `expected_parent`: if given, the branch must still point there (None: must not exist).
     - `prewritten_shards`: shards already written to the store by distributed workers
       (see `write_shards`); the caller guarantees their records are new to the parent.
@@ -131,26 +182,18 @@ def _write_commit(
     parent = current.commit_id if current else None
     if expected_parent is not ... and expected_parent != parent:
         raise ConflictError(f"branch {branch} is at {parent}, expected {expected_parent}", hint="re-run to build on the new tip")
-    parent_manifest = repo.read_manifest(parent) if parent else Manifest(RecordSummary(0, digest_hex(0), {}), ())
-    parent_ids = repo.record_ids(parent) if parent else IdSet()
+    base = repo.read_commit(parent).records if parent else RecordSummary(0, EMPTY_ROOT, {})
+    packing = repo.read_packing(parent) if parent else Packing(EMPTY_ROOT, 0)
     result = CommitResult(None, branch, parent)
+    change = _Change()
 
-    # 1. removals mark rows deleted in existing shards (never rewriting a shard)
-    shards = list(parent_manifest.shards)
-    removed_ids = np.empty(0, dtype="S16")
-    if remove_ids is not None and len(remove_ids):
-        want = np.unique(np.asarray(remove_ids, dtype="S16") if not isinstance(remove_ids, np.ndarray) else remove_ids)
-        shards, result.removed, removed_ids = mark_deleted(repo, shards, lambda s, ids: np.isin(ids, want))
-    if remove_where is not None:
-        cols = remove_columns or ["record_id", "source"]
-
-        def by_predicate(shard: ShardRef, ids: np.ndarray) -> np.ndarray:
-            table = repo.read_shard_columns(shard, cols, with_deleted=True)
-            return np.asarray(remove_where(table), dtype=bool).copy()
-
-        shards, n, more = mark_deleted(repo, shards, by_predicate)
-        result.removed += n
-        removed_ids = np.concatenate([removed_ids, more])
+    # 1. removals: tree lookups (by id) or a scan of the columns a predicate needs
+    if parent is not None and ((remove_ids is not None and len(remove_ids)) or remove_where is not None):
+        if remove_ids is not None and len(remove_ids):
+            _removals(repo, parent, change, np.asarray(remove_ids, dtype="S16"), None, [])
+        if remove_where is not None:
+            _removals(repo, parent, change, None, remove_where, remove_columns or ["record_id", "source"])
+    result.removed = len(change.removed)
 
     # 2. new records: drop duplicates within the batch and ids the parent already holds
     new_table = None
@@ -158,56 +201,49 @@ def _write_commit(
         table = conform(records)
         ids = ids_as_numpy(table.column("record_id"))
         keep = first_occurrences(ids)
-        erased = denied_mask(ids, denied_ids(repo.store))
-        if erased.any():  # content an erasure removed stays out (the caller counts rejects)
-            result.skipped = [{"source": s or "", "reason": ERASED, "record_id": h}
-                              for s, h in zip(table.column("source").filter(pa.array(erased)).to_pylist(),
-                                              ids_to_hex(ids[erased]))]
-            keep &= ~erased
-        remaining = parent_ids.with_removed(removed_ids) if len(removed_ids) else parent_ids
-        present = remaining.contains(ids)
+        present = repo.contains(parent, ids)
+        if len(change.removed):
+            present &= ~np.isin(ids, change.removed)
         result.already_present = int((keep & present).sum())
         keep &= ~present
         if keep.all():
             new_table = table
         elif keep.any():
             new_table = table.filter(pa.array(keep))
-    new_refs: list[ShardRef] = []
     if new_table is not None:
-        new_refs, result.bytes_written = repo.write_shards_counted(new_table, target_shard_bytes)
-        result.shards_written = len(new_refs)
+        refs, result.bytes_written, parts = repo.write_shards_counted(new_table, target_shard_bytes)
+        result.shards_written = len(refs)
         result.added = new_table.num_rows
+        new_ids = ids_as_numpy(new_table.column("record_id"))
+        digests = entry_digests(new_table)
+        for ref, rows in zip(refs, parts):
+            change.add_rows(ref.id, new_ids[rows], digests[rows], ref.size, ref.by_modality)
     for ref in prewritten_shards or ():
         if not repo.store.exists(shard_key(ref.id)):
             raise NotFoundError(f"shard {ref.id} was not written before the commit")
-        new_refs.append(ref)
-        result.added += ref.live_rows
+        t = repo.read_shard(ref.id)
+        change.add_rows(ref.id, ids_as_numpy(t.column("record_id")).copy(), entry_digests(t), ref.size, modality_counts(t))
+        result.added += t.num_rows
     if not result.added and not result.removed and not allow_empty:
         return result
 
-    # 3. manifest: parent's shards (with deletions) + new shards. The summary is the
-    # parent's plus the shards that came in minus the ones that went out: O(change).
-    all_shards = tuple(shards) + tuple(new_refs)
-    before = {id(s) for s in parent_manifest.shards}
-    after = {id(s) for s in all_shards}
-    gone = [s for s in parent_manifest.shards if id(s) not in after]
-    came = [s for s in all_shards if id(s) not in before]
-    by_mod: Counter[str] = Counter(parent_manifest.records.by_modality)
-    digest = digest_int(parent_manifest.records.digest)
-    count = parent_manifest.records.count
-    for sign, group in ((1, came), (-1, gone)):
-        for s in group:
-            for k, v in s.by_modality.items():
-                by_mod[k] += sign * v
-            digest += sign * digest_int(s.digest)
-            count += sign * s.live_rows
-    summary = RecordSummary(
-        count=count,
-        digest=digest_hex(digest % DIGEST_MOD),
-        by_modality={k: v for k, v in sorted(by_mod.items()) if v},
-    )
-    manifest = Manifest(summary, all_shards)
-    manifest_id = repo.write_manifest(manifest)
+    # 3. the content tree, then the packing (index, shard table, object, pointer)
+    ups = np.concatenate(change.content) if change.content else None
+    dels = change.removed if len(change.removed) else None
+    nodes: dict[str, bytes] = {}  # the three trees' new nodes, stored in one batch
+    root = TreeWriter(repo.store, ENTRY, pending=nodes).apply(base.digest, ups, dels, flush=False)
+    index_root = TreeWriter(repo.store, INDEX, pending=nodes).apply(
+        packing.index, np.concatenate(change.index) if change.index else None, dels, flush=False)
+    shards_writer = TreeWriter(repo.store, SHARDS, pending=nodes)
+    shards_root = _shard_table_update(repo, packing, change, shards_writer)
+    shards_writer.flush()
+    count = base.count + result.added - result.removed
+    new_packing = Packing(root, count, index_root, shards_root)
+    if root != EMPTY_ROOT:
+        point_packing(repo.store, root, repo.write_packing(new_packing))
+    by_mod: Counter[str] = Counter(base.by_modality)
+    by_mod.update(change.modalities)
+    summary = RecordSummary(count=count, digest=root, by_modality={k: v for k, v in sorted(by_mod.items()) if v})
 
     attachment_ids = {name: repo.put_blob(data) for name, data in (attachments or {}).items()}
     base_counts = {"added": result.added, "removed": result.removed, "already_present": result.already_present}
@@ -221,22 +257,11 @@ def _write_commit(
         provenance=provenance or {},
         attachments=attachment_ids,
     )
-    commit_id = repo.write_commit(commit, manifest_id)
+    commit_id = repo.write_commit(commit)
     repo.write_history(commit_id, commit, parent)
 
     # 4. the ref: compare-and-swap from the tip we built on
     repo.refs.set_if_equals(ref_name, current, commit_id, reason=f"commit: {message}".strip())
-    # 5. an erasure that ran meanwhile may have replaced a shard this commit took from its
-    # parent, or denied content its new shards hold: erase it here too
-    try:
-        after_commit(repo, commit_id, new_refs)
-    except DataversionError as e:
-        raise DataversionError(f"commit {commit_id} landed on {branch}, but erasing from it failed: {e}",
-                               hint="run `dataversion erase --resume`") from e
-    if not prewritten_shards:
-        new_ids = ids_as_numpy(new_table.column("record_id")) if new_table is not None else np.empty(0, dtype="S16")
-        child = (parent_ids.with_removed(removed_ids) if len(removed_ids) else parent_ids).with_added(new_ids)
-        repo.remember_record_ids(commit_id, child)
     result.commit_id = commit_id
     return result
 

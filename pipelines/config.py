@@ -14,10 +14,11 @@ from typing import Any
 from dataversion.errors import BadInputError
 from dataversion.hashing import canonical_json, object_id
 
+from .dedup.minhash import SHINGLE_SCHEME
 from .dedup.phash import PHASH_ALGORITHM
 
 # Bump when a change to the code changes which records a given input yields.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"  # 2: issue 18 redaction rules (more kinds, context exceptions)
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class TextRules:
     # are bounded by IngestConfig.max_object_bytes instead: their lines are the units)
     max_bytes: int = 16 * 1024 * 1024
     redact_pii: bool = True
-    pii_kinds: tuple[str, ...] = ("email", "phone", "ipv4", "card")
+    pii_kinds: tuple[str, ...] = ("email", "phone", "ipv4", "ipv6", "card", "iban", "api_key")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class DedupRules:
             "num_perm": self.num_perm,
             "seed": self.seed,
             "phash": PHASH_ALGORITHM,
+            "shingles": SHINGLE_SCHEME,
         }
 
 

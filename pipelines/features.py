@@ -171,10 +171,7 @@ def compute_commit_features(repo: Repo, commit_id: str) -> pa.Table:
     """Backfill: a commit's features table computed from its shards (any kind of commit)."""
     commit = repo.read_commit(commit_id)
     cols = ["record_id", "modality", "label", "meta", "text", "data"]
-    parts = []
-    for shard in repo.read_manifest(commit_id).shards:
-        t = repo.read_shard(shard, cols)  # deleted and erased rows dropped
-        parts.append(record_features(t))
+    parts = [record_features(t) for t in repo.read_rows(commit_id, cols)]
     feats = (
         pa.concat_tables(parts) if parts else RECORD_FEATURES_SCHEMA.empty_table()
     )
@@ -208,7 +205,7 @@ def write_commit_features(
                 keep = pc.invert(pc.is_in(base.column("record_id"), value_set=new.column("record_id")))
                 base = base.filter(keep)
             table = stamp(pa.concat_tables([base, new]), commit_id, commit.time)
-            expected = sum(s.served_rows for s in repo.read_manifest(commit_id).shards)
+            expected = commit.records.count
             if table.num_rows != expected:
                 table = None  # not a pure append: compute from the shards instead
     if table is None:

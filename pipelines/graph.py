@@ -53,7 +53,9 @@ def build_pipeline(
         | "Spread" >> beam.Reshuffle()
         | "BatchObjects" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
         | "ReadAndProcess"
-        >> beam.ParDo(ReadAndProcess(source_url, config, denied)).with_outputs(AUDIT, main="candidates")
+        >> beam.ParDo(
+            ReadAndProcess(source_url, config, denied, repo_url=repo_url, progress=keys.progress)
+        ).with_outputs(AUDIT, main="candidates")
     )
     candidates = out.candidates
     decision = (

@@ -38,6 +38,7 @@ from dataversion.objects import ShardRef
 from .config import IngestConfig
 from .graph import build_pipeline
 from .process import WorkItem
+from .progress import RunProgress, progress_mode
 from .readers.labels import LabelResolver
 from .readers.source import SourceFault, open_source
 from .results import (
@@ -63,14 +64,15 @@ def run_ingest(
     branch: str = "main",
     config: IngestConfig | None = None,
     beam_args: tuple[str, ...] | list[str] = (),
-    progress: bool = False,
+    progress: bool | str = False,
     message: str = "",
     retry_rejected: str | bool | None = None,
 ) -> IngestReport:
     """Ingest every object under `source` the branch has not consumed yet; one commit.
 
     Creates the repository if missing. Returns the report (commit None when nothing was
-    new). `retry_rejected` re-reads objects the branch rejected although it consumed them:
+    new). `progress`: True shows the run's counts on stderr while the pipeline runs (a
+    tqdm bar on a terminal, a log line every 10 s otherwise; "bar"/"log" force one). `retry_rejected` re-reads objects the branch rejected although it consumed them:
     True (or "") all of them, a reason (e.g. "unreadable") only those rejected for it.
     Raises SourceFault (a StoreError) when the source store cannot serve a listed object,
     ConflictError if the branch moved during the run, DataversionError if the accounting
@@ -126,9 +128,10 @@ def run_ingest(
     )
     with InFlight(repo.store, f"ingest {scratch.run_id} into {branch}", scratch=scratch.prefix):
         try:
-            results = _run_pipeline(
-                beam, beam_args, src, repo, work, config, parent, scratch, partitions
-            )
+            with RunProgress(repo.store, scratch, len(work), progress_mode(progress)):
+                results = _run_pipeline(
+                    beam, beam_args, src, repo, work, config, parent, scratch, partitions
+                )
             _log(progress, "pipeline done; checking the accounting")
             _fill_report(report, results)
             _check_accounting(report, results, listed=len(work))

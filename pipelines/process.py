@@ -21,10 +21,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from dataversion.compression import DecompressError, decompress_object, inner_name
 from dataversion.jsonl import LineReject, jsonl_lines, parse_line
 from dataversion.records import RECORD_SCHEMA, binary_record_ids, ids_to_array, text_record_ids
 from dataversion.scan import INTERNAL_ERROR, TOO_LARGE, internal_error_message
-from dataversion.sniff import IMAGE_FORMATS, sniff_format, sniff_modality
+from dataversion.sniff import (
+    IMAGE_FORMATS,
+    JSONL_SUFFIXES,
+    SNIFF_BYTES,
+    binary_kind,
+    sniff_format,
+    sniff_modality,
+)
 
 from .config import IngestConfig
 from .dedup.minhash import minhash_signatures
@@ -34,8 +42,14 @@ from .filters.image import check_image
 from .filters.text import clean_texts
 from .readers.labels import normalize_label
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga"}
+IMAGE_EXTENSIONS = {
+    ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff",
+    ".pbm", ".pgm", ".ppm", ".pnm", ".pam", ".avif", ".heic", ".heif",
+}  # fmt: skip
+AUDIO_EXTENSIONS = {
+    ".wav", ".wave", ".rf64", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc",
+    ".au", ".snd",
+}  # fmt: skip
 
 
 def candidate_schema(num_perm: int) -> pa.Schema:
@@ -266,7 +280,8 @@ def _process_batch(items: Sequence[tuple[WorkItem, bytes]], config: IngestConfig
 
 def size_drop(key: str, head: bytes, size: int, config: IngestConfig) -> Drop | None:
     """A limit of the object's modality that its size breaks, judged on its first bytes
-    (before the rest is read): whole-object text over `text.max_bytes`."""
+    (before the rest is read): whole-object text over `text.max_bytes` (a compressed text
+    is judged on what it decompresses to, with the same limit)."""
     if size > config.text.max_bytes and sniff_modality(key, head) == "text":
         return Drop(
             TOO_LARGE,
@@ -284,12 +299,16 @@ def _line_too_large(n: int, config: IngestConfig) -> Drop:
 
 def declared_pixels(data: bytes) -> int:
     """Width x height an image's header declares (0 for anything else); decodes no pixels."""
-    if sniff_format(data[:16]) not in IMAGE_FORMATS:
+    if sniff_format(data[:64]) not in IMAGE_FORMATS:
         return 0
     try:
         import io
 
         from PIL import Image
+
+        from .filters.image import register_plugins
+
+        register_plugins()
 
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size
@@ -304,7 +323,16 @@ def _process_one(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig)
         b.inputs += 1
         b.reject(key, 0, Drop("empty_file", "the object is empty (0 bytes)"))
         return
-    modality = sniff_modality(key, data[:64])
+    modality = sniff_modality(key, data[:SNIFF_BYTES])
+    meta: dict = {}
+    if modality == "compressed":
+        got = _decompressed(key, data, config)
+        if isinstance(got, Drop):
+            b.inputs += 1
+            b.reject(key, 0, got)
+            return
+        data, meta = got
+        modality = "jsonl" if inner_name(key).lower().endswith(JSONL_SUFFIXES) else "text"
     ext = posixpath.splitext(key)[1].lower()
     if config.reject_extension_mismatch and (
         (ext in IMAGE_EXTENSIONS and modality != "image")
@@ -322,11 +350,11 @@ def _process_one(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig)
         )
         return
     if modality == "jsonl":
-        _process_jsonl(b, item, data, config)
+        _process_jsonl(b, item, data, config, meta)
         return
     b.inputs += 1
     if modality == "text":
-        b.add_text(key, 0, data, item.label, {})
+        b.add_text(key, 0, data, item.label, meta)
     elif modality == "image":
         res = check_image(data, config.image)
         if isinstance(res, Drop):
@@ -342,17 +370,44 @@ def _process_one(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig)
             b.blobs.append(data)
             b.b_rows.append((key, "audio", item.label, canonical_meta(res.meta()), 0))
     elif config.reject_binary:
+        what = binary_kind(data[:SNIFF_BYTES])
         b.reject(
             key,
             0,
-            Drop("unsupported_binary", "binary content of no supported image or audio format"),
+            Drop(
+                "unsupported_binary",
+                f"{what}: no supported image, audio, text or compressed text format"
+                if what
+                else "binary content of no supported image, audio, text or compressed text format",
+            ),
         )
     else:
         b.blobs.append(data)
         b.b_rows.append((key, "binary", item.label, None, 0))
 
 
-def _process_jsonl(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig) -> None:
+def _decompressed(key: str, data: bytes, config: IngestConfig) -> tuple[bytes, dict] | Drop:
+    """A compressed object's content and the metadata saying how it came, or the Drop
+    that rejects it: only compressed text and JSONL are read (bounded by the limit of the
+    content's kind, bomb-checked: `dataversion.compression`)."""
+    jsonl = inner_name(key).lower().endswith(JSONL_SUFFIXES)
+    limit = config.max_object_bytes if jsonl else config.text.max_bytes
+    got = decompress_object(data, max_bytes=limit)
+    if isinstance(got, DecompressError):
+        return Drop(got.reason, got.message)
+    inner = sniff_modality(inner_name(key), got.data[:SNIFF_BYTES])
+    if inner not in ("text", "jsonl"):
+        what = binary_kind(got.data[:SNIFF_BYTES]) or f"{inner} content"
+        return Drop(
+            "unsupported_binary",
+            f"{got.format}-compressed, holding {what}: only compressed text and JSONL are read",
+        )
+    return got.data, {"compression": got.format}
+
+
+def _process_jsonl(
+    b: _Builder, item: WorkItem, data: bytes, config: IngestConfig, meta: dict | None = None
+) -> None:
     """One unit per non-blank line (`dataversion.jsonl`: the line rules `add` uses too);
     blank lines separate records and are not inputs."""
     label_field = config.label_field
@@ -377,7 +432,7 @@ def _process_jsonl(b: _Builder, item: WorkItem, data: bytes, config: IngestConfi
                     label = normalize_label(
                         str(raw_label), config.label_map, config.lowercase_labels
                     )
-            b.add_text(item.key, line_no, text, label, parsed)
+            b.add_text(item.key, line_no, text, label, {**meta, **parsed} if meta else parsed)
         except Exception as e:  # noqa: BLE001 - one line can only ever reject itself
             del b.rejects[marks[0] :], b.pending[marks[1] :]
             b.reject(item.key, line_no, internal_error(e))

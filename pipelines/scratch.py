@@ -5,6 +5,7 @@
     tmp/ingest/<run>/index.npz           the dedup index after this run
     tmp/ingest/<run>/shards.json         refs of the shards written
     tmp/ingest/<run>/features/NNN.parquet  features of the kept records, per id range
+    tmp/ingest/<run>/progress/<uuid>.json  per batch read: counts for the driver's progress
 
 Every runner can reach the store (no shared disk needed); a run killed before its commit
 leaves only these unreferenced objects. The driver deletes them after the commit.
@@ -51,6 +52,10 @@ class RunScratch:
     @property
     def features(self) -> str:
         return self.prefix + "features/"
+
+    @property
+    def progress(self) -> str:
+        return self.prefix + "progress/"
 
     def features_part(self, part: int) -> str:
         return f"{self.features}{part:03d}.parquet"

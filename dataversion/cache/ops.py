@@ -37,7 +37,7 @@ def warm(repo: Any, ref: str, tier: ReadTier | str | None = "local") -> dict[str
     """Preload every shard of a snapshot into a tier. Returns counts and timing."""
     tier = open_tier(tier, repo.store)
     commit_id = repo.resolve(ref)
-    shards = repo.read_manifest(commit_id).shards
+    shards = repo.shard_table(repo.read_packing(commit_id))
     t0 = time.perf_counter()
     fetched = 0
     nbytes = 0

@@ -27,6 +27,16 @@ class Prefetcher:
         self._thread = threading.Thread(target=self._run, name="dataversion-prefetch", daemon=True)
         self._thread.start()
 
+    def extend(self, shard_ids: list[str]) -> None:
+        """Append shards to the order and fetch them ahead (the reader learns the order lazily)."""
+        if not shard_ids:
+            return
+        with self._cv:
+            start = len(self.ids)
+            self.ids.extend(shard_ids)
+            self._target = max(self._target, min(len(self.ids) - 1, start + self.depth - 1))
+            self._cv.notify()
+
     def advance(self, index: int) -> None:
         with self._cv:
             self._target = max(self._target, min(len(self.ids) - 1, index + self.depth))

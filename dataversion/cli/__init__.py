@@ -34,6 +34,8 @@ CORE_COMMANDS = {
     "revert": "dataversion.cli.refs:revert_command",
     "gc": "dataversion.cli.maintenance:gc_command",
     "verify": "dataversion.cli.maintenance:verify_command",
+    "upgrade": "dataversion.cli.maintenance:upgrade_command",
+    "repack": "dataversion.cli.maintenance:repack_command",
     "inspect": "dataversion.cli.lineage:inspect_command",
     "lineage": "dataversion.cli.lineage:lineage_command",
     "unpin": "dataversion.cli.lineage:unpin_command",

@@ -86,7 +86,7 @@ def status_cmd(ref, repo, tier, cache_dir, as_json):
 def _snapshot_coverage(repo, ref: str, cache) -> dict:
     """How many of the shards of `ref` the tier holds (None for a tier that cannot tell)."""
     commit = repo.resolve(ref)
-    shards = {s.id for s in repo.read_manifest(commit).shards}
+    shards = {s.id for s in repo.shard_table(repo.read_packing(commit))}
     contains = getattr(cache, "contains", None)
     return {
         "repo": repo.url,

@@ -63,7 +63,8 @@ def show_command(ref, as_json, repo):
     click.echo(f"time     {d['time']}")
     click.echo(f"records  {d['records']['count']:,} {json.dumps(d['records']['by_modality'])}")
     click.echo(f"counts   {json.dumps(d['counts'])}")
-    click.echo(f"shards   {d['shards']} (manifest {d['manifest']})")
+    click.echo(f"content  {d['root']}")
+    click.echo(f"shards   {d['shards']} (packing {d['packing']})")
     if d["provenance"]:
         click.echo(f"provenance {json.dumps(d['provenance'])}")
     click.echo(f"\n    {d['message']}")
@@ -100,7 +101,7 @@ def ls_command(ref, shards, as_json, repo):
 @click.command("diff", cls=DataversionCommand)
 @click.argument("a")
 @click.argument("b", default="main")
-@click.option("--records", is_flag=True, help="List the ids added and removed.")
+@click.option("--records", is_flag=True, help="List the records added, removed and changed.")
 @json_option
 @repo_options
 def diff_command(a, b, records, as_json, repo):
@@ -108,11 +109,11 @@ def diff_command(a, b, records, as_json, repo):
     d = repo.open().diff(a, b, records=records)
     if as_json:
         return emit_json(d)
-    click.echo(f"{d['from'][:12]}..{d['to'][:12]}: +{d['added']:,} -{d['removed']:,} records")
+    changed = f" ~{d['changed']:,}" if d["changed"] else ""
+    click.echo(f"{d['from'][:12]}..{d['to'][:12]}: +{d['added']:,} -{d['removed']:,}{changed} records")
     for mod, c in d["by_modality"].items():
         click.echo(f"  {mod:<7} +{c['added']:,} -{c['removed']:,}")
     if records:
-        for h in d["records"]["added"]:
-            click.echo(f"+ {h}")
-        for h in d["records"]["removed"]:
-            click.echo(f"- {h}")
+        for sign, name in (("+", "added"), ("-", "removed"), ("~", "changed")):
+            for r in d["records"][name]:
+                click.echo(f"{sign} {r['record_id']}  {r['modality']:<6} {r['source'] or ''}")

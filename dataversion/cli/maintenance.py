@@ -1,4 +1,5 @@
-"""`dataversion gc | verify`: collect unreachable objects, check every object's hash."""
+"""`dataversion gc | verify | upgrade | repack`: collect unreachable objects, check every
+object's hash, convert a format-1 repository, rewrite the packing of commits."""
 
 from __future__ import annotations
 
@@ -54,6 +55,46 @@ def verify_command(ref, all_refs, as_json, repo):
         c = d["checked"]
         for b in d["bad"]:
             click.echo(f"BAD {b['object']}: {b['problem']}")
-        click.echo(f"{'ok' if d['ok'] else 'FAILED'}: {c['commits']} commits, {c['manifests']} manifests, {c['shards']} shards, {c['records']:,} records checked; {len(d['bad'])} bad")
+        click.echo(f"{'ok' if d['ok'] else 'FAILED'}: {c['commits']} commits, {c['tree_nodes']} tree nodes, {c['packings']} packings, {c['shards']} shards, {c['records']:,} records checked; {len(d['bad'])} bad")
     if not d["ok"]:
         sys.exit(VERIFY_FAILED_EXIT)
+
+
+@click.command("upgrade", cls=DataversionCommand)
+@json_option
+@repo_options
+def upgrade_command(as_json, repo):
+    """Convert a format-1 repository (dataversion 0.1) to format 2 in place.
+
+    Keeps messages, refs, reflog, lineage and pins; commit ids change once: the old -> new
+    map is printed and kept in the repository, so old ids (checkpoints) still resolve."""
+    from ..porcelain.upgrade import upgrade
+
+    d = upgrade(repo.open(any_format=True))
+    if as_json:
+        return emit_json(d)
+    if d.get("already"):
+        click.echo(f"already in format {d['to']}")
+        return
+    for old, new in d["commits"].items():
+        click.echo(f"{old} -> {new}")
+    click.echo(f"upgraded format {d['from']} -> {d['to']}: {len(d['commits'])} commit(s); the map is kept in upgrade/format1-ids.json")
+
+
+@click.command("repack", cls=DataversionCommand)
+@click.argument("refs", nargs=-1)
+@click.option("--target-size", default=None, type=int, metavar="BYTES", help="Target shard size in bytes (default 32 MiB).")
+@json_option
+@repo_options
+def repack_command(refs, target_size, as_json, repo):
+    """Rewrite the shards of REFs (default: every branch head) into id-range shards of the
+    target size and re-point their packing. Commit ids, log, diff, order and lineage stay."""
+    from ..porcelain.repack import repack
+
+    kwargs = {"target_bytes": target_size} if target_size else {}
+    d = repack(repo.open(), list(refs) or None, **kwargs)
+    if as_json:
+        return emit_json(d)
+    click.echo(f"repacked {d['roots']} snapshot(s): {d['shards_before']} -> {d['shards_after']} shards, "
+               f"{d['bytes_before']:,} -> {d['bytes_after']:,} bytes in {d['seconds']:.2f}s "
+               f"(old shards are garbage for gc)")

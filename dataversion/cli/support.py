@@ -149,11 +149,12 @@ class RepoLocation:
             return {"endpoint": self.endpoint_url, "access_key": self.access_key, "secret_key": self.secret_key}
         return {}
 
-    def open(self):
-        """`Repo.open` of this location. NotFoundError if there is no repository."""
+    def open(self, *, any_format: bool = False):
+        """`Repo.open` of this location. NotFoundError if there is no repository; FormatError
+        for another format unless `any_format` (`upgrade`)."""
         from ..repo import Repo
 
-        return Repo.open(self.require_url(), **self.store_options())
+        return Repo.open(self.require_url(), any_format=any_format, **self.store_options())
 
     def init(self, *, create_bucket: bool = False):
         """`Repo.init` of this location (an existing repository is opened unchanged)."""

@@ -9,16 +9,18 @@
 
 The repository is `storage_options={"repo": URL}` (other options go to `Repo.open`: S3
 `endpoint`, `access_key`, `secret_key`) or DATAVERSION_REPO; `pinned={ref: commit id}`
-fixes refs up front (a pickled instance carries the refs it resolved). REF is a branch, tag, commit id
+fixes refs up front (a pickled instance carries the refs it resolved); `cache_bytes` bounds
+the verified bytes kept per commit (default 256 MiB; an open file holds its own). REF is a branch, tag, commit id
 or prefix (a '/' in a branch name written `%2F`). A filesystem instance resolves each ref
 once and keeps serving that commit: `dv://<commit id>/` names immutable bytes, so fsspec's
 caching layers (`filecache::dv://...`, `blockcache::`) can keep them (`ukey` is derived from
 the commit id and the shard ids).
 
 Every byte served went through the repository's verified reader path: a shard is read whole
-and hashed against the id the commit's manifest names before any range of it is returned; a
+and hashed against the id the commit's packing names before any range of it is returned; a
 mismatch raises CorruptObjectError. A shard without deleted rows is served as its own bytes
-(zero copy beyond the read); a shard with deleted rows is served as its live rows rewritten.
+(zero copy beyond the read); a shard with deleted or erased rows is served as the rows
+readers serve (neither deleted nor erased) rewritten.
 
 Registered under the protocol `dv` by the `fsspec.specs` entry point, and on import of
 this module (for an install whose entry points are not refreshed yet).
@@ -97,7 +99,7 @@ class DataversionFileSystem(AbstractFileSystem):
     root_marker = ""
     cachable = True
 
-    def __init__(self, repo: str | None = None, cache_bytes: int = 512 * 2**20,
+    def __init__(self, repo: str | None = None, cache_bytes: int = 256 * 2**20,
                  pinned: dict[str, str] | None = None, **repo_options: Any):
         super().__init__(repo=repo, cache_bytes=cache_bytes, pinned=pinned, **repo_options)
         from ..repo import Repo
@@ -209,7 +211,7 @@ class DataversionFileSystem(AbstractFileSystem):
             i = v.by_name[rest]
             part = v.parts[i]
             size = part.known_size if part.known_size is not None else len(v.part_bytes(i))
-            return self._file_entry(f"{ref}/{rest}", size, commit=v.commit_id, rows=part.rows, shard=part.shard.id)
+            return self._file_entry(f"{ref}/{rest}", size, commit=v.commit_id, rows=part.rows, shard=part.group.shard)
         if rest == FILES_DIR:
             return self._dir_entry(f"{ref}/{FILES_DIR}")
         if rest.startswith(FILES_DIR + "/"):
@@ -230,7 +232,7 @@ class DataversionFileSystem(AbstractFileSystem):
             if not rest:
                 entries = [
                     self._file_entry(f"{ref}/{p.name}", p.known_size if p.known_size is not None else len(v.part_bytes(i)),
-                                     commit=v.commit_id, rows=p.rows, shard=p.shard.id)
+                                     commit=v.commit_id, rows=p.rows, shard=p.group.shard)
                     for i, p in enumerate(v.parts)
                 ]
             elif rest == FILES_DIR or rest.startswith(FILES_DIR + "/"):

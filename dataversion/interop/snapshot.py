@@ -4,9 +4,10 @@ Everything else in the package asks a `SnapshotView` for its parts (one Parquet 
 packed unit of the commit), their verified bytes, the metadata columns of its live records,
 and the files `checkout` would write. When the packing changes (content tree + packing
 object), this module is what changes: it reads through the repository's verified reader
-path only (`Repo.read_manifest`, `read_shard_bytes`, `read_shard`, `read_shard_columns`),
-never the store directly, so a shard whose bytes differ from what the commit names raises
-CorruptObjectError before anything is served.
+path only (`Repo.locate` over the checked packing, `read_shard_bytes`, `read_rows`), never
+the store directly, so a shard whose bytes differ from their name, or whose rows are not the
+records the commit's content tree holds there, raises CorruptObjectError before anything is
+served.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import BadInputError, CorruptObjectError, NotFoundError
-from ..objects import ShardRef
+from ..objectdb import RowGroup
 from ..porcelain.checkout import _EXT, suffixed
 from ..records import ids_as_numpy, ids_to_hex
 from ..scan import JSONL_TEXT_FIELD, split_line_source
-from ..shards import parquet_bytes
+from ..shards import decode_shard, parquet_bytes
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -37,21 +38,22 @@ RECORD_COLUMNS = ("record_id", "modality", "source", "label", "meta", "text", "d
 
 @dataclass(frozen=True)
 class Part:
-    """One Parquet file of a snapshot: a stored shard served as it is (`zero_copy`), or its
-    live rows rewritten (a shard with deleted or erased rows)."""
+    """One Parquet file of a snapshot: a stored shard served as it is (`zero_copy`: the
+    commit holds every row of it, in order), or the rows the commit holds rewritten."""
 
     name: str
-    shard: ShardRef
+    group: RowGroup  # the shard and the rows of it the commit holds (checked ids)
+    size: int  # the stored shard's size in bytes
     zero_copy: bool
 
     @property
     def rows(self) -> int:
-        return self.shard.served_rows  # an erased row is not served
+        return len(self.group.rows)
 
     @property
     def known_size(self) -> int | None:
         """The file's size when known without reading it (a zero-copy part: the shard's)."""
-        return self.shard.size if self.zero_copy else None
+        return self.size if self.zero_copy else None
 
 
 @dataclass(frozen=True)
@@ -108,14 +110,18 @@ class SnapshotView:
     `cache_bytes` bounds the verified shard bytes (and rewritten parts) kept in memory.
     """
 
-    def __init__(self, repo: Repo, commit_id: str, *, cache_bytes: int = 512 * 2**20):
+    def __init__(self, repo: Repo, commit_id: str, *, cache_bytes: int = 256 * 2**20):
         self.repo = repo
         self.commit_id = commit_id
-        self.manifest = repo.read_manifest(commit_id)  # checked against the commit's records
-        self.parts: list[Part] = [
-            Part(f"part-{i:05d}-{s.key}.parquet", s, zero_copy=not s.deleted and not s.erased)
-            for i, s in enumerate(self.manifest.shards)
-        ]
+        self.commit = repo.read_commit(commit_id)
+        packing = repo.read_packing(commit_id)  # checked against the commit's content root
+        infos = {s.id: s for s in repo.shard_table(packing)}
+        groups = sorted(repo.locate(commit_id, packing=packing), key=lambda g: g.ids[0] if len(g.ids) else b"")
+        self.parts: list[Part] = []
+        for i, g in enumerate(groups):
+            info = infos[g.shard]
+            whole = len(g.rows) == info.rows and bool((g.rows == np.arange(info.rows)).all())
+            self.parts.append(Part(f"part-{i:05d}-{g.shard[:16]}.parquet", g, info.size, zero_copy=whole))
         self.by_name = {p.name: i for i, p in enumerate(self.parts)}
         self._bytes = _BytesLRU(cache_bytes)
         self._tables: OrderedDict[int, pa.Table] = OrderedDict()
@@ -126,10 +132,10 @@ class SnapshotView:
     # ------------------------------------------------------------------ summary
     @property
     def record_count(self) -> int:
-        return self.manifest.records.count
+        return self.commit.records.count
 
     def by_modality(self) -> dict[str, int]:
-        return dict(self.manifest.records.by_modality)
+        return dict(self.commit.records.by_modality)
 
     # ------------------------------------------------------------------ Parquet parts
     def part_bytes(self, index: int) -> bytes:
@@ -140,19 +146,20 @@ class SnapshotView:
 
     def _make_part(self, part: Part) -> bytes:
         if part.zero_copy:
-            data = self.repo.read_shard_bytes(part.shard)
+            data = self.repo.read_shard_bytes(part.group.shard)  # hashed against its name
             rows = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
-            if rows != part.shard.rows:
-                raise CorruptObjectError(f"shard {part.shard.id} has {rows} rows, its manifest says {part.shard.rows}")
+            if rows != part.rows:
+                raise CorruptObjectError(f"shard {part.group.shard} has {rows} rows, the packing of {self.commit_id} says {part.rows}")
+            ids = ids_as_numpy(decode_shard(data, part.group.shard, ["record_id"]).column("record_id"))
+            self.repo.check_rows(self.commit_id, part.group, ids)  # the records the tree holds there
             return data
-        return bytes(parquet_bytes(self.repo.read_shard(part.shard).select(list(RECORD_COLUMNS))))
+        return bytes(parquet_bytes(self.part_table(self.parts.index(part), list(RECORD_COLUMNS))))
 
     def part_table(self, index: int, columns: list[str] | None = None) -> pa.Table:
-        """The live rows of a part (verified), some columns."""
-        shard = self.parts[index].shard
-        if columns is not None and "text" not in columns and "data" not in columns:
-            return self.repo.read_shard_columns(shard, list(columns))
-        return self.repo.read_shard(shard, list(columns) if columns else None)
+        """The rows of a part the commit holds (verified), some columns (all by default)."""
+        cols = list(columns) if columns else list(RECORD_COLUMNS)
+        table = next(self.repo.read_rows(self.commit_id, cols, [self.parts[index].group]))
+        return table.select(cols)
 
     def metadata_tables(self, columns: list[str]):
         """Each part's live rows with `columns` (payload columns only when asked for)."""
@@ -232,35 +239,20 @@ class SnapshotView:
         """The live records among `record_ids` (hex), with `columns`, by id; ids the
         snapshot does not hold are absent.
 
-        Reads only the parts whose id range holds one, each hashed against its id, and
-        decodes only the row groups whose record_id statistics hold one."""
+        Looks the ids up in the content tree, then reads only the shards holding them
+        (each hashed against its name, the rows checked against the tree)."""
         wanted = sorted({h for h in record_ids if len(h) == 32})
-        found: dict[str, dict] = {}
+        if not wanted:
+            return {}
+        ids = np.array([bytes.fromhex(h) for h in wanted], dtype="S16")
+        held = ids[self.repo.contains(self.commit_id, ids)]
+        if not len(held):
+            return {}
         cols = list(dict.fromkeys(["record_id", *columns]))
-        for part in self.parts:
-            here = [bytes.fromhex(h) for h in wanted if part.shard.min_id <= h <= part.shard.max_id]
-            if not here:
-                continue
-            data = self.repo.read_shard_bytes(part.shard)  # hashed against the id the commit names
-            pf = pq.ParquetFile(pa.BufferReader(data))
-            if pf.metadata.num_rows != part.shard.rows:
-                raise CorruptObjectError(f"shard {part.shard.id} has {pf.metadata.num_rows} rows, its manifest says {part.shard.rows}")
-            id_index = pf.schema_arrow.get_field_index("record_id")
-            want = np.array(here, dtype="S16")
-            deleted = set(part.shard.deleted)
-            offset = 0
-            for g in range(pf.metadata.num_row_groups):
-                meta = pf.metadata.row_group(g)
-                stats = meta.column(id_index).statistics
-                if stats is not None and stats.has_min_max and not any(stats.min <= w <= stats.max for w in here):
-                    offset += meta.num_rows
-                    continue
-                t = pf.read_row_group(g, columns=cols)
-                ids = ids_as_numpy(t.column("record_id"))
-                for r in np.flatnonzero(np.isin(ids, want)).tolist():
-                    if offset + r in deleted:
-                        continue
-                    h = ids[r : r + 1].tobytes().hex()
-                    found[h] = {"record_id": h, **{c: t.column(c)[r].as_py() for c in cols if c != "record_id"}}
-                offset += meta.num_rows
+        found: dict[str, dict] = {}
+        for table in self.repo.read_rows(self.commit_id, cols, self.repo.locate(self.commit_id, held)):
+            hexes = ids_to_hex(ids_as_numpy(table.column("record_id")))
+            rest = {c: table.column(c).to_pylist() for c in cols if c != "record_id"}
+            for r, h in enumerate(hexes):
+                found[h] = {"record_id": h, **{c: v[r] for c, v in rest.items()}}
         return found

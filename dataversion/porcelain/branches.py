@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import BadInputError, NotFoundError
-from ..records import ids_as_numpy
+from ..records import RECORD_SCHEMA
 from ..refs import HEADS, TAGS, validate_ref_name
 from ..writer import DEFAULT_BRANCH, CommitResult
 
@@ -55,18 +55,13 @@ def revert(repo: Repo, ref: str, *, branch: str = DEFAULT_BRANCH, message: str =
     if not parents:
         raise BadInputError(f"cannot revert {ref}: it is a root commit", hint="use `dataversion rm` or reset instead")
     d = repo.diff(parents[0], target, records=True)
-    add_back = {bytes.fromhex(h) for h in d["records"]["removed"]}
+    # records removed or changed by `ref` come back as they were in its parent
+    back = [bytes.fromhex(r["record_id"]) for r in d["records"]["removed"] + d["records"]["changed"]]
     restore = None
-    if add_back:
-        parts = []
-        for shard in repo.read_manifest(parents[0]).shards:
-            t = repo.read_shard(shard)
-            ids = ids_as_numpy(t.column("record_id"))
-            mask = np.isin(ids, np.array(sorted(add_back), dtype="S16"))
-            if mask.any():
-                parts.append(t.filter(pa.array(mask)))
+    if back:
+        parts = list(repo.read_rows(parents[0], list(RECORD_SCHEMA.names), repo.locate(parents[0], np.array(back, dtype="S16"))))
         restore = pa.concat_tables(parts) if parts else None
-    remove = np.array([bytes.fromhex(h) for h in d["records"]["added"]], dtype="S16")
+    remove = np.array([bytes.fromhex(r["record_id"]) for r in d["records"]["added"] + d["records"]["changed"]], dtype="S16")
     return repo.commit(
         restore,
         branch=branch,

@@ -99,12 +99,11 @@ def checkout(repo: Repo, ref: str, directory: str, *, progress: Any = None) -> d
     return materialize(repo, repo.resolve(ref), directory, progress=progress)
 
 
-def _plan(repo: Repo, manifest, directory: str) -> tuple[dict[str, str], dict[str, str], list[dict[str, str]]]:
+def _plan(repo: Repo, commit_id: str, groups, directory: str) -> tuple[dict[str, str], dict[str, str], list[dict[str, str]]]:
     """Pass 1, metadata only: the target of every file record and every JSONL file."""
     by_path: dict[str, list[str]] = defaultdict(list)
     jsonl_files: dict[str, str] = {}
-    for shard in manifest.shards:
-        t = repo.read_shard_columns(shard, ["record_id", "modality", "source"])
+    for t in repo.read_rows(commit_id, ["modality", "source"], groups):
         for rid, mod, src in zip(ids_to_hex(ids_as_numpy(t.column("record_id"))), t.column("modality").to_pylist(), t.column("source").to_pylist()):
             line = split_line_source(src) if src else None
             if line:
@@ -131,14 +130,13 @@ def _plan(repo: Repo, manifest, directory: str) -> tuple[dict[str, str], dict[st
 
 def materialize(repo: Repo, commit_id: str, directory: str, *, progress: Any = None) -> dict[str, Any]:
     os.makedirs(directory, exist_ok=True)
-    manifest = repo.read_manifest(commit_id)
-    plan_files, jsonl_files, renamed = _plan(repo, manifest, directory)
+    groups = repo.locate(commit_id)  # the checked packing: every row read is the tree's
+    plan_files, jsonl_files, renamed = _plan(repo, commit_id, groups, directory)
     # Pass 2: write.
     written = 0
     with tempfile.TemporaryDirectory(prefix="dataversion-checkout-") as workdir:
         spool = _LineSpool(workdir)
-        for shard in manifest.shards:
-            t = repo.read_shard(shard)
+        for t in repo.read_rows(commit_id, ["source", "meta", "text", "data"], groups):
             cols = {c: t.column(c).to_pylist() for c in ("source", "meta", "text", "data")}
             for i, rid in enumerate(ids_to_hex(ids_as_numpy(t.column("record_id")))):
                 src = cols["source"][i]
@@ -169,4 +167,4 @@ def materialize(repo: Repo, commit_id: str, directory: str, *, progress: Any = N
             if progress is not None:
                 progress.update(n)
     return {"commit": commit_id, "directory": os.path.abspath(directory), "files": written,
-            "records": sum(s.served_rows for s in manifest.shards), "renamed": renamed}
+            "records": repo.read_commit(commit_id).records.count, "renamed": renamed}

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConflictError, CorruptObjectError, DataversionError, NotFoundError
 from ..history import history_key
 from ..inflight import INFLIGHT, Marker, live_markers
-from ..objectdb import blob_key, commit_key, manifest_key
+from ..objectdb import blob_key, commit_key
+from ..packing import packing_key, pointer_key, shard_infos
 from ..shards import shard_key
-from .erase import erased_keys, settle
+from ..tree import ENTRY, INDEX, SHARDS, TreeReader, node_key
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 DEFAULT_GRACE_SECONDS = 14 * 86400.0  # git's gc.pruneExpire
 # tmp/ holds the scratch results of pipeline workers; a killed run leaves it behind.
 # features/<commit>.parquet are derived per-commit tables (written after the commit lands).
-_COLLECTABLE = ("commits/", "manifests/", "shards/", "blobs/", "history/", "tmp/", "features/", INFLIGHT)
+# Pointers first: a gc stopped midway never leaves a pointer naming a packing it deleted.
+_COLLECTABLE = ("packing/", "commits/", "packings/", "tree/", "shards/", "blobs/", "history/", "tmp/", "features/", INFLIGHT)
 _CLOCK_SLACK = 120.0  # seconds: writers' and the store's clocks may disagree this much
 _RECHECK_EVERY = 64  # deletions between two looks at the in-flight markers
 
@@ -84,16 +86,29 @@ def root_commits(repo: Repo, skip_reflog: set[str] = frozenset(), *, strict: boo
 def reachable_keys(repo: Repo, skip_reflog: set[str] = frozenset()) -> set[str]:
     """Every object key a root reaches. Raises CorruptObjectError on anything unreadable."""
     keep: set[str] = set()
+    nodes: set[str] = set()  # tree nodes already walked: shared subtrees are walked once
+    roots: set[str] = set()
     for cid in reachable_commits(repo, sorted(root_commits(repo, skip_reflog=skip_reflog, strict=True)), strict=True):
         keep.add(commit_key(cid))
         keep.add(history_key(cid))
         keep.add(f"features/{cid}.parquet")
         try:
-            keep.update(blob_key(b) for b in repo.attachment_ids(cid).values())
-            keep.add(manifest_key(repo.manifest_id_of(cid)))
-            keep.update(shard_key(s.id) for s in repo.read_manifest(cid).shards)
+            commit = repo.read_commit(cid)
+            keep.update(blob_key(b) for b in commit.attachments.values())
+            if commit.root in roots:
+                continue
+            roots.add(commit.root)
+            # nodes read from the store, not this process's cache: a corrupt one stops gc
+            keep.update(node_key(n) for n in TreeReader(repo.store, commit.root, ENTRY, cached=False).node_ids(nodes))
+            keep.add(pointer_key(commit.root))
+            packing = repo.read_packing(cid)
+            keep.add(packing_key(packing.id))
+            keep.update(node_key(n) for n in TreeReader(repo.store, packing.index, INDEX, cached=False).node_ids(nodes))
+            keep.update(node_key(n) for n in TreeReader(repo.store, packing.shards, SHARDS, cached=False).node_ids(nodes))
+            table = TreeReader(repo.store, packing.shards, SHARDS, cached=False).entries()
+            keep.update(shard_key(s.id) for s in shard_infos(table))
         except (NotFoundError, CorruptObjectError) as e:
-            raise _refuse(f"the manifest of commit {cid}", e) from e
+            raise _refuse(f"the content tree or packing of commit {cid}", e) from e
     return keep
 
 
@@ -119,15 +134,12 @@ def _plan(repo: Repo, skip_reflog: set[str], grace_seconds: float) -> tuple[list
     markers = live_markers(repo.store)
     keep = reachable_keys(repo, skip_reflog=skip_reflog)
     cutoff = time.time() - grace_seconds
-    # what erasures replaced (old shards, old attachment blobs) holds erased payloads: once
-    # no root reaches it, it goes whatever its age (in-flight writers still protect theirs)
-    replaced = erased_keys(repo)
     doomed, young = [], 0
     for prefix in _COLLECTABLE:
         for info in repo.store.list(prefix):
             if info.key in keep:
                 continue
-            if _protected(info, markers, float("inf") if info.key in replaced else cutoff):
+            if _protected(info, markers, cutoff):
                 young += 1
                 continue
             doomed.append(info)
@@ -144,8 +156,6 @@ def gc(
     Raises CorruptObjectError (nothing deleted) when any object on a root's path is
     unreadable, ConflictError when writers keep moving refs while gc marks.
     """
-    if not dry_run:
-        settle(repo)  # no commit keeps naming what an erasure replaced (a killed writer's)
     expired = []
     if expire_reflog_seconds is not None:
         reflog_cutoff = time.time() - expire_reflog_seconds

@@ -7,14 +7,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import history
-from ..objects import ShardRef
 from ..records import ids_as_numpy, ids_to_hex
 from ..refs import short_ref
-from ..shards import shard_key
 from ..writer import DEFAULT_BRANCH
 
 if TYPE_CHECKING:
@@ -39,20 +36,20 @@ def log(repo: Repo, ref: str = DEFAULT_BRANCH, n: int | None = None) -> list[dic
 
 def show(repo: Repo, ref: str) -> dict[str, Any]:
     commit_id = repo.resolve(ref)
-    commit, manifest_id = repo.read_commit(commit_id), repo.manifest_id_of(commit_id)
+    commit = repo.read_commit(commit_id)
     d = commit.summary(commit_id)
-    manifest = repo.read_manifest(commit_id)
-    d["manifest"] = manifest_id
-    d["shards"] = len(manifest.shards)
+    packing = repo.read_packing(commit_id)
+    d["root"] = commit.root
+    d["packing"] = packing.id
+    d["shards"] = len(repo.shard_table(packing))
     d["refs"] = sorted(short_ref(k) for k, v in repo.refs.list().items() if v == commit_id)
     return d
 
 def ls(repo: Repo, ref: str, *, columns: tuple[str, ...] = ("record_id", "modality", "source", "label")) -> Iterator[dict[str, Any]]:
-    """Every record of a snapshot (metadata only, no payload)."""
+    """Every record of a snapshot (metadata only, no payload), read through its checked packing."""
     commit_id = repo.resolve(ref)
-    read_cols = [c for c in columns if c != "size"] + (["text", "data"] if "size" in columns else [])
-    for shard in repo.read_manifest(commit_id).shards:
-        table = repo.read_shard_columns(shard, read_cols)
+    read_cols = [c for c in columns if c not in ("size", "record_id")] + (["text", "data"] if "size" in columns else [])
+    for table in repo.read_rows(commit_id, read_cols):
         hexes = ids_to_hex(ids_as_numpy(table.column("record_id")))
         cols = {c: table.column(c).to_pylist() for c in columns if c not in ("record_id", "size")}
         if "size" in columns:
@@ -63,62 +60,53 @@ def ls(repo: Repo, ref: str, *, columns: tuple[str, ...] = ("record_id", "modali
             yield {"record_id": h, **{c: v[i] for c, v in cols.items()}}
 
 def ls_shards(repo: Repo, ref: str) -> list[dict[str, Any]]:
+    """The shards of a snapshot's packing: id, rows, live rows, size, store key."""
     commit_id = repo.resolve(ref)
-    return [{**s.to_dict(), "live_rows": s.live_rows, "key": shard_key(s.id)} for s in repo.read_manifest(commit_id).shards]
+    return [s.to_dict() for s in repo.shard_table(repo.read_packing(commit_id))]
+
+def _describe(repo: Repo, commit_id: str, ids: np.ndarray) -> dict[bytes, dict[str, Any]]:
+    """record id -> {record_id, modality, source} for records `commit_id` holds."""
+    out: dict[bytes, dict[str, Any]] = {}
+    if not len(ids):
+        return out
+    for table in (repo.read_some_rows(commit_id, g, ["modality", "source"]) for g in repo.locate(commit_id, ids)):
+        raw = ids_as_numpy(table.column("record_id"))
+        for i, (mod, src) in enumerate(zip(table.column("modality").to_pylist(), table.column("source").to_pylist())):
+            rid = raw[i : i + 1].tobytes()
+            out[rid] = {"record_id": rid.hex(), "modality": mod, "source": src}
+    return out
 
 def diff(repo: Repo, a: str, b: str, *, records: bool = False) -> dict[str, Any]:
-    """Records added and removed from `a` to `b`.
+    """Records added, removed and changed (same id, other metadata) from `a` to `b`.
 
-    Shards both snapshots use identically are never read: only shards (or deletion
-    vectors) that differ are, so the cost follows the change, not the snapshot size.
-    """
+    Walks the two content trees and reads only subtrees that differ (shared nodes are
+    skipped unread), then the packing rows of the differing records for their modality:
+    the cost follows the change, not the snapshot size. With `records`, each record as a
+    dict (record_id, modality, source), sorted by id."""
     ca, cb = repo.resolve(a), repo.resolve(b)
-    ma, mb = repo.read_manifest(ca), repo.read_manifest(cb)
-    sa = {s.id: s for s in ma.shards}
-    sb = {s.id: s for s in mb.shards}
-    cand_a: list[pa.Table] = []
-    cand_b: list[pa.Table] = []
-    for sid, ref in sa.items():
-        other = sb.get(sid)
-        if other is None:
-            cand_a.append(_diff_rows(repo, ref, None))
-        elif other.deleted != ref.deleted:
-            da, db = set(ref.deleted), set(other.deleted)
-            if db - da:
-                cand_a.append(_diff_rows(repo, ref, sorted(db - da)))
-            if da - db:
-                cand_b.append(_diff_rows(repo, other, sorted(da - db)))
-    for sid, ref in sb.items():
-        if sid not in sa:
-            cand_b.append(_diff_rows(repo, ref, None))
-    ta = pa.concat_tables(cand_a) if cand_a else None
-    tb = pa.concat_tables(cand_b) if cand_b else None
-    ids_a = ids_as_numpy(ta.column("record_id")) if ta is not None else np.empty(0, dtype="S16")
-    ids_b = ids_as_numpy(tb.column("record_id")) if tb is not None else np.empty(0, dtype="S16")
-    removed_mask = ~np.isin(ids_a, ids_b)
-    added_mask = ~np.isin(ids_b, ids_a)
+    only_a, only_b = repo.tree(ca).diff(repo.root_of(cb))
+    in_b = np.isin(only_a["id"], only_b["id"])
+    removed_ids, changed_ids = only_a["id"][~in_b], only_a["id"][in_b]
+    added_ids = only_b["id"][~np.isin(only_b["id"], only_a["id"])]
+    old = _describe(repo, ca, removed_ids)
+    new = _describe(repo, cb, np.concatenate([added_ids, changed_ids]))
+    raw = lambda ids: [ids[i : i + 1].tobytes() for i in range(len(ids))]  # noqa: E731
     by_mod: dict[str, dict[str, int]] = {}
-    for name, table, mask in (("removed", ta, removed_mask), ("added", tb, added_mask)):
-        if table is None:
-            continue
-        for mod, cnt in Counter(np.asarray(table.column("modality").to_pylist(), dtype=object)[mask].tolist()).items():
+    for name, ids, desc in (("removed", removed_ids, old), ("added", added_ids, new)):
+        for mod, cnt in Counter(desc[r]["modality"] for r in raw(ids)).items():
             by_mod.setdefault(mod, {"added": 0, "removed": 0})[name] = cnt
     out: dict[str, Any] = {
         "from": ca,
         "to": cb,
-        "added": int(added_mask.sum()),
-        "removed": int(removed_mask.sum()),
+        "added": len(added_ids),
+        "removed": len(removed_ids),
+        "changed": len(changed_ids),
         "by_modality": dict(sorted(by_mod.items())),
-        "shards_read": len(cand_a) + len(cand_b),
     }
     if records:
         out["records"] = {
-            "added": sorted(ids_to_hex(ids_b[added_mask])),
-            "removed": sorted(ids_to_hex(ids_a[removed_mask])),
+            "added": [new[r] for r in raw(added_ids)],
+            "removed": [old[r] for r in raw(removed_ids)],
+            "changed": [new[r] for r in raw(changed_ids)],
         }
     return out
-
-def _diff_rows(repo: Repo, shard: ShardRef, rows: list[int] | None) -> pa.Table:
-    # erased rows are still held (their ids and metadata): diff counts them like any other
-    table = repo.read_shard_columns(shard, ["record_id", "modality"], with_deleted=rows is not None, with_erased=True)
-    return table.take(pa.array(rows, pa.int64())) if rows is not None else table

@@ -6,24 +6,17 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from .. import history
-from ..errors import CorruptObjectError, DataversionError, NotFoundError
-from ..hashing import DIGEST_MOD, digest_hex, digest_int, object_id
+from ..errors import DataversionError, NotFoundError
 from ..history import history_key
-from ..objectdb import blob_key, commit_key, manifest_key
-from ..objects import Commit, Manifest
-from ..records import id_bytes, ids_as_numpy
-from ..shards import (
-    decode_shard,
-    entries_digest_of,
-    live_rows,
-    modality_counts,
-    null_payload_rows,
-    payload_mismatches,
-    shard_key,
-)
-from .erase import erased_blobs, erased_record_ids, erased_shards, erasures
+from ..objectdb import blob_key, commit_key
+from ..objects import Commit
+from ..packing import Packing, packing_key, pointer_key, read_pointer, shard_infos, shard_prefix
+from ..records import ids_as_numpy
+from ..shards import decode_shard, entry_digests, payload_mismatches, shard_key
+from ..tree import EMPTY_ROOT, ENTRY, INDEX, SHARDS, _read_nodes, node_key
 from .gc import reachable_commits, root_commits
 
 if TYPE_CHECKING:
@@ -35,30 +28,33 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
 
     Checks every object kind: each ref names a stored commit; each commit's bytes hash to
     its id; each history chunk's entries hash to their commits and chain along first
-    parents; each attachment blob hashes to its id; each manifest's bytes hash to its id
-    and its record summary equals the commit's; each shard's bytes hash to its id, each
-    payload to its record id, each shard's entry digest and counts to what the manifest
-    says; each lineage entry and pin parses and names stored commits.
+    parents; each attachment blob hashes to its id; each tree node (content, index, shard
+    table) hashes to its name and parses; each packing hashes to its name, names its
+    commit's root and count, indexes exactly the content tree's ids, and its shard table's
+    live counts match the index; each shard's bytes hash to its id, each payload to its
+    record id, and the rows the index points to carry the ids and the digests (metadata and
+    payload) the content tree holds; each lineage entry and pin parses and names stored
+    commits.
     """
     bad: list[dict[str, str]] = []
-    erasure_records = erasures(repo)
-    proof = _ErasureProof(erasure_records)
     roots = [repo.resolve(ref)] if ref else sorted(root_commits(repo))
     commits = reachable_commits(repo, roots)
-    seen_shards: set[str] = set()
-    checked = {"refs": 0, "commits": 0, "history": 0, "blobs": 0, "manifests": 0, "shards": 0, "records": 0,
-               "lineage": 0, "pins": 0}
+    checked = {"refs": 0, "commits": 0, "history": 0, "blobs": 0, "tree_nodes": 0, "packings": 0, "shards": 0,
+               "records": 0, "lineage": 0, "pins": 0}
     if not ref:
         for name, target in sorted(repo.refs.list().items()):
             checked["refs"] += 1
             if not repo.store.exists(commit_key(target)):
                 bad.append({"object": name, "problem": f"{name} names commit {target}, which is missing"})
         _verify_side_objects(repo, commits, checked, bad)
+    nodes_seen: set[str] = set()
+    roots_seen: dict[str, str] = {}
+    shards_seen: set[str] = set()
     for cid in sorted(commits):
         checked["commits"] += 1
         try:
             data = repo.store.get(commit_key(cid))
-            commit, manifest_id, overrides = Commit.read_stored(data, cid)
+            commit = Commit.from_stored_bytes(data, cid)
         except DataversionError as e:
             bad.append({"object": commit_key(cid), "problem": str(e)})
             continue
@@ -69,40 +65,114 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
         if chunk_problem is not None:
             bad.append({"object": history_key(cid), "problem": chunk_problem})
         checked["history"] += 1
-        for name, blob_id in sorted({**commit.attachments, **overrides}.items()):
+        for name, blob_id in sorted(commit.attachments.items()):
             checked["blobs"] += 1
-            if name in overrides and overrides[name] not in proof.new_blobs:
-                bad.append({"object": commit_key(cid), "problem": f"attachment {name!r} of commit {cid} is replaced by blob {overrides[name]}, which no erasure record names"})
-            if blob_id in proof.blobs:
-                bad.append({"object": blob_key(blob_id), "problem": f"commit {cid} still reads attachment {name!r} from blob {blob_id}, which an erasure replaced (run `dataversion erase --resume`)"})
             try:
                 repo.read_blob(blob_id)
             except DataversionError as e:
                 bad.append({"object": blob_key(blob_id), "problem": f"attachment {name!r} of commit {cid}: {e}"})
-        checked["manifests"] += 1
-        try:
-            mdata = repo.store.get(manifest_key(manifest_id))
-            if object_id(mdata) != manifest_id:
-                raise CorruptObjectError(f"manifest {manifest_id} is corrupt: its bytes hash to {object_id(mdata)}")
-            manifest = Manifest.from_bytes(mdata, manifest_id)
-        except DataversionError as e:
-            bad.append({"object": manifest_key(manifest_id), "problem": str(e)})
+        if commit.root in roots_seen:
             continue
-        total = sum(digest_int(s.digest) for s in manifest.shards) % DIGEST_MOD
-        if digest_hex(total) != commit.records.digest or manifest.records != commit.records:
-            bad.append({"object": manifest_key(manifest_id), "problem": f"record summary does not match commit {cid}"})
-        for shard in manifest.shards:
-            if shard.id in proof.shards:
-                bad.append({"object": shard_key(shard.id), "problem": f"commit {cid} still names shard {shard.id}, which an erasure replaced (run `dataversion erase --resume`)"})
-            if shard.key in seen_shards:
-                continue
-            seen_shards.add(shard.key)
-            problem = _verify_shard(repo, shard, checked, proof)
-            if problem:
-                bad.append({"object": shard_key(shard.id), "problem": problem})
-            if progress is not None:
-                progress.update(1)
+        roots_seen[commit.root] = cid
+        problems = _verify_content(repo, cid, commit, nodes_seen, shards_seen, checked, progress)
+        bad.extend(problems)
     return {"ok": not bad, "checked": checked, "bad": bad}
+
+
+def _walk(repo: Repo, root: str, dtype: np.dtype, nodes_seen: set[str], checked: dict[str, int]) -> np.ndarray:
+    """Every entry of a tree, each node read from the store (not the cache) and re-hashed."""
+    if root == EMPTY_ROOT:
+        return np.empty(0, dtype)
+    parts: dict[str, object] = {}
+    frontier = [root]
+    while frontier:
+        nodes = _read_nodes(repo.store, frontier, cached=False)
+        nxt = []
+        for nid, node in zip(frontier, nodes):
+            if node.dtype != dtype:
+                from ..errors import CorruptObjectError
+
+                raise CorruptObjectError(f"tree node {nid} holds the wrong kind of entries")
+            parts[nid] = node
+            if nid not in nodes_seen:
+                nodes_seen.add(nid)
+                checked["tree_nodes"] += 1
+            nxt.extend(node.children)
+        frontier = nxt
+    out: list[np.ndarray] = []
+
+    def collect(nid: str) -> None:
+        node = parts[nid]
+        if node.is_leaf:
+            out.append(node.entries)
+        else:
+            for c in node.children:
+                collect(c)
+
+    collect(root)
+    entries = np.concatenate(out) if out else np.empty(0, dtype)
+    if len(entries) > 1 and not (entries["id"][1:] > entries["id"][:-1]).all():
+        from ..errors import CorruptObjectError
+
+        raise CorruptObjectError(f"tree {root} is not sorted by id")
+    return entries
+
+
+def _verify_content(repo: Repo, cid: str, commit: Commit, nodes_seen: set[str], shards_seen: set[str],
+                    checked: dict[str, int], progress: Any) -> list[dict[str, str]]:
+    """The content tree of a commit and the packing its root points to, against each other."""
+    root = commit.root
+    try:
+        content = _walk(repo, root, ENTRY, nodes_seen, checked)
+    except DataversionError as e:
+        return [{"object": node_key(root), "problem": f"content tree of commit {cid}: {e}"}]
+    if len(content) != commit.records.count:
+        return [{"object": commit_key(cid), "problem": f"commit {cid} says {commit.records.count} records, its content tree holds {len(content)}"}]
+    if root == EMPTY_ROOT:
+        return []
+    found = read_pointer(repo.store, root)
+    if found is None:
+        return [{"object": pointer_key(root), "problem": f"the packing pointer of commit {cid} is missing"}]
+    pid = found[0]
+    checked["packings"] += 1
+    try:
+        packing = Packing.from_bytes(repo.store.get(packing_key(pid)), pid)
+    except NotFoundError:
+        return [{"object": packing_key(pid), "problem": f"packing {pid} of commit {cid} is missing"}]
+    except DataversionError as e:
+        return [{"object": packing_key(pid), "problem": str(e)}]
+    if packing.root != root or packing.count != commit.records.count:
+        return [{"object": packing_key(pid), "problem": f"packing {pid} packs root {packing.root}, not the root of commit {cid}"}]
+    try:
+        index = _walk(repo, packing.index, INDEX, nodes_seen, checked)
+        table = _walk(repo, packing.shards, SHARDS, nodes_seen, checked)
+    except DataversionError as e:
+        return [{"object": packing_key(pid), "problem": f"packing {pid}: {e}"}]
+    if len(index) != len(content) or (index["id"] != content["id"]).any():
+        return [{"object": packing_key(pid), "problem": f"packing {pid} does not index exactly the records of commit {cid}"}]
+    bad: list[dict[str, str]] = []
+    infos = shard_infos(table)
+    prefixes = np.ascontiguousarray(index["shard"]).view(np.dtype((np.void, 12)))
+    uniq, inverse = np.unique(prefixes, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+    rows_of = {uniq[k].tobytes(): order[bounds[k] : bounds[k + 1]] for k in range(len(uniq))}
+    for info in infos:
+        sel = rows_of.pop(shard_prefix(info.id), np.empty(0, np.int64))
+        if len(sel) != info.live:
+            bad.append({"object": packing_key(pid), "problem": f"packing {pid}: shard {info.id} has {len(sel)} indexed rows, its table says {info.live}"})
+        key = (info.id, pid)
+        if key in shards_seen:
+            continue
+        shards_seen.add(key)
+        problem = _verify_shard(repo, info, index[sel], content[sel], checked)
+        if problem:
+            bad.append({"object": shard_key(info.id), "problem": problem})
+        if progress is not None:
+            progress.update(1)
+    if rows_of:
+        bad.append({"object": packing_key(pid), "problem": f"packing {pid} indexes a shard its shard table lacks"})
+    return bad
 
 
 def _verify_history(repo: Repo, cid: str) -> str | None:
@@ -141,59 +211,33 @@ def _verify_side_objects(repo: Repo, commits: set[str], checked: dict[str, int],
                     bad.append({"object": info.key, "problem": f"names commit {c}, which is missing"})
 
 
-class _ErasureProof:
-    """What the erasure records prove: which record ids were erased, which objects replaced."""
-
-    def __init__(self, records: list[dict[str, Any]]):
-        self.ids = {bytes.fromhex(h) for h in erased_record_ids(records)}
-        # what finished erasures replaced: no commit may name it any more (while one runs,
-        # commits it has not re-pointed yet are valid: they name what they always did)
-        done = [r for r in records if r.get("state") == "done"]
-        self.shards = erased_shards(done)
-        self.blobs = erased_blobs(done)
-        self.new_blobs = set(erased_blobs(records).values())
-        # ids finished erasures removed: a row still holding one's payload is a leak
-        done_ids = sorted(bytes.fromhex(h) for h in erased_record_ids(done))
-        self.denied = np.array(done_ids, dtype="S16") if done_ids else np.empty(0, dtype="S16")
-
-
-def _verify_shard(repo: Repo, shard, checked: dict[str, int], proof: _ErasureProof) -> str | None:
+def _verify_shard(repo: Repo, info, index: np.ndarray, content: np.ndarray, checked: dict[str, int]) -> str | None:
     try:
-        data = repo.store.get(shard_key(shard.id))
+        data = repo.store.get(shard_key(info.id))
     except NotFoundError:
-        return f"shard {shard.id} is missing"
+        return f"shard {info.id} is missing"
     checked["shards"] += 1
+    from ..hashing import object_id
+
     actual = object_id(data)
-    if actual != shard.id:
-        return f"shard {shard.id} is corrupt: its bytes hash to {actual}"
+    if actual != info.id:
+        return f"shard {info.id} is corrupt: its bytes hash to {actual}"
     try:
-        table = decode_shard(data, shard.id)
-    except CorruptObjectError as e:
+        table = decode_shard(data, info.id)
+    except DataversionError as e:
         return str(e)
-    if table.num_rows != shard.rows:
-        return f"shard {shard.id} has {table.num_rows} rows, manifest says {shard.rows}"
+    if table.num_rows != info.rows:
+        return f"shard {info.id} has {table.num_rows} rows, its packing says {info.rows}"
     bad_payloads = payload_mismatches(table)
-    checked["records"] += table.num_rows
+    checked["records"] += len(index)
     if len(bad_payloads):
-        return f"shard {shard.id}: {len(bad_payloads)} payload(s) do not hash to their record id, first at row {bad_payloads[0]}"
-    # a row without payload is legitimate only as an erasure left it: marked erased in the
-    # manifest, and its record id named by an erasure record
-    empty = null_payload_rows(table).tolist()
-    if empty != list(shard.erased):
-        return (f"shard {shard.id}: rows {empty[:5]} have no payload but the manifest marks {list(shard.erased)[:5]} erased"
-                if empty else f"shard {shard.id}: the manifest marks rows {list(shard.erased)[:5]} erased but they hold a payload")
-    ids = ids_as_numpy(table.column("record_id"))
-    if empty:
-        unproven = [r for r in empty if id_bytes(ids, r) not in proof.ids]
-        if unproven:
-            return f"shard {shard.id}: row {unproven[0]} has no payload and no erasure record names its record"
-    if len(proof.denied):
-        held = np.flatnonzero(np.isin(ids, proof.denied))
-        leaked = sorted(set(held.tolist()) - set(empty))
-        if leaked:
-            return (f"shard {shard.id}: row {leaked[0]} holds the payload of an erased record "
-                    "(a writer stopped before erasing from its commit; run `dataversion erase --resume`)")
-    live = live_rows(table, shard.deleted)
-    if digest_hex(entries_digest_of(live)) != shard.digest or modality_counts(live) != shard.by_modality:
-        return f"shard {shard.id}: record metadata does not match its manifest entry"
+        return f"shard {info.id}: {len(bad_payloads)} payload(s) do not hash to their record id, first at row {bad_payloads[0]}"
+    rows = index["row"].astype(np.int64)
+    if len(rows) and rows.max() >= table.num_rows:
+        return f"shard {info.id}: the packing points past its last row"
+    live = table.take(pa.array(rows))
+    if (ids_as_numpy(live.column("record_id")) != index["id"]).any():
+        return f"shard {info.id}: its rows do not hold the records the packing places there"
+    if (entry_digests(live) != content["digest"]).any():
+        return f"shard {info.id}: record metadata or payload does not match the content tree's digests"
     return None

@@ -293,8 +293,11 @@ def _change_ids(repo: Repo, against: str, commit_id: str) -> dict[str, Any]:
     other_id = repo.resolve(against)
     d = repo.diff(other_id, commit_id)
     small = 0 < d["added"] + d["removed"] <= MAX_DIFF_IDS
-    return {"ref": against, "commit": other_id, "diff": d,
-            "ids": repo.diff(other_id, commit_id, records=True)["records"] if small else None}
+    ids = None
+    if small:  # diff's records are descriptions (record_id, modality, source): keep the ids
+        recs = repo.diff(other_id, commit_id, records=True)["records"]
+        ids = {k: [r["record_id"] for r in recs.get(k, [])] for k in ("added", "removed", "changed")}
+    return {"ref": against, "commit": other_id, "diff": d, "ids": ids}
 
 
 def _against(repo: Repo, change: dict[str, Any], picked: dict[str, dict], label_items) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import base64
 import difflib
 import io
 import json
+import os
 import re
 import wave
 from html import escape
@@ -130,6 +131,12 @@ class SourceReader:
             return None, None
         base, sep, line = unit.rpartition("#L")
         key, line_no = (base, int(line)) if sep and line.isdigit() else (unit, None)
+        local = self.store.local_path(key)
+        if local is not None:  # never follow a link out of the source directory
+            root = os.path.realpath(self.store.local_path("") or "")
+            real = os.path.realpath(local)
+            if os.path.commonpath([root, real]) != root:
+                return None, None
         try:
             for info in self.store.list(key):
                 if info.key == key and info.size > MAX_SOURCE_BYTES:

@@ -75,6 +75,18 @@ class Store(ABC):
         """Refresh the object's modification time (git's "freshen"): a writer that reuses an
         object already stored calls this, so a concurrent `gc` sees it as young and keeps it."""
 
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Write many immutable, content-addressed objects (tree nodes); durable when it
+        returns. Default: `put` each, 8 at a time (remote stores are latency-bound)."""
+        if len(items) <= 1:
+            for key, data in items:
+                self.put(key, data)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda kv: self.put(*kv), items))
+
     def local_path(self, key: str) -> str | None:
         """A filesystem path holding the object, for zero-copy reads; None if remote."""
         return None

@@ -1,7 +1,8 @@
-"""Batches built in one process: positions of the order -> (shard, row) -> one Arrow `take`.
+"""Batches built in one process: positions of the order -> (block, row) -> one Arrow `take`.
 
-`BatchReader` decodes each shard once (through the read tier, next shards prefetched) and
-keeps a bounded set of decoded shards; `RawBatch` is what a DataLoader worker sends (one
+`BatchReader` gathers each content block once (`blocks.read_block`: the block's rows from
+the shards its checked packing names, read through the read tier, next shards prefetched)
+and keeps a bounded set of gathered blocks; `RawBatch` is what a DataLoader worker sends (one
 Arrow record batch, pickled as whole buffers); `Batch` is what the training loop gets.
 Torch-free: the dataset and loader (`dataset`, `loader`) are the torch side.
 """
@@ -15,10 +16,9 @@ import numpy as np
 import pyarrow as pa
 
 from ..cache import Prefetcher
-from ..errors import CorruptObjectError
 from ..records import ids_as_numpy
-from ..shards import live_rows
 from . import order as order_mod
+from .blocks import read_block
 
 if TYPE_CHECKING:
     from .dataset import SnapshotDataset
@@ -40,18 +40,20 @@ class BatchReader:
 
     def __init__(self, ds: SnapshotDataset, order: order_mod.EpochOrder):
         self.ds, self.order = ds, order
-        self.store = ds.open_repo().store
-        # shard -> (decoded table, its rows' features block (FeatureJoin.block_of) or None)
+        self.repo = ds.open_repo()
+        self.store = self.repo.store
+        # block -> (gathered table, its rows' features block (FeatureJoin.block_of) or None)
         self.tables: OrderedDict[int, tuple[pa.Table, np.ndarray | None]] = OrderedDict()
         self.features = ds._features
         self.table_bytes = 0
         self.read_cols = ["record_id", *ds.columns]
-        start_shards = order.shards_from(ds.position)
-        self.shard_rank = {s: i for i, s in enumerate(start_shards)}
-        self.prefetcher = (
-            Prefetcher(ds.tier, self.store, [ds.shards[s][0] for s in start_shards], ds.prefetch)
-            if ds.prefetch > 0 and start_shards else None
-        )
+        self.offsets = order.manifest_offsets
+        self.block_order = order.shards_from(ds.position)  # blocks in the order they are needed
+        self.block_rank = {b: i for i, b in enumerate(self.block_order)}
+        self._groups: OrderedDict[int, list] = OrderedDict()
+        self._decoded: OrderedDict[str, pa.Table] = OrderedDict()  # a few whole shards, reused across blocks
+        self._queued: set[str] = set()
+        self.prefetcher = Prefetcher(ds.tier, self.store, [], ds.prefetch) if ds.prefetch > 0 and self.block_order else None
 
     def close(self) -> None:
         if self.prefetcher is not None:
@@ -60,19 +62,45 @@ class BatchReader:
     def _table(self, s: int) -> pa.Table:
         return self._shard(s)[0]
 
+    def _block_groups(self, b: int) -> list:
+        """Where block b's records lie (the checked packing's index over the block's range)."""
+        hit = self._groups.get(b)
+        if hit is None:
+            hit = self.repo.locate(self.ds.commit_id, ranks=(int(self.offsets[b]), int(self.offsets[b + 1])),
+                                   packing=self.ds.packing)
+            self._groups[b] = hit
+            while len(self._groups) > 8:
+                self._groups.popitem(last=False)
+        return hit
+
+    def _read_shard(self, shard_id: str) -> pa.Table:
+        t = self._decoded.get(shard_id)
+        if t is None:
+            t = self.ds.tier.read_table(self.store, shard_id).select(self.read_cols)
+            self._decoded[shard_id] = t
+            while len(self._decoded) > 2:
+                self._decoded.popitem(last=False)
+        return t
+
+    def _prefetch_after(self, b: int) -> None:
+        """Queue the shards of the blocks after b (in this epoch's order) for the prefetcher."""
+        if self.prefetcher is None or b not in self.block_rank:
+            return
+        k = self.block_rank[b]
+        for nb in self.block_order[k : k + 2]:
+            new = [g.shard for g in self._block_groups(nb) if g.shard not in self._queued]
+            self._queued.update(new)
+            self.prefetcher.extend(new)
+
     def _shard(self, s: int) -> tuple[pa.Table, np.ndarray | None]:
         hit = self.tables.get(s)
         if hit is not None:
             self.tables.move_to_end(s)
             return hit
-        shard_id, rows, deleted, erased = self.ds.shards[s]
-        if self.prefetcher is not None and s in self.shard_rank:
-            self.prefetcher.advance(self.shard_rank[s])
-        t = self.ds.tier.read_table(self.store, shard_id).select(self.read_cols)
-        if t.num_rows != rows:
-            raise CorruptObjectError(f"shard {shard_id} has {t.num_rows} rows, its manifest says {rows}")
-        if deleted:
-            t = live_rows(t, deleted).combine_chunks()
+        self._prefetch_after(s)
+        groups = self._block_groups(s)
+        t = read_block(self.repo, self.ds.commit_id, int(self.offsets[s]), int(self.offsets[s + 1]),
+                       self.ds.columns, read_table=self._read_shard, groups=groups)
         # one join per decoded shard (id search + gather): batches then only index its block
         fblock = None
         if self.features is not None:
@@ -88,17 +116,6 @@ class BatchReader:
         flat = self.order.flat_at(plan.batch_positions(i))
         shard, row = self.order.flat_to_shard_row(flat)
         uniq = np.unique(shard)
-        if any(self.ds.shards[int(s)][3] is not None for s in uniq):
-            # an erased sample is skipped: the batch is that much shorter, every other
-            # sample keeps its position
-            served = np.array([self.ds.shards[int(s)][3] is None or not self.ds.shards[int(s)][3][r]
-                               for s, r in zip(shard.tolist(), row.tolist())], dtype=bool)
-            if not served.any():  # every sample of the batch erased: an empty batch
-                t, fb = self._shard(int(uniq[0]))
-                empty = pa.RecordBatch.from_pylist([], schema=t.schema)
-                return RawBatch(empty, self.ds.epoch, i, plan.position_after(i), None if fb is None else fb[:0])
-            shard, row = shard[served], row[served]
-            uniq = np.unique(shard)
         fblock = None  # the batch's rows of the shards' features blocks, when features are joined
         if len(uniq) == 1:
             t, shard_fblock = self._shard(int(uniq[0]))

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadInputError, NotFoundError
+from ..errors import BadInputError, CorruptObjectError, NotFoundError, StoreError
 from ..stores import open_location
 from ..stores.atomic import write_atomic
 from . import lineage
@@ -233,7 +233,11 @@ def check_lineage_sha256(repo: Any, meta: dict[str, Any], raw: bytes, path: str)
     entry_id = meta.get("lineage_id")
     if entry_id is None:
         return None
-    recorded = lineage.recorded_sha256(repo, meta.get("run") or lineage.DEFAULT_RUN, entry_id)
+    try:
+        recorded = lineage.recorded_sha256(repo, meta.get("run") or lineage.DEFAULT_RUN, entry_id)
+    except (StoreError, CorruptObjectError, OSError) as e:  # the entry's trouble, not the file's
+        warnings.warn(f"{path}: could not compare with its lineage entry {entry_id}: {e}", RuntimeWarning, stacklevel=3)
+        return None
     if recorded is None:
         return None
     actual = hashlib.sha256(raw).hexdigest()

@@ -1,6 +1,7 @@
 """`SnapshotDataset`: an IterableDataset over one commit, in the pure order, with exact state.
 
-The order of samples is `order` (a pure function of commit, seed, epoch); the state is
+The order of samples is `order` over the commit's content-tree blocks (`blocks`): a pure
+function of (content root, seed, epoch), whatever the packing; the state is
 (commit, seed, epoch, position) where position counts samples consumed globally. Each
 iteration (in each DataLoader worker) builds whole batches with `batches.BatchReader`.
 """
@@ -19,9 +20,9 @@ import torch.utils.data as tud
 from ..cache import ReadTier, open_tier
 from ..errors import BadInputError, DataversionError
 from ..repo import Repo
-from ..shards import erased_live_mask
 from . import order as order_mod
 from .batches import Batch, BatchReader
+from .blocks import block_sizes
 from .decode import DecodeOptions
 from .samples import SamplePipeline
 from .state import STATE_FORMAT, validate_loader_state
@@ -86,10 +87,9 @@ class SnapshotDataset(tud.IterableDataset):
         self.url = self.repo.url
         self.ref = ref
         self.commit_id = self.repo.resolve(ref)  # NotFoundError here, never mid-epoch
-        shards = self.repo.read_manifest(self.commit_id).shards
-        # (id, rows, deleted rows, erased mask over the live rows or None)
-        self.shards = [(s.id, s.rows, tuple(s.deleted), erased_live_mask(s)) for s in shards]
-        self.sizes = tuple(s.live_rows for s in shards)
+        self.packing = self.repo.read_packing(self.commit_id)  # checked against the commit's root, here
+        # the order is over content-tree blocks: a function of the content root, not of packing
+        self.sizes = block_sizes(self.repo, self.commit_id)
         self.num_records = sum(self.sizes)
         if remainder not in order_mod.REMAINDER_POLICIES:
             raise BadInputError(f"remainder must be one of {order_mod.REMAINDER_POLICIES}, not {remainder!r}")
@@ -194,6 +194,12 @@ class SnapshotDataset(tud.IterableDataset):
         A malformed state (`state.validate_loader_state`) is a BadInputError, nothing restored."""
         state = validate_loader_state(state)
         self.epoch = int(state["epoch"])
+        if state["commit"] != self.commit_id and self.open_repo()._upgraded_id(state["commit"]) == self.commit_id:
+            # a checkpoint from before `dataversion upgrade`: same records, but format 2 orders
+            # them over content blocks, so its position indexes another sequence
+            warnings.warn(f"checkpoint names format-1 commit {state['commit']}, now {self.commit_id}; "
+                          "the sample order changed with the format upgrade", RuntimeWarning, stacklevel=2)
+            state = {**state, "commit": self.commit_id}
         if state["commit"] != self.commit_id:
             if not allow_dataset_change:
                 raise DataversionError(

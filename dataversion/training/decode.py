@@ -89,11 +89,14 @@ def decode_sample(sample: dict[str, Any], opts: DecodeOptions) -> dict[str, Any]
     """Replace a sample's payload ("data") by its decoded form, by modality, in place.
 
     image -> sample["image"]; audio -> sample["audio"] and sample["sample_rate"]; text ->
-    sample["text"] (already a str). Other modalities keep their bytes under "data".
+    sample["text"] (already a str; its empty "data" is dropped). Other modalities keep their
+    bytes under "data".
     Raises RecordDecodeError naming the record.
     """
     modality = sample.get("modality")
     if modality not in ("image", "audio"):
+        if "data" in sample and sample["data"] is None:  # text records: no payload column to carry
+            del sample["data"]
         return sample
     data = sample.pop("data", None)
     rid = sample.get("record_id")

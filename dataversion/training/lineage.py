@@ -26,8 +26,8 @@ with H the entries of R saved up to X:
   position p, world size W, batch size B: the epoch ends at p + floor((n-p)/(B*W))*B*W), or,
   with no entry in that epoch, from X's world size. Exact unless the world size changed
   after the last checkpoint recorded in an epoch: use "pad" for elastic jobs.
-Finding a record's place needs its row in the commit: only the record_id column of the
-shards whose id range covers it is read (shards are sorted by record id).
+Finding a record's place needs its rank in the commit's id order: one content-tree lookup
+(O(log N) node reads), whatever the packing.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from ..errors import BadInputError, CorruptObjectError, NotFoundError
-from ..records import ids_as_numpy
 from ..repo import Repo, commit_key
+from .blocks import block_sizes
 from .order import EpochOrder
 
 __all__ = [
@@ -294,43 +294,27 @@ def unpin(repo: Repo, *, run: str | None = None, checkpoint: str | None = None) 
 
 # --------------------------------------------------------------------------- seen-by
 class _CommitIndex:
-    """Per commit: live shard sizes, and record id -> flat index (reading id columns lazily)."""
+    """Per commit: content-block sizes (what the order is built over) and record id -> flat
+    index (its rank in id order: a content-tree lookup, O(log N), no shard read)."""
 
     def __init__(self, repo: Repo, commit: str):
         self.repo, self.commit = repo, commit
         if not repo.store.exists(commit_key(commit)):
             raise NotFoundError(f"commit {commit} named by a lineage entry no longer exists in {repo.url}")
-        self.shards = repo.read_manifest(commit).shards
-        self.sizes = tuple(s.live_rows for s in self.shards)
+        self.sizes = block_sizes(repo, commit)
         self.offsets = np.concatenate([[0], np.cumsum(np.asarray(self.sizes, dtype=np.int64))])
 
     @property
     def num_records(self) -> int:
         return int(self.offsets[-1])
 
-    def _live_ids(self, k: int) -> np.ndarray:
-        shard = self.shards[k]
-        ids = ids_as_numpy(self.repo.read_shard(shard, ["record_id"], with_deleted=True).column("record_id"))
-        if shard.deleted:
-            keep = np.ones(len(ids), dtype=bool)
-            keep[list(shard.deleted)] = False
-            ids = ids[keep]
-        return ids
-
     def flat_index(self, record_id: str) -> int | None:
-        """The record's flat index (manifest order), or None if the commit does not hold it."""
-        target = np.frombuffer(bytes.fromhex(record_id), dtype="S16")[0]
-        for k, shard in enumerate(self.shards):
-            if not (shard.min_id <= record_id <= shard.max_id) or not self.sizes[k]:
-                continue
-            ids = self._live_ids(k)
-            hit = np.flatnonzero(ids == target)
-            if hit.size:
-                return int(self.offsets[k] + hit[0])
-        return None
+        """The record's flat index (rank in id order), or None if the commit does not hold it."""
+        rank = int(self.repo.tree(self.commit).index_of(np.frombuffer(bytes.fromhex(record_id), dtype="S16"))[0])
+        return None if rank < 0 else rank
 
     def all_ids(self) -> np.ndarray:
-        return np.concatenate([self._live_ids(k) for k in range(len(self.shards))]) if self.shards else np.empty(0, "S16")
+        return self.repo.tree(self.commit).entries()["id"]
 
 
 def _normalize_record_id(record_id: str) -> str:
@@ -415,7 +399,7 @@ def checkpoints_that_saw(repo: Repo, record_id: str, *, commit: str | None = Non
         key = (c, e.seed, epoch, e.shuffle, e.window)
         if key not in positions:
             if c not in sizes_of:
-                sizes_of[c] = tuple(s.live_rows for s in repo.read_manifest(c).shards)
+                sizes_of[c] = block_sizes(repo, c)
             positions[key] = _position_of(_order(sizes_of[c], e, epoch), flat_of[c])  # type: ignore[arg-type]
         return positions[key]
 
@@ -436,7 +420,7 @@ def checkpoints_that_saw(repo: Repo, record_id: str, *, commit: str | None = Non
 
 
 def records_seen(repo: Repo, entry: LineageEntry) -> dict[str, np.ndarray]:
-    """Which records the checkpoint of `entry` had seen: commit -> boolean mask in manifest order.
+    """Which records the checkpoint of `entry` had seen: commit -> boolean mask in id order.
 
     Use `seen_record_ids` for the ids themselves. Cost: one vectorized pass over each epoch's
     order (about 0.1 s per million records and epoch), no payload read.
@@ -459,7 +443,7 @@ def records_seen(repo: Repo, entry: LineageEntry) -> dict[str, np.ndarray]:
 
 
 def seen_record_ids(repo: Repo, entry: LineageEntry) -> set[str]:
-    """The record ids (hex) the checkpoint of `entry` had seen (reads the id columns)."""
+    """The record ids (hex) the checkpoint of `entry` had seen (reads the content trees)."""
     out: set[str] = set()
     for c, mask in records_seen(repo, entry).items():
         ids = _CommitIndex(repo, c).all_ids()[mask]

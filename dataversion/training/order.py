@@ -1,8 +1,13 @@
-"""The loader's sample order: a pure function of (shard sizes, seed, epoch), no torch, no I/O.
+"""The loader's sample order: a pure function of (block sizes, seed, epoch), no torch, no I/O.
+
+The "shards" this module orders are the commit's content blocks (`blocks.py`: id ranges of
+the content tree, a function of the content root), never the packing's Parquet shards: the
+order of a commit is the same whatever its packing. Names below say shard/manifest for the
+units and their order; read them as block/id order.
 
 Vocabulary
-- *flat index*: a record's place in the commit's manifest order (shards in manifest order,
-  live rows of each shard in row order). `flat_to_shard_row` turns it into (shard, live row).
+- *flat index*: a record's place in the commit's id order (blocks in id order, records of
+  each block in id order). `flat_to_shard_row` turns it into (block, row in the block).
 - *position*: how many samples of an epoch have been consumed globally, across all ranks and
   workers. A loader's state is (commit, seed, epoch, position): resuming at a position with a
   different world size or number of workers continues the same global sequence.

@@ -66,7 +66,7 @@ class DedupIndex:
         )
 
     def restricted_to(self, live) -> DedupIndex:
-        """Only the entries whose record id `live` (an IdSet) holds."""
+        """Only the entries whose record id `live` holds (anything with `contains(ids) -> mask`)."""
         t = live.contains(self.text_ids) if len(self.text_ids) else np.zeros(0, bool)
         i = live.contains(self.image_ids) if len(self.image_ids) else np.zeros(0, bool)
         return DedupIndex(
@@ -92,8 +92,7 @@ def rebuild_index(repo, commit_id: str, rules: DedupRules) -> DedupIndex:
     from .minhash import minhash_signatures
 
     t_ids, t_sigs, i_ids, i_ph = [], [], [], []
-    for shard in repo.read_manifest(commit_id).shards:
-        table = repo.read_shard(shard, ["record_id", "modality", "text", "data"])
+    for table in repo.read_rows(commit_id, ["modality", "text", "data"]):
         ids = ids_as_numpy(table.column("record_id"))
         mods = np.asarray(table.column("modality").to_pylist(), dtype=object)
         tmask = mods == "text"
@@ -128,7 +127,17 @@ def load_parent_index(repo, parent: str | None, rules: DedupRules) -> DedupIndex
     index = DedupIndex.from_bytes(data) if data else None
     if index is None or index.params != rules.index_params():
         return rebuild_index(repo, parent, rules)
-    return index.restricted_to(repo.record_ids(parent))
+    return index.restricted_to(Membership(repo, parent))
+
+
+class Membership:
+    """`contains(ids)` of one commit: content-tree lookups (O(len(ids) x log N) reads)."""
+
+    def __init__(self, repo, commit_id: str):
+        self.repo, self.commit_id = repo, commit_id
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        return self.repo.contains(self.commit_id, ids)
 
 
 def scrub_index_bytes(data: bytes, erased_ids: np.ndarray) -> bytes | None:

@@ -1,5 +1,15 @@
 """MinHash signatures of texts: word shingles hashed in numpy, permutations in rensa (Rust).
 
+Tokens (`SHINGLE_SCHEME`): words of spaced scripts, split on bytes <= 0x20, and single
+characters of the scripts written without spaces between words: CJK (U+3000-9FFF:
+punctuation, kana, Bopomofo, ideographs; U+20000-2FFFF), Thai and Lao (U+0E00-0EFF),
+Myanmar (U+1000-107F), Khmer (U+1780-17FF) and fullwidth forms (U+FF00-FFFF). A shingle is
+`shingle_size` consecutive tokens, so a Chinese, Japanese or Thai text gets character
+5-grams (one shingle per word before, issue 18: only exact duplicates were found) and a
+mixed text gets both. Korean Hangul is written with spaces and stays word-based. The
+choice is by Unicode range, per character, without language identification: the same
+text gives the same tokens wherever it appears, and it costs nothing for ASCII text.
+
 Shingling in Python (`" ".join(words[i:i+k])` per shingle) costs more than the MinHash
 itself, so a whole batch is shingled at once: the lowercased texts are joined into one byte
 buffer, words are found by their separators (bytes <= 0x20), each word is hashed with a
@@ -16,6 +26,9 @@ from array import array
 from collections.abc import Sequence
 
 import numpy as np
+
+# names how texts become shingles: stored in dedup index params (another scheme: rebuild)
+SHINGLE_SCHEME = "words+unspaced-chars-v2"
 
 _P = np.uint64(0x100000001B3)
 _P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
@@ -56,11 +69,36 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _split_unspaced(b: np.ndarray) -> np.ndarray:
+    """The UTF-8 bytes with a space around every character of an unspaced script (see the
+    module doc), so that each such character is one token."""
+    n = len(b)
+    hi = np.flatnonzero(b >= 0xE0)  # lead bytes of 3- and 4-byte characters
+    if not len(hi):
+        return b
+    lead = b[hi]
+    nxt = b[np.minimum(hi + 1, n - 1)]
+    unspaced = (
+        ((lead >= 0xE3) & (lead <= 0xE9))  # U+3000-9FFF
+        | ((lead == 0xE0) & (nxt >= 0xB8) & (nxt <= 0xBB))  # U+0E00-0EFF Thai, Lao
+        | ((lead == 0xE1) & (((nxt >= 0x80) & (nxt <= 0x81)) | (nxt == 0x9E) | (nxt == 0x9F)))
+        | ((lead == 0xEF) & (nxt >= 0xBC))  # U+FF00-FFFF fullwidth forms
+        | ((lead == 0xF0) & (nxt >= 0xA0) & (nxt <= 0xAF))  # U+20000-2FFFF ideographs
+    )
+    if not unspaced.any():
+        return b
+    starts = hi[unspaced]
+    ends = starts + np.where(lead[unspaced] == 0xF0, 4, 3)
+    cuts = np.unique(np.concatenate((starts, np.minimum(ends, n))))
+    return np.insert(b, cuts, np.uint8(32))
+
+
 def shingle_hashes(texts: Sequence[str], shingle_size: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """(flat uint64 shingle hashes, uint64 row offsets) for a batch of texts.
 
-    Shingles are `shingle_size` consecutive lowercased words; a text with fewer words has
-    one shingle of all its words, an empty text one shingle of hash 0.
+    Shingles are `shingle_size` consecutive lowercased tokens (words, or characters of
+    unspaced scripts: the module doc); a text with fewer tokens has one shingle of all
+    of them, an empty text one shingle of hash 0.
     """
     n_docs = len(texts)
     if n_docs == 0:
@@ -68,6 +106,8 @@ def shingle_hashes(texts: Sequence[str], shingle_size: int = 5) -> tuple[np.ndar
     k = shingle_size
     data = "\x00".join(texts).lower().encode("utf-8")
     b = np.frombuffer(data, np.uint8)
+    if not data.isascii():
+        b = _split_unspaced(b)
     n = len(b)
     seps = np.flatnonzero(b <= 32)
     bounds = np.concatenate(([-1], seps))  # the separator before each run (word or empty)

@@ -16,7 +16,7 @@ from dataversion.records import RECORD_SCHEMA, ids_as_numpy
 
 from ..config import IngestConfig
 from .decide import decide_run
-from .index import load_parent_index
+from .index import Membership, load_parent_index
 
 DEDUP_KEY_COLUMNS = ["record_id", "modality", "source", "object_key", "line", "sig", "phash"]
 
@@ -36,9 +36,8 @@ class DecideDuplicates(beam.DoFn):
     def process(self, tables):
         rules = self.config.dedup
         repo = Repo.open(self.repo_url)
-        parent_ids = repo.record_ids(self.parent) if self.parent else None
         parent_index = load_parent_index(repo, self.parent, rules)
-        contains = parent_ids.contains if parent_ids is not None else None
+        contains = Membership(repo, self.parent).contains if self.parent else None
         yield decide_run(tables, contains, parent_index, rules)
 
 

@@ -1,12 +1,14 @@
-"""Audio checks: full decode with soundfile (libsndfile: WAV, FLAC, OGG/Vorbis), duration,
-sample rate, channels, minimum/maximum duration. A file that decodes to fewer frames than
-its header announces is rejected as truncated."""
+"""Audio checks: full decode with soundfile (libsndfile: WAV as RIFF, big-endian RIFX and
+RF64/BW64, AIFF/AIFC, AU, FLAC, OGG Vorbis and Opus), duration, sample rate, channels,
+minimum/maximum duration. A file that decodes to fewer frames than its header announces is
+rejected as truncated."""
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
 
+from dataversion.errors import human_message
 from dataversion.sniff import AUDIO_FORMATS, sniff_format
 
 from ..config import AudioRules
@@ -33,17 +35,20 @@ class AudioInfo:
 
 
 def wav_data_shortfall(data: bytes) -> int:
-    """Bytes missing from a WAV's `data` chunk (0 if complete or not parseable as RIFF).
+    """Bytes missing from a WAV's `data` chunk (0 if complete or not parseable).
 
     libsndfile quietly shortens the frame count of a truncated WAV to what is present, so
-    truncation is only visible in the chunk header.
+    truncation is only visible in the chunk header. RIFF sizes are little-endian, RIFX
+    ones big-endian; RF64 keeps the real size in its `ds64` chunk (the `data` chunk says
+    0xFFFFFFFF), which libsndfile checks itself.
     """
+    order = "big" if data[:4] == b"RIFX" else "little"
     pos = 12
     while pos + 8 <= len(data):
         chunk_id = data[pos : pos + 4]
-        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        size = int.from_bytes(data[pos + 4 : pos + 8], order)
         if chunk_id == b"data":
-            if size == 0xFFFFFFFF:  # streaming writers: size unknown
+            if size == 0xFFFFFFFF:  # streaming writers and RF64: size elsewhere
                 return 0
             return max(0, pos + 8 + size - len(data))
         pos += 8 + size + (size & 1)
@@ -56,7 +61,7 @@ def check_audio(data: bytes, rules: AudioRules = AudioRules()) -> AudioInfo | Dr
 
     fmt = sniff_format(data[:16])
     if fmt not in AUDIO_FORMATS:
-        return Drop("not_audio", "content is not WAV, FLAC or OGG audio")
+        return Drop("not_audio", "content is not WAV, RF64, AIFF, AU, FLAC or OGG audio")
     if fmt == "wav":
         missing = wav_data_shortfall(data)
         if missing:
@@ -71,7 +76,7 @@ def check_audio(data: bytes, rules: AudioRules = AudioRules()) -> AudioInfo | Dr
             for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="int16", always_2d=True):
                 decoded += len(block)
     except Exception as e:  # noqa: BLE001 - soundfile raises LibsndfileError, RuntimeError...
-        return Drop("corrupt_audio", f"{fmt} does not decode: {e}")
+        return Drop("corrupt_audio", f"{fmt} does not decode: {human_message(e)}")
     if rate <= 0 or channels <= 0:
         return Drop("corrupt_audio", f"{fmt} header has sample rate {rate}, channels {channels}")
     if decoded < declared:

@@ -15,6 +15,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+from dataversion.errors import human_message
 from dataversion.sniff import IMAGE_FORMATS, sniff_format
 
 from ..config import ImageRules
@@ -31,6 +32,22 @@ _TRANSPOSE = {
     7: "TRANSVERSE",
     8: "ROTATE_90",
 }
+
+
+_plugins: list[bool] = []
+
+
+def register_plugins() -> None:
+    """HEIF/HEIC through `pillow_heif` when it is installed (Pillow itself decodes PNG,
+    JPEG, GIF, BMP, WebP, TIFF, PBM/PGM/PPM and AVIF). Once per process."""
+    if not _plugins:
+        _plugins.append(True)
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+        except ImportError:
+            pass
 
 
 @dataclass(frozen=True)
@@ -54,9 +71,13 @@ def check_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageInfo | Dr
     """Decode one image fully; never raises for bad input (returns a Drop)."""
     from PIL import Image
 
-    fmt = sniff_format(data[:16])
+    fmt = sniff_format(data[:64])
     if fmt not in IMAGE_FORMATS:
-        return Drop("not_an_image", "content is not a PNG, JPEG, GIF, BMP or WebP image")
+        return Drop(
+            "not_an_image",
+            "content is not a PNG, JPEG, GIF, BMP, WebP, TIFF, PBM/PGM/PPM, AVIF or HEIF image",
+        )
+    register_plugins()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -73,9 +94,9 @@ def check_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageInfo | Dr
                 img.draft("L", (64, 64))
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return Drop("decompression_bomb", str(e))
+        return Drop("decompression_bomb", human_message(e))
     except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, struct.error...
-        return Drop("corrupt_image", f"{fmt} does not decode: {e}")
+        return Drop("corrupt_image", f"{fmt} does not decode: {human_message(e)}")
     orientation = 1
     if rules.apply_exif_orientation and fmt in ("jpeg", "webp", "png") and "exif" in img.info:
         try:
@@ -96,5 +117,5 @@ def check_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageInfo | Dr
             gray = gray.transpose(getattr(Image.Transpose, _TRANSPOSE[orientation]))
         ph = phash_thumbnail(gray.resize((IMG_SIZE, IMG_SIZE), Image.Resampling.LANCZOS))
     except Exception as e:  # noqa: BLE001
-        return Drop("corrupt_image", f"{fmt} decoded but cannot be converted: {e}")
+        return Drop("corrupt_image", f"{fmt} decoded but cannot be converted: {human_message(e)}")
     return ImageInfo(fmt, width, height, orientation, ph)

@@ -38,28 +38,63 @@ class ReadAndProcess(beam.DoFn):
     committed or consumed); only properties of an object make it a reject.
     """
 
-    def __init__(self, source_url: str, config: IngestConfig, denied: bytes = b""):
+    def __init__(
+        self,
+        source_url: str,
+        config: IngestConfig,
+        denied: bytes = b"",
+        repo_url: str | None = None,
+        progress: str | None = None,
+    ):
         self.source_url = source_url
         self.config = config
         self.denied = denied  # the repository's denylist: 16-byte record ids, concatenated
+        # with both: a marker per batch under the `progress` prefix (`pipelines.progress`)
+        self.repo_url, self.progress = repo_url, progress
 
     def setup(self):
         self.source = open_source(self.source_url)
         self.inputs = Metrics.counter("ingest", "inputs")
         self.rejected = Metrics.counter("ingest", "rejected")
+        self.store = None
+        if self.repo_url and self.progress:
+            from dataversion import Repo
+
+            self.store = Repo.open(self.repo_url).store
 
     def process(self, batch):
         audit = {"objects": len(batch), "inputs": 0, "rejects": []}
         items = [WorkItem(*wi) for wi in batch]
         denied = np.frombuffer(self.denied, dtype="S16") if self.denied else np.empty(0, "S16")
+        candidates = 0
         for table in chunked_process(self.source, items, self.config, audit):
             table, erased = reject_erased(table, denied)
             audit["rejects"].extend(erased)
             if table.num_rows:
+                candidates += table.num_rows
                 yield table
         self.inputs.inc(audit["inputs"])
         self.rejected.inc(len(audit["rejects"]))
+        if self.store is not None:
+            self._mark(audit, candidates)
         yield beam.pvalue.TaggedOutput(AUDIT, audit)
+
+    def _mark(self, audit: dict, candidates: int) -> None:
+        """The batch's counts for the driver's progress; best effort (a failed write only
+        makes the progress lag, never the run fail)."""
+        import json
+        import uuid
+
+        marker = {
+            "objects": audit["objects"],
+            "inputs": audit["inputs"],
+            "rejected": len(audit["rejects"]),
+            "candidates": candidates,
+        }
+        try:
+            self.store.put(f"{self.progress}{uuid.uuid4().hex}.json", json.dumps(marker).encode())
+        except Exception:  # noqa: BLE001 - progress must not fail the run
+            pass
 
 
 def read_item(source, item: WorkItem, config: IngestConfig) -> bytes | Drop:

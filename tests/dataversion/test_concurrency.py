@@ -113,7 +113,7 @@ def _kill_mid_commit(repo_url, point):
 def test_kill_before_ref_update_leaves_valid_repo(repo_url):
     leftovers = _kill_mid_commit(repo_url, "before_ref")
     kinds = {k.split("/")[0] for k in leftovers["objects"]}
-    assert {"shards", "manifests", "commits", "history"} <= kinds
+    assert {"shards", "tree", "packings", "packing", "commits", "history"} <= kinds
 
 
 def test_kill_after_shards_leaves_valid_repo(repo_url):

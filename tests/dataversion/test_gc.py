@@ -12,9 +12,11 @@ import pytest
 from dataversion import Repo
 from dataversion.errors import CorruptObjectError
 from dataversion.inflight import InFlight
-from dataversion.objectdb import commit_key, manifest_key
+from dataversion.objectdb import commit_key
+from dataversion.packing import packing_key
 from dataversion.records import make_text_records
 from dataversion.shards import shard_key
+from dataversion.tree import node_key
 
 DAY = 86400.0
 
@@ -45,12 +47,12 @@ def _age(repo, key, seconds):
     os.utime(path, (t, t))
 
 
-@pytest.mark.parametrize("where", ["tip commit", "parent commit", "manifest"])
+@pytest.mark.parametrize("where", ["tip commit", "parent commit", "packing", "tree node"])
 def test_a_corrupt_object_on_a_root_path_stops_gc_with_nothing_deleted(repo, where):
     tip = repo.resolve("main")
     key = {"tip commit": commit_key(tip), "parent commit": commit_key(repo.resolve("main~1")),
-           "manifest": manifest_key(repo.manifest_id_of(tip))}[where]
-    if where == "manifest":
+           "packing": packing_key(repo.packing_id_of(tip)), "tree node": node_key(repo.root_of(tip))}[where]
+    if where in ("packing", "tree node"):
         _damage(repo, key, lambda b: b[:20] + bytes([b[20] ^ 1]) + b[21:])
     else:
         _damage(repo, key, lambda b: b[:-5])
@@ -99,7 +101,7 @@ def test_a_commit_in_flight_keeps_the_objects_it_reuses(repo_url):
     texts = [f"reused {i}" for i in range(10)]
     first = repo.commit(make_text_records(texts), branch="side", message="one").commit_id
     repo.delete_branch("side")
-    shard = repo.read_manifest(first).shards[0]
+    shard = repo.shard_table(repo.read_packing(first))[0]
     if repo.store.local_path(shard_key(shard.id)):
         _age(repo, shard_key(shard.id), DAY)  # old enough for any grace
     writer = Repo.open(repo_url)
@@ -112,7 +114,7 @@ def test_a_commit_in_flight_keeps_the_objects_it_reuses(repo_url):
 
     writer.refs.set_if_equals = gc_then_cas
     res = writer.commit(make_text_records(texts), branch="main", message="again")
-    assert repo.read_manifest(res.commit_id).shards[0].id == shard.id  # reused, not rewritten
+    assert repo.shard_table(repo.read_packing(res.commit_id))[0].id == shard.id  # reused, not rewritten
     assert repo.store.exists(shard_key(shard.id))
     assert Repo.open(repo_url).verify()["ok"]
 
@@ -121,7 +123,7 @@ def test_an_old_reused_object_is_freshened(tmp_path):
     repo = Repo.init(f"file://{tmp_path}/r")
     texts = [f"fresh {i}" for i in range(5)]
     first = repo.commit(make_text_records(texts), branch="side", message="one").commit_id
-    key = shard_key(repo.read_manifest(first).shards[0].id)
+    key = shard_key(repo.shard_table(repo.read_packing(first))[0].id)
     _age(repo, key, DAY)
     repo.delete_branch("side")
     repo.commit(make_text_records(texts), branch="main", message="again")

@@ -8,7 +8,8 @@ import xxhash
 from dataversion import Repo
 from dataversion.errors import CorruptObjectError
 from dataversion.hashing import canonical_json, record_id_of_text
-from dataversion.objects import Commit, Manifest, RecordSummary
+from dataversion.objects import Commit, RecordSummary
+from dataversion.packing import Packing
 from dataversion.records import ids_as_numpy, make_text_records
 
 
@@ -35,34 +36,35 @@ def test_same_content_gives_same_record_summary_whatever_the_packing(tmp_path):
     b = Repo.init(f"file://{tmp_path}/b")
     ra = a.commit(make_text_records(docs), message="m")
     rb = b.commit(make_text_records(list(reversed(docs))), message="m", target_shard_bytes=4096)
-    ma, mb = a.read_manifest(ra.commit_id), b.read_manifest(rb.commit_id)
-    assert len(ma.shards) == 1 and len(mb.shards) > 5
-    assert ma.records == mb.records
+    pa_, pb = a.read_packing(ra.commit_id), b.read_packing(rb.commit_id)
+    assert len(a.shard_table(pa_)) == 1 and len(b.shard_table(pb)) > 5
+    assert pa_.root == pb.root and pa_.index != pb.index  # same content, other packing
     assert a.read_commit(ra.commit_id).records == b.read_commit(rb.commit_id).records
 
 
-def test_commit_id_covers_records_not_shards():
-    summary = RecordSummary(3, "00" * 16, {"text": 3})
+def test_commit_id_is_sha256_of_its_bytes_and_covers_the_content_root():
+    import hashlib
+
+    summary = RecordSummary(3, "ab" * 32, {"text": 3})
     c = Commit(parents=(), author="a", time="2026-01-01T00:00:00.000000Z", message="m", records=summary)
-    # the stored form points at a manifest, but the id does not depend on which one
-    s1 = c.to_stored_bytes("m1" * 16)
-    s2 = c.to_stored_bytes("m2" * 16)
-    assert Commit.from_stored_bytes(s1, c.id)[0] == Commit.from_stored_bytes(s2, c.id)[0]
-    changed = Commit(parents=(), author="a", time=c.time, message="m", records=RecordSummary(4, "00" * 16, {"text": 4}))
-    assert changed.id != c.id
+    assert c.id == hashlib.sha256(c.to_stored_bytes()).hexdigest() and len(c.id) == 64
+    assert Commit.from_stored_bytes(c.to_stored_bytes(), c.id) == c
+    other_root = Commit(parents=(), author="a", time=c.time, message="m", records=RecordSummary(3, "cd" * 32, {"text": 3}))
+    assert other_root.id != c.id
 
 
 def test_tampered_commit_is_detected():
     c = Commit(parents=(), author="a", time="t", message="m", records=RecordSummary(1, "00" * 16, {}))
-    data = c.to_stored_bytes("x" * 32).replace(b'"m"', b'"evil"')
+    data = c.to_stored_bytes().replace(b'"m"', b'"evil"')
     with pytest.raises(CorruptObjectError, match=c.id):
         Commit.from_stored_bytes(data, c.id)
 
 
-def test_tampered_manifest_is_detected():
-    m = Manifest(RecordSummary(0, "00" * 16, {}), ())
+def test_tampered_packing_is_detected():
+    p = Packing("ab" * 32, 3)
     with pytest.raises(CorruptObjectError):
-        Manifest.from_bytes(m.to_bytes() + b" ", m.id)
+        Packing.from_bytes(p.to_bytes() + b" ", p.id)
+    assert Packing.from_bytes(p.to_bytes(), p.id) == p
 
 
 def test_same_records_same_shards_same_ids_on_every_run(tmp_path):
@@ -71,5 +73,5 @@ def test_same_records_same_shards_same_ids_on_every_run(tmp_path):
     for name in ("x", "y"):
         repo = Repo.init(f"file://{tmp_path}/{name}")
         res = repo.commit(make_text_records(docs), message="same", target_shard_bytes=8192)
-        ids.append([s.id for s in repo.read_manifest(res.commit_id).shards])
+        ids.append([s.id for s in repo.shard_table(repo.read_packing(res.commit_id))])
     assert ids[0] == ids[1]

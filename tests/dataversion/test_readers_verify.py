@@ -1,5 +1,6 @@
-"""Every reader checks what it serves: a tampered shard or a swapped manifest pointer is
-exit 5 naming the object, never other data (file:// and the real S3 server)."""
+"""Every reader checks what it serves: a tampered shard, a swapped packing pointer or a
+packing whose index is not the content tree's is exit 5 naming the objects, never other
+data (file:// and the real S3 server)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from dataversion import Repo
 from dataversion.cli import main
 from dataversion.errors import CorruptObjectError
-from dataversion.objectdb import commit_key
+from dataversion.packing import Packing, pointer_key
 from dataversion.records import make_text_records
 from dataversion.shards import decode_shard, parquet_bytes, shard_key
 
@@ -30,7 +31,7 @@ def _cli(repo, *args):
 
 
 def _rewrite_first_shard(repo, change):
-    shard = repo.read_manifest(repo.resolve("main")).shards[0]
+    shard = repo.shard_table(repo.read_packing(repo.resolve("main")))[0]
     table = decode_shard(repo.store.get(shard_key(shard.id)), shard.id)
     repo.store.put(shard_key(shard.id), bytes(parquet_bytes(change(table))))
     return shard.id
@@ -68,32 +69,65 @@ def test_ls_refuses_a_shard_whose_metadata_was_rewritten(repo):
     assert r.exit_code in (0, 5)
 
 
-def test_a_swapped_manifest_pointer_is_refused_by_every_reader(repo, tmp_path):
+def _swap_pointer(repo) -> tuple[str, str]:
+    """Point the tip's content root at the older commit's packing; (tip, that packing)."""
     tip, older = repo.resolve("main"), repo.resolve("main~1")
-    stored = json.loads(repo.store.get(commit_key(tip)))
-    other_manifest = json.loads(repo.store.get(commit_key(older)))["manifest"]
-    stored["manifest"] = other_manifest
-    repo.store.put(commit_key(tip), json.dumps(stored).encode())
+    other = repo.packing_id_of(older)
+    repo.store.put(pointer_key(repo.root_of(tip)), other.encode())
+    return tip, other
+
+
+def test_a_swapped_packing_pointer_is_refused_by_every_reader(repo, tmp_path):
+    tip, other = _swap_pointer(repo)
     fresh = Repo.open(repo.url)
-    with pytest.raises(CorruptObjectError, match=other_manifest):
+    with pytest.raises(CorruptObjectError, match=other) as e:
         list(fresh.ls("main"))
-    for args in (["ls", "main"], ["show", "main"], ["checkout", "main", str(tmp_path / "o")], ["diff", "main~1", "main"]):
+    assert tip in str(e.value)
+    for args in (["ls", "main"], ["show", "main"], ["checkout", "main", str(tmp_path / "o")], ["diff", "main~1", "main"],
+                 ["ls", "main", "--shards"]):
         r = _cli(repo, *args)
         assert r.exit_code == 5, (args, r.output)
-        assert other_manifest in r.output
+        assert other in r.output and tip in r.output
 
 
-def test_loader_refuses_a_swapped_manifest_pointer(repo):
+def test_a_packing_that_indexes_other_records_is_refused(repo, tmp_path):
+    """A packing object naming the tip's root and count but the older commit's index (and
+    shards): the pointer and the packing agree, the index does not match the content tree."""
+    tip, older = repo.resolve("main"), repo.resolve("main~1")
+    real, old = repo.read_packing(tip), repo.read_packing(older)
+    forged = Packing(real.root, real.count, old.index, old.shards)
+    repo.store.put(f"packings/{forged.id}.json", forged.to_bytes())
+    repo.store.put(pointer_key(real.root), forged.id.encode())
+    fresh = Repo.open(repo.url)
+    with pytest.raises(CorruptObjectError, match=forged.id):
+        list(fresh.ls("main"))
+    r = _cli(repo, "checkout", "main", str(tmp_path / "o"))
+    assert r.exit_code == 5 and forged.id in r.output
+    report = Repo.open(repo.url).verify()
+    assert not report["ok"] and any(forged.id in b["problem"] for b in report["bad"])
+
+
+def test_loader_refuses_a_swapped_packing_pointer(repo):
     torch = pytest.importorskip("torch")  # noqa: F841
     from dataversion.torch import SnapshotLoader
 
-    tip, older = repo.resolve("main"), repo.resolve("main~1")
-    stored = json.loads(repo.store.get(commit_key(tip)))
-    stored["manifest"] = json.loads(repo.store.get(commit_key(older)))["manifest"]
-    repo.store.put(commit_key(tip), json.dumps(stored).encode())
-    with pytest.raises(CorruptObjectError):
+    tip, other = _swap_pointer(repo)
+    with pytest.raises(CorruptObjectError, match=other):
         loader = SnapshotLoader(repo.url, ref=tip, batch_size=4, num_workers=0, cache="none")
         list(loader)
+
+
+def test_loader_refuses_a_packing_that_indexes_other_records(repo):
+    pytest.importorskip("torch")
+    from dataversion.torch import SnapshotLoader
+
+    tip, older = repo.resolve("main"), repo.resolve("main~1")
+    real, old = repo.read_packing(tip), repo.read_packing(older)
+    forged = Packing(real.root, real.count, old.index, old.shards)
+    repo.store.put(f"packings/{forged.id}.json", forged.to_bytes())
+    repo.store.put(pointer_key(real.root), forged.id.encode())
+    with pytest.raises(CorruptObjectError, match=forged.id):
+        list(SnapshotLoader(repo.url, ref=tip, batch_size=4, num_workers=0, cache="none"))
 
 
 # ---------------------------------------------------------------------------- verify: every kind
@@ -131,3 +165,22 @@ def test_verify_names_a_corrupt_attachment_a_broken_pin_lineage_entry_and_a_dang
     objects = {b["object"] for b in d["bad"]}
     assert {blob_key(blob), "pins/p1.json", "lineage/run/e1.json", "refs/heads/ghost"} <= objects, d["bad"]
     assert d["checked"]["blobs"] >= 1 and d["checked"]["pins"] == 1 and d["checked"]["lineage"] == 1
+
+
+def test_verify_names_a_corrupt_or_missing_tree_node_and_packing(repo):
+    from dataversion.packing import packing_key
+    from dataversion.tree import NODE_CACHE, node_key
+
+    tip = repo.resolve("main")
+    root_key = node_key(repo.root_of(tip))
+    data = bytearray(repo.store.get(root_key))
+    data[-1] ^= 1
+    repo.store.put(root_key, bytes(data))
+    NODE_CACHE.clear()
+    d = Repo.open(repo.url).verify()
+    assert not d["ok"] and any(b["object"] == root_key and "corrupt" in b["problem"] for b in d["bad"]), d["bad"]
+    r = _cli(repo, "ls", "main")
+    assert r.exit_code == 5 and repo.root_of(tip) in r.output
+    repo.store.delete(packing_key(repo.packing_id_of(repo.resolve("main~1"))))
+    d = Repo.open(repo.url).verify()
+    assert any("packings/" in b["object"] and "missing" in b["problem"] for b in d["bad"]), d["bad"]

@@ -72,9 +72,10 @@ def test_incremental_add_reuses_shards_and_skips_known_content(repo, raw):
     write_tree(raw, {"new.txt": "brand new"})
     second = repo.add([str(raw)])
     assert second.added == 1 and second.already_present == 5
-    m1, m2 = repo.read_manifest(first.commit_id), repo.read_manifest(second.commit_id)
-    assert {s.id for s in m1.shards} <= {s.id for s in m2.shards}
-    assert second.bytes_written < sum(s.size for s in m1.shards) * 2
+    s1 = repo.shard_table(repo.read_packing(first.commit_id))
+    s2 = repo.shard_table(repo.read_packing(second.commit_id))
+    assert {s.id for s in s1} <= {s.id for s in s2}
+    assert second.bytes_written < sum(s.size for s in s1) * 2
 
 
 def test_add_counts_hostile_entries_as_rejects_and_never_opens_them(repo, raw, tmp_path):
@@ -239,7 +240,7 @@ def test_stale_parent_is_a_conflict(repo, raw):
 def test_verify_names_corrupt_and_missing_objects(repo, raw):
     res = repo.add([str(raw)])
     assert repo.verify()["ok"]
-    shard = repo.read_manifest(res.commit_id).shards[0]
+    shard = repo.shard_table(repo.read_packing(res.commit_id))[0]
     data = bytearray(repo.store.get(shard_key(shard.id)))
     data[len(data) // 2] ^= 0xFF
     repo.store.put(shard_key(shard.id), bytes(data))
@@ -262,13 +263,12 @@ def test_verify_detects_payload_that_does_not_match_its_id(repo):
     from dataversion.hashing import object_id
 
     res = repo.commit(make_text_records(["genuine"]), message="m")
-    manifest = repo.read_manifest(res.commit_id)
-    shard = manifest.shards[0]
+    shard = repo.shard_table(repo.read_packing(res.commit_id))[0]
     table = pq.read_table(pa.BufferReader(repo.store.get(shard_key(shard.id))))
     forged = table.set_column(table.schema.get_field_index("text"), "text", pa.array(["forged"], pa.large_string()))
     buf = io.BytesIO()
     pq.write_table(forged, buf)
-    # point a repo at the forged bytes under the name the manifest expects
+    # point a repo at the forged bytes under the name the packing expects
     repo.store.put(shard_key(shard.id), buf.getvalue())
     report = Repo.open(repo.url).verify()
     assert not report["ok"]
@@ -294,7 +294,7 @@ def test_reset_away_commits_stay_reachable_through_reflog(repo, raw):
     c2 = repo.add([str(raw)]).commit_id
     repo.reset("main", c1)
     repo.gc(grace_seconds=0)
-    assert repo.read_manifest(c2).records.count == 6
+    assert repo.read_packing(c2).count == 6
     assert Repo.open(repo.url).verify(c2)["ok"]
 
 
@@ -311,19 +311,23 @@ def test_commit_counts_and_idset_after_rm_and_readd(repo):
     assert res.added == 2  # "b" was removed, so it is new again
     assert repo.log()[0]["records"]["count"] == 4
     fresh = Repo.open(repo.url)
+    assert fresh.contains(fresh.resolve("main"), np.array([rid[0]], dtype="S16")).all()
     assert fresh.record_ids(fresh.resolve("main")).contains(np.array([rid[0]], dtype="S16")).all()
 
 
-def test_small_commit_on_big_s3_repo_reads_only_id_columns(s3_repo_url):
-    """A fresh process adding one record must not download every shard's payloads."""
+def test_small_commit_on_big_s3_repo_reads_only_tree_paths(s3_repo_url):
+    """A fresh process adding one record reads the tree paths it changes, never a shard."""
+    from dataversion.tree import NODE_CACHE
+
     repo = Repo.init(s3_repo_url)
     big = [f"payload {i} " + "x" * 4000 for i in range(3000)]
     first = repo.commit(make_text_records(big), message="big")
-    shard_bytes = sum(s.size for s in repo.read_manifest(first.commit_id).shards)
+    shard_bytes = sum(s.size for s in repo.shard_table(repo.read_packing(first.commit_id)))
+    NODE_CACHE.clear()
     fresh = Repo.open(s3_repo_url)
     res = fresh.commit(make_text_records(["one more", big[0]]), message="small")
     assert (res.added, res.already_present) == (1, 1)
-    assert fresh.store.stats["GET_BYTES"] < shard_bytes / 5, (fresh.store.stats, shard_bytes)
+    assert fresh.store.stats["GET_BYTES"] < shard_bytes / 50, (fresh.store.stats, shard_bytes)
     assert fresh.diff("main~1", "main")["added"] == 1
 
 
@@ -371,3 +375,42 @@ def test_checkout_spills_jsonl_lines_and_keeps_their_order(repo, tmp_path, monke
     got = [json.loads(x)["text"] for x in (out / "d.jsonl").read_text().splitlines()]
     assert got == [json.loads(x)["text"] for x in lines]
     assert (out / "e.jsonl").read_text().count("\n") == 1
+
+
+def test_diff_walks_trees_and_reports_changed_metadata(repo):
+    """Same payload, other label: one record changed (same id, other digest)."""
+    a = repo.commit(make_text_records(["x", "y", "z"], labels=["a", "a", "a"]), message="1").commit_id
+    rid = ids_as_numpy(make_text_records(["y"]).column("record_id"))
+    b = repo.commit(make_text_records(["y"], labels=["b"], sources=["y.txt"]), remove_ids=rid, message="relabel").commit_id
+    assert a != b and repo.read_commit(b).records.count == 3
+    d = repo.diff(a, b, records=True)
+    assert (d["added"], d["removed"], d["changed"]) == (0, 0, 1)
+    assert d["records"]["changed"] == [{"record_id": rid[0:1].tobytes().hex(), "modality": "text", "source": "y.txt"}]
+    assert repo.diff(a, a)["changed"] == 0
+    # revert restores the old label: the content root returns to the first commit's
+    res = repo.revert(b)
+    assert repo.root_of(res.commit_id) == repo.root_of(a)
+    assert [r["label"] for r in repo.ls("main") if r["record_id"] == rid[0:1].tobytes().hex()] == ["a"]
+
+
+def test_contains_is_a_tree_lookup_that_reads_no_shard(repo):
+    from dataversion.tree import NODE_CACHE
+
+    res = repo.commit(make_text_records([f"member {i}" for i in range(2000)]), message="m")
+    NODE_CACHE.clear()
+    fresh = Repo.open(repo.url)
+    ids = ids_as_numpy(make_text_records(["member 5", "member 1999", "stranger"]).column("record_id"))
+    assert fresh.contains(res.commit_id, ids).tolist() == [True, True, False]
+    assert not fresh.contains(None, ids).any()
+    assert fresh.store.stats["GET"] <= 8  # commit + tree path, never a shard
+
+
+def test_gc_collects_unreachable_trees_packings_and_pointers(repo):
+    repo.commit(make_text_records(["kept"]), message="main")
+    side = repo.commit(make_text_records(["only on side"]), branch="side", message="s").commit_id
+    root = repo.root_of(side)
+    repo.delete_branch("side")
+    d = repo.gc(grace_seconds=0, expire_reflog_seconds=0)
+    assert f"packing/{root}" in d["objects"] and f"tree/{root}" in d["objects"]
+    assert any(o.startswith("packings/") for o in d["objects"])
+    assert Repo.open(repo.url).verify()["ok"] and [r["source"] for r in repo.ls("main")] == [None]

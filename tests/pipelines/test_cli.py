@@ -25,7 +25,7 @@ def test_ingest_and_rejects_json(tmp_path, monkeypatch):
         ingest_command, [str(raw), "--json", "--text-field", "body", "--", "--direct_num_workers=1"]
     )
     assert res.exit_code == 0, res.output
-    report = json.loads(res.output)
+    report = json.loads(res.stdout)  # progress lines go to stderr
     assert {"commit", "inputs", "kept", "duplicates", "rejected", "by_modality"} <= set(report)
     assert (report["inputs"], report["kept"], report["rejected"]) == (3, 1, 2)
     res = CliRunner().invoke(rejects_command, ["main", "--json"])
@@ -35,7 +35,7 @@ def test_ingest_and_rejects_json(tmp_path, monkeypatch):
         ("b.txt", "empty_file"),
     ]
     res = CliRunner().invoke(ingest_command, [str(raw), "--repo", url, "--json"])
-    assert json.loads(res.output)["commit"] is None
+    assert json.loads(res.stdout)["commit"] is None
 
 
 def test_missing_repo_is_a_clear_error(tmp_path, monkeypatch):

@@ -92,11 +92,7 @@ def test_ingest_end_to_end_local(tmp_path, vocab):
     rows = {row["source"]: row for row in repo.ls("main", columns=("record_id", "source", "label"))}
     assert rows["cats/1.png"]["label"] == "cats" and rows["dogs/3.png"]["label"] == "Puppy"
     assert dups["docs/near.txt"]["duplicate_of"] == rows["docs/a.txt"]["record_id"]
-    texts = [
-        t
-        for s in repo.read_manifest(r.commit).shards
-        for t in repo.read_shard(s, ["text"]).column("text").to_pylist()
-    ]
+    texts = [t for table in repo.read_rows(r.commit, ["text"]) for t in table.column("text").to_pylist()]
     assert "contact me: <EMAIL>" in texts
     assert repo.verify("main")["ok"]  # every payload hashes to its record id
     assert not list(repo.store.list("tmp/"))  # scratch cleaned
@@ -137,8 +133,8 @@ def test_incremental_and_idempotent(tmp_path, vocab):
     }
     commit = repo.read_commit(second.commit)
     assert commit.parents == (first.commit,) and commit.records.count == 6
-    parent_shards = {s.id for s in repo.read_manifest(first.commit).shards}
-    new_shards = [s for s in repo.read_manifest(second.commit).shards if s.id not in parent_shards]
+    parent_shards = {s.id for s in repo.shard_table(repo.read_packing(first.commit))}
+    new_shards = [s for s in repo.shard_table(repo.read_packing(second.commit)) if s.id not in parent_shards]
     assert len(new_shards) == 1 and new_shards[0].rows == 1  # only the new record was written
     assert run_ingest(str(raw), url).commit is None
 
@@ -215,18 +211,18 @@ def test_add_and_ingest_reject_the_same_jsonl_lines_alike(tmp_path, vocab):
 
 
 @pytest.mark.slow
-def test_multi_processing_runner_gives_the_same_manifest(tmp_path, vocab):
+def test_multi_processing_runner_gives_the_same_packing(tmp_path, vocab):
     raw = tmp_path / "raw"
     write_tree(raw, sample_tree(vocab))
     cfg = IngestConfig(target_shard_bytes=20_000)  # several id ranges and shards
     a = run_ingest(str(raw), "file://" + str(tmp_path / "a"), config=cfg)
     b = run_ingest(str(raw), "file://" + str(tmp_path / "b"), config=cfg, beam_args=MULTI)
     ra, rb = Repo.open("file://" + str(tmp_path / "a")), Repo.open("file://" + str(tmp_path / "b"))
-    sa, sb = ra.read_manifest(a.commit).shards, rb.read_manifest(b.commit).shards
+    sa, sb = ra.shard_table(ra.read_packing(a.commit)), rb.shard_table(rb.read_packing(b.commit))
     assert len(sa) > 1
     assert [s.id for s in sa] == [s.id for s in sb]
-    assert ra.manifest_id_of(a.commit) == rb.manifest_id_of(b.commit)
-    assert ra.record_ids(a.commit)._base.tobytes() == rb.record_ids(b.commit)._base.tobytes()
+    assert ra.packing_id_of(a.commit) == rb.packing_id_of(b.commit)
+    assert ra.root_of(a.commit) == rb.root_of(b.commit)
     assert read_rejects(ra, "main") == read_rejects(rb, "main")
     assert read_duplicates(ra, "main") == read_duplicates(rb, "main")
 

@@ -109,7 +109,7 @@ def test_second_epoch_on_warm_cache_sends_zero_gets(s3_repo_url, tmp_path):
     torch_mod = pytest.importorskip("dataversion.torch")
     repo = Repo.init(s3_repo_url)
     repo.commit(make_text_records([f"text {i} " * 5 for i in range(600)]), branch="main", target_shard_bytes=8 * 1024)
-    n_shards = len(repo.read_manifest(repo.resolve("main")).shards)
+    n_shards = len(repo.shard_table(repo.read_packing(repo.resolve("main"))))
     cache = LocalDiskCache(str(tmp_path / "cache"))
     loader = torch_mod.SnapshotLoader(s3_repo_url, batch_size=50, num_workers=0, cache=cache, window=100)
     store = loader.repo.store
@@ -161,7 +161,7 @@ def test_live_alluxio(s3_repo_url):
     assert tier.probe()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for s in repo.read_manifest(repo.resolve("main")).shards:
+        for s in repo.shard_table(repo.read_packing(repo.resolve("main"))):
             assert tier.read(repo.store, s.id).to_pybytes() == repo.store.get(shard_key(s.id))
 
 

@@ -25,7 +25,7 @@ def test_diff_show_ls_verify_json_shapes(cli):
     assert d["added"] == 1 and d["removed"] == 0 and d["by_modality"] == {"text": {"added": 1, "removed": 0}}
     assert len(d["records"]["added"]) == 1
     show = json.loads(cli("show", "main", "--json").stdout)
-    assert {"id", "parents", "message", "time", "counts", "records", "manifest", "shards"} <= set(show)
+    assert {"id", "parents", "message", "time", "counts", "records", "root", "packing", "shards"} <= set(show)
     ls = json.loads(cli("ls", "main", "--json").stdout)
     assert len(ls) == 3 and all({"record_id", "modality", "source"} <= set(r) for r in ls)
     shards = json.loads(cli("ls", "main", "--shards", "--json").stdout)
@@ -44,3 +44,24 @@ def test_output_piped_into_head_stops_quietly(cli, tmp_path):
         shell=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert p.stdout.strip() == "[" and p.stderr == ""
+
+
+def test_diff_records_print_modality_and_source(cli, monkeypatch):
+    """`diff --records` prints each record's modality and source beside its id when the
+    diff carries them (records as dicts), and bare ids otherwise."""
+    from dataversion.repo import Repo
+
+    real = Repo.diff
+
+    def with_dicts(self, a, b, *, records=False):
+        d = real(self, a, b, records=records)
+        d["records"]["added"] = [
+            {"record_id": h, "modality": "text", "source": "c.txt"} for h in d["records"]["added"]
+        ]
+        return d
+
+    bare = cli("diff", "main~1", "main", "--records").stdout.splitlines()
+    assert bare[-1].startswith("+ ") and len(bare[-1].split()) == 2
+    monkeypatch.setattr(Repo, "diff", with_dicts)
+    line = cli("diff", "main~1", "main", "--records").stdout.splitlines()[-1]
+    assert line.startswith("+ ") and line.split()[2:] == ["text", "c.txt"]

@@ -76,16 +76,20 @@ def test_shards_without_deletions_are_their_own_bytes_others_are_rewritten(sampl
     fs = dv(sample_repo)
     names = fs.ls("main", detail=False)
     assert names == sorted(names) and all(n.endswith(".parquet") for n in names) and len(names) == 2
-    shards = repo.read_manifest(repo.resolve("main")).shards
+    from dataversion.interop.snapshot import SnapshotView
+
+    parts = SnapshotView(repo, repo.resolve("main")).parts
+    infos = {s.id: s for s in repo.shard_table(repo.read_packing(repo.resolve("main")))}
     served = [fs.cat(n) for n in names]
-    for shard, data, name in zip(shards, served, names):
+    for part, data, name in zip(parts, served, names):
         assert fs.info(name)["size"] == len(data)
-        if shard.deleted:
-            assert data != repo.read_shard_bytes(shard)
-            assert pq.read_table(pa.BufferReader(data)).num_rows == shard.live_rows
+        stored = repo.read_shard_bytes(part.group.shard)
+        if part.zero_copy:
+            assert data == stored  # zero copy: the stored shard itself
         else:
-            assert data == repo.read_shard_bytes(shard)  # zero copy: the stored shard itself
-    assert [s.deleted != () for s in shards].count(True) == 1
+            assert data != stored
+            assert pq.read_table(pa.BufferReader(data)).num_rows == part.rows < infos[part.group.shard].rows
+    assert [p.zero_copy for p in parts].count(False) == 1
     removed = {r["record_id"] for r in ls_records(sample_repo, "main~1")} - {r["record_id"] for r in ls_records(sample_repo)}
     assert len(removed) == 1
     served_ids = {r["record_id"] for n in names for r in record_rows(ds.dataset([n], filesystem=fs).to_table())}
@@ -142,7 +146,7 @@ def test_corrupt_shard_is_refused_whatever_the_reader(tmp_path, monkeypatch):
     write_sample_tree(tmp_path / "raw")
     repo = Repo.init(url)
     repo.add([str(tmp_path / "raw")])
-    shard = repo.read_manifest(repo.resolve("main")).shards[0]
+    shard = repo.shard_table(repo.read_packing(repo.resolve("main")))[0]
     path = Path(repo.store.local_path(shard_key(shard.id)))
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -181,12 +185,26 @@ def test_repository_from_the_environment(sample_repo, monkeypatch):
         fsspec.filesystem("dv", skip_instance_cache=True)
 
 
-def test_protocol_found_through_the_entry_point_without_importing_us(sample_repo):
+def test_protocol_found_through_the_entry_point_without_importing_us(sample_repo, tmp_path):
+    """A program that never imports dataversion opens dv:// through fsspec's entry points.
+    Where the installed metadata predates the entry point, the declaration in pyproject.toml
+    is installed as a stand-in distribution on the child's path."""
+    tomllib = pytest.importorskip("tomllib", reason="Python < 3.11")
+
+    root = Path(__file__).resolve().parents[3]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]["fsspec.specs"]
+    assert declared == {"dv": "dataversion.interop.fsspec:DataversionFileSystem"}
+    path = [str(root)]
     if "dv" not in {e.name for e in importlib.metadata.entry_points(group="fsspec.specs")}:
-        pytest.skip("the installed metadata predates the fsspec.specs entry point: re-run scripts/setup.sh")
-    code = "import fsspec, sys; fs = fsspec.filesystem('dv', repo=sys.argv[1]); print(len(fs.glob('main/*.parquet')))"
+        dist = tmp_path / "site" / "dv_entry_point-0.0.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dv-entry-point\nVersion: 0.0\n")
+        (dist / "entry_points.txt").write_text(f"[fsspec.specs]\ndv = {declared['dv']}\n")
+        path.insert(0, str(tmp_path / "site"))
+    code = ("import fsspec, sys; assert 'dataversion' not in sys.modules; "
+            "fs = fsspec.filesystem('dv', repo=sys.argv[1]); print(len(fs.glob('main/*.parquet')))")
     out = subprocess.run([sys.executable, "-c", code, sample_repo], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])})
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(path)})
     assert out.stdout.strip() == "2"
 
 

@@ -54,9 +54,10 @@ class ReportRepo:
     near_source: str
 
 
-def build(tmp_path: Path, *, hostile: bool = False) -> ReportRepo:
-    """Two commits on main: the second is 'an ingest run' with rejects and duplicates."""
-    url = f"file://{tmp_path}/repo"
+def build(tmp_path: Path, *, hostile: bool = False, url: str | None = None) -> ReportRepo:
+    """Two commits on main (a file:// repository unless `url`): the second is 'an ingest
+    run' with rejects and duplicates."""
+    url = url or f"file://{tmp_path}/repo"
     repo = Repo.init(url)
     src = tmp_path / "raw"
     src.mkdir()

@@ -108,3 +108,27 @@ def test_report_file_gets_normal_permissions(report_repo, tmp_path):
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o644
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-report-")]
+
+
+def test_report_of_an_s3_repository_reads_through_the_verified_readers(s3_repo_url, tmp_path):
+    r = build(tmp_path, url=s3_repo_url)
+    out = tmp_path / "s3.html"
+    d = write_report(r.repo, "main", str(out), against="main~1", read_sources=True)
+    page = parse(out.read_text())
+    sections = {a["id"]: a for a in page.all("section")}
+    assert d["records"] == 11 and sections["clusters"]["data-count"] == "3"
+    assert sections["against"]["data-added"] == "8" and len(page.all("img")) == 2
+
+
+def test_read_sources_never_follows_a_link_out_of_the_source(report_repo, tmp_path):
+    from .conftest import png
+
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(png(1, 16))
+    link = report_repo.source / "dups" / "small.png"
+    link.unlink()
+    link.symlink_to(outside)
+    data = collect(report_repo.repo, "main", read_sources=True)
+    image = next(c for c in data.clusters if c["kept"]["modality"] == "image")
+    assert "not readable at the source" in image["duplicates"][0]["html"]
+    assert "<img" in image["kept"]["html"]

@@ -167,3 +167,17 @@ def test_inspect_refuses_a_damaged_checkpoint(url, tmp_path):
         f.write(bytes(b))
     r = CliRunner().invoke(inspect_command, [path])
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "Traceback" not in r.output, r.output
+
+
+def test_a_corrupt_lineage_entry_warns_and_does_not_block_the_load(tmp_path):
+    url = "file://" + str(tmp_path / "own")
+    Repo.init(url).commit(make_text_records([f"own {i}" for i in range(40)]), branch="main", message="own")
+    path, raw, state = _saved(url, tmp_path, record=True)
+    meta = torch.load(io.BytesIO(raw), weights_only=True)["dataversion"]
+    repo = Repo.open(url)
+    key = f"lineage/bits/{meta['lineage_id']}.json"
+    repo.store.put(key, b"{not json")
+    ld = SnapshotLoader(url, batch_size=8, window=32, columns=["text"])
+    with pytest.warns(RuntimeWarning, match="could not compare"):
+        load_checkpoint(path, loader=ld)
+    assert ld.state_dict() == state

@@ -160,7 +160,7 @@ def test_text_stays_str_and_a_tokenizer_is_a_transform(tmp_path):
     texts = [f"text number {i}" for i in range(50)]
     Repo.init(url).commit(make_text_records(texts), branch="main", message="t")
     b = next(iter(SnapshotLoader(url, batch_size=10, decode=True, transform=Tokenize(), num_workers=1)))
-    assert all(isinstance(t, str) for t in b["text"]) and b["tokens"].shape == (10, 16)
+    assert all(isinstance(t, str) for t in b["text"]) and b["tokens"].shape == (10, 16) and "data" not in b
     assert bytes(b["tokens"][0][: len(b["text"][0])].tolist()).decode() == b["text"][0]
     with pytest.raises(BadInputError):
         SnapshotLoader(url, decode=True, format="arrow")

@@ -48,7 +48,7 @@ def _cache_dir(tmp_path, monkeypatch):
 def shared_url(tmp_path_factory) -> str:
     url = "file://" + str(tmp_path_factory.mktemp("lineage") / "repo")
     repo = _make_repo(url)
-    assert len(repo.read_manifest(repo.resolve("main")).shards) > 4
+    assert len(repo.shard_table(repo.read_packing(repo.resolve("main")))) > 4
     return url
 
 
@@ -108,7 +108,7 @@ def test_pins_keep_commits_through_gc_until_unpinned(tmp_path):
         repo.store.delete(info.key)
     repo.gc(grace_seconds=0)
     assert repo.store.exists(commit_key(exp))
-    assert Repo.open(url).read_manifest(exp).shards  # still readable, shards included
+    assert Repo.open(url).shard_table(Repo.open(url).read_packing(exp))  # still readable, shards included
     assert exp in repo.root_commits()
     # `dataversion unpin --run` releases it; gc then takes it and inspect says so clearly
     r = CliRunner().invoke(unpin_command, ["--run", "exp-42", "--repo", url, "--json"])

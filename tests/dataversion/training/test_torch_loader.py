@@ -45,7 +45,7 @@ def repo_url(tmp_path_factory) -> str:
     url = "file://" + str(tmp_path_factory.mktemp("loader") / "repo")
     repo = Repo.init(url)
     repo.commit(make_text_records(_texts(N), labels=[str(i % 3) for i in range(N)]), branch="main", message="one", target_shard_bytes=8 * 1024)
-    assert len(repo.read_manifest(repo.resolve("main")).shards) > 8
+    assert len(repo.shard_table(repo.read_packing(repo.resolve("main")))) > 8
     return url
 
 
@@ -194,7 +194,7 @@ def test_corrupt_shard_names_the_shard(tmp_path):
     url = "file://" + str(tmp_path / "repo")
     repo = Repo.init(url)
     repo.commit(make_text_records(_texts(300)), branch="main", target_shard_bytes=4 * 1024)
-    shard = repo.read_manifest(repo.resolve("main")).shards[0]
+    shard = repo.shard_table(repo.read_packing(repo.resolve("main")))[0]
     path = repo.store.local_path(shard_key(shard.id))
     data = bytearray(Path(path).read_bytes())
     data[len(data) // 2] ^= 0xFF
