@@ -74,6 +74,10 @@ class RowGroup:
         self.shard, self.rows, self.ids = shard, rows, ids
 
 
+def _erased_ids(packing: Packing) -> np.ndarray:
+    return np.array(sorted(bytes.fromhex(h) for h in packing.erased), dtype="S16")
+
+
 class ObjectDB:
     """The objects of one repository's store: typed reads (checked against their ids) and writes."""
 
@@ -176,7 +180,7 @@ class ObjectDB:
         return {raw_keys[12 * i : 12 * i + 12]: raw[16 * i : 16 * i + 16].hex() for i in range(len(keys))}
 
     def locate(self, commit_id: str, ids: np.ndarray | None = None, *, ranks: tuple[int, int] | None = None,
-               packing: Packing | None = None) -> list[RowGroup]:
+               packing: Packing | None = None, with_erased: bool = False) -> list[RowGroup]:
         """Where records of a commit lie, grouped by shard, checked against the content tree.
 
         `ids` (held by the commit): those records; `ranks` (start, stop): the records of those
@@ -203,6 +207,10 @@ class ObjectDB:
                 raise CorruptObjectError(
                     f"packing {packing.id} does not index the records of commit {commit_id} (its index and the content tree differ)",
                     hint="run `dataversion verify`; restore the packing pointer or repack")
+        if packing.erased and not with_erased:
+            # erased records (payload removed, `dataversion erase`) are not served; readers
+            # that keep positions (the loader, repack) ask for them
+            ents = ents[~np.isin(ents["id"], _erased_ids(packing))]
         if len(ents) == 0:
             return []
         names = self._full_shard_ids(packing, ents["shard"])

@@ -29,14 +29,14 @@ def block_sizes(repo: Any, commit_id: str, target: int = BLOCK_RECORDS) -> tuple
 
 
 def read_block(repo: Any, commit_id: str, start: int, stop: int, columns: list[str],
-               read_table: Any = None, groups: list | None = None) -> pa.Table:
+               read_table: Any = None, groups: list | None = None, with_erased: bool = False) -> pa.Table:
     """The records of flat indices [start, stop) in id order, with `record_id` first then
     `columns`. Every row is checked against the content tree (`ObjectDB.check_rows`).
     `read_table(shard_id) -> pa.Table` reads a whole decoded shard (a read tier); default:
     the repository's checked column read."""
     cols = ["record_id", *[c for c in columns if c != "record_id"]]
     parts = []
-    for group in repo.locate(commit_id, ranks=(start, stop)) if groups is None else groups:
+    for group in repo.locate(commit_id, ranks=(start, stop), with_erased=with_erased) if groups is None else groups:
         whole = read_table(group.shard) if read_table is not None else repo.read_shard_columns(group.shard, cols)
         t = whole.select(cols).take(pa.array(group.rows))
         repo.check_rows(commit_id, group, ids_as_numpy(t.column("record_id")))
