@@ -105,15 +105,27 @@ def _update_record(repo: Repo, erasure_id: str, change) -> dict[str, Any]:
     raise ConflictError(f"erasure record {erasure_id} kept changing", hint="run the erasure again")
 
 
+_RECORDS_SEEN: dict[tuple, dict[str, Any]] = {}  # (url, key, size, mtime, etag) -> record
+
+
 def erasures(repo: Repo) -> list[dict[str, Any]]:
-    """Every erasure record, oldest first (what `dataversion erasures` prints)."""
+    """Every erasure record, oldest first (what `dataversion erasures` prints). One listing;
+    a record is read again only when its version in the listing changed."""
     out = []
     for info in repo.store.list(ERASURES):
         if not info.key.endswith(".json"):
             continue
-        got = _read_record(repo, info.key[len(ERASURES):-len(".json")])
-        if got is not None:
-            out.append(got[0])
+        seen = (repo.url, info.key, info.size, info.mtime, info.etag)
+        record = _RECORDS_SEEN.get(seen)
+        if record is None:
+            got = _read_record(repo, info.key[len(ERASURES):-len(".json")])
+            if got is None:
+                continue
+            record = got[0]
+            if len(_RECORDS_SEEN) > 4096:
+                _RECORDS_SEEN.clear()
+            _RECORDS_SEEN[seen] = record
+        out.append(json.loads(json.dumps(record)))  # callers may change their copy
     return sorted(out, key=lambda r: (r.get("created", ""), r["id"]))
 
 

@@ -223,6 +223,14 @@ def _erased_proven(repo: Repo, packing) -> np.ndarray:
     return np.array(sorted(bytes.fromhex(h) for h in packing.erased if h in proven), dtype="S16")
 
 
+def _denied_done(repo: Repo) -> np.ndarray:
+    """Ids finished erasures removed: a row still holding one's payload is a leak."""
+    from .erase import DONE, erased_record_ids, erasures
+
+    done = erased_record_ids([r for r in erasures(repo) if r.get("state") == DONE])
+    return np.array(sorted(bytes.fromhex(h) for h in done), dtype="S16")
+
+
 def _verify_shard(repo: Repo, info, index: np.ndarray, content: np.ndarray, checked: dict[str, int],
                   erased: np.ndarray | None = None) -> str | None:
     try:
@@ -251,6 +259,12 @@ def _verify_shard(repo: Repo, info, index: np.ndarray, content: np.ndarray, chec
     live = table.take(pa.array(rows))
     if (ids_as_numpy(live.column("record_id")) != index["id"]).any():
         return f"shard {info.id}: its rows do not hold the records the packing places there"
+    leaked = _denied_done(repo)
+    if len(leaked):
+        hold = np.isin(index["id"], leaked) & ~(np.isin(index["id"], erased) if erased is not None else False)
+        if hold.any():
+            return (f"shard {info.id}: it holds the payload of an erased record (a writer stopped before "
+                    "erasing from its commit; run `dataversion erase --resume`)")
     if erased is not None and len(erased):
         # an erased row (`dataversion erase`, proven by its erasure record) has no payload,
         # so no digest to check; every other row is checked as always
