@@ -10,6 +10,7 @@ content root, the rows read from shards against the ids the content tree holds.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Iterator
 
@@ -46,6 +47,10 @@ from .tree import EMPTY_ROOT, ENTRY, TreeReader
 
 def commit_key(commit_id: str) -> str:
     return f"commits/{commit_id}.json"
+
+
+def attachment_overrides_key(commit_id: str) -> str:
+    return f"attachment-overrides/{commit_id}.json"
 
 
 def blob_key(blob_id: str) -> str:
@@ -337,8 +342,23 @@ class ObjectDB:
             raise CorruptObjectError(f"blob {blob_id} is corrupt")
         return data
 
+    def attachment_ids(self, commit_id: str) -> dict[str, str]:
+        """The blob id of each attachment of a commit as readers use them: an erasure's
+        rewrites (`attachment-overrides/<commit>.json`, beside the commit: the commit id
+        still names the originals) in place of the blobs it replaced."""
+        attachments = self.read_commit(commit_id).attachments
+        if not attachments:
+            return {}
+        try:
+            overrides = json.loads(self.store.get(attachment_overrides_key(commit_id)))
+        except NotFoundError:
+            return dict(attachments)
+        except ValueError as e:
+            raise CorruptObjectError(f"{attachment_overrides_key(commit_id)} cannot be parsed: {e}") from e
+        return {**attachments, **{k: v for k, v in overrides.items() if k in attachments}}
+
     def read_attachment(self, commit_id: str, name: str) -> bytes | None:
-        blob_id = self.read_commit(commit_id).attachments.get(name)
+        blob_id = self.attachment_ids(commit_id).get(name)
         return self.read_blob(blob_id) if blob_id else None
 
     def write_shards(self, table: pa.Table, target_bytes: int = TARGET_SHARD_BYTES) -> list[ShardRef]:

@@ -323,9 +323,10 @@ def _erase_in_commit(p: _Pass, cid: str, known: dict[str, dict[str, Any]], held_
         _update_record(repo, p.eid, lambda r: r["shards"].update(new))
         _mark_replaced(repo, p.eid, new)
     features_changed = _scrub_features(p, cid)
+    blobs = _scrub_attachments(p, cid)
     if repointed:
         p.stats["commits_repointed"] += 1
-    return bool(repointed or features_changed or len(known) > before)
+    return bool(repointed or features_changed or blobs or len(known) > before)
 
 
 def _mark_replaced(repo: Repo, eid: str, shards: dict[str, dict[str, Any]]) -> None:
@@ -431,7 +432,33 @@ def _scrub_attachments(p: _Pass, cid: str) -> dict[str, str]:
         p.stats["attachments_rewritten"] += 1
     if out:
         _update_record(repo, p.eid, lambda r: r["blobs"].update(out))
+        current = repo.attachment_ids(cid)
+        _write_overrides(repo, cid, {name: out[b] for name, b in current.items() if b in out})
     return out
+
+
+def _write_overrides(repo: Repo, cid: str, changes: dict[str, str]) -> None:
+    """Point attachments of `cid` at their rewrites (compare-and-swap on its overrides)."""
+    from ..objectdb import attachment_overrides_key
+
+    key = attachment_overrides_key(cid)
+    for _ in range(_CAS_TRIES):
+        try:
+            data, token = repo.store.get_versioned(key)
+            current = json.loads(data)
+        except NotFoundError:
+            if repo.store.put_if_absent(key, canonical_json(changes)):
+                return
+            continue
+        merged = {**current, **changes}
+        if merged == current:
+            return
+        try:
+            repo.store.put_if_match(key, canonical_json(merged), token)
+            return
+        except ConflictError:
+            continue
+    raise ConflictError(f"the attachments of commit {cid} kept moving", hint="run `dataversion erase --resume`")
 
 
 def _scrub_json_table(data: bytes, p: _Pass) -> bytes | None:

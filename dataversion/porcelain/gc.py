@@ -95,7 +95,7 @@ def reachable_keys(repo: Repo, skip_reflog: set[str] = frozenset()) -> set[str]:
         keep.add(f"features/{cid}.parquet")
         try:
             commit = repo.read_commit(cid)
-            keep.update(blob_key(b) for b in commit.attachments.values())
+            keep.update(blob_key(b) for b in repo.attachment_ids(cid).values())
             if commit.root in roots:
                 continue
             roots.add(commit.root)

@@ -66,7 +66,7 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
         if chunk_problem is not None:
             bad.append({"object": history_key(cid), "problem": chunk_problem})
         checked["history"] += 1
-        for name, blob_id in sorted(commit.attachments.items()):
+        for name, blob_id in sorted(repo.attachment_ids(cid).items()):
             checked["blobs"] += 1
             try:
                 repo.read_blob(blob_id)
