@@ -5,26 +5,24 @@ point finishes the job):
 1. writes its record `erasures/<id>.json` as an intent (the ids, the reason) and puts the
    ids in the denylist (`dataversion.denylist`): from then on `add`, `ingest` and
    `Repo.commit` reject the same content (reason `erased`);
-2. for every stored commit (every branch, tag, reflog entry, pin, and commits no ref names
-   yet), finds the shards holding an erased record and rewrites each once: the same rows in
-   the same order, the erased rows keeping id and metadata (so the entry digests, and with
-   them every commit id, hold) with their payload set to null. The record maps each old
-   shard to its replacement *before* any commit uses it;
-3. re-points each affected commit's packing by compare-and-swap (`_rewrite_packing`): a new
-   manifest naming the replacement shards with the rows marked `erased`, and rewritten
-   attachments (the dedup index without the record's signatures, rejects and duplicates
-   tables with the entries naming it redacted) beside the hashed fields. It rewrites the
-   commits' features tables without the record;
+2. for every stored commit holding an erased record (every branch, tag, reflog entry, pin,
+   and commits no ref names yet), takes the packing of its content root and rewrites each
+   shard holding the record once: the same rows in the same order, the record's payload set
+   to null. The record maps each old shard to its replacement (and `erased-shards/<old>`)
+   before any packing names the replacement;
+3. re-points `packing/<root>` by compare-and-swap (`_rewrite_packing`): index and shard-table
+   entries moved to the replacements, the ids added to the packing's `erased` set; rewrites
+   the attachments naming the record (dedup index, rejects/duplicates entries) behind
+   `attachment-overrides/<commit>.json` and the commit's features table;
 4. repeats 2-3 until a pass finds nothing (a commit that landed meanwhile is caught), then
    lists which checkpoints had seen the records (lineage) and marks the record done.
-A writer racing an erasure fixes its own commit after its ref update (`after_commit`):
-commits lose neither the erasure nor the new records. `gc` afterwards deletes the old shards,
-manifests and blobs (whatever their age): no object holds the payload any more.
+A writer racing an erasure fixes its own commit after its ref update (`after_commit`).
+`gc` afterwards deletes the old shards and blobs (whatever their age).
 
-Readers skip erased rows (ls, checkout, the loader, features); the loader's order is over
-every live row, erased ones included, so every other sample keeps its exact position and
-a batch holding an erased sample comes out one shorter. Porting note: the packing rewrite
-is `_rewrite_packing` alone; the rest reads shards and writes objects only.
+Readers skip erased records (`locate` leaves them out); the loader's order is over content
+blocks, erased records included, so every other sample keeps its position and a batch
+holding an erased sample comes out one shorter. Commit ids never change: the content tree
+keeps the record's id and digest.
 """
 
 from __future__ import annotations
