@@ -39,6 +39,7 @@ from .shards import (
     describe_shard,
     parquet_bytes,
     plan_shard_rows,
+    rows_of_row_groups,
     shard_key,
 )
 from .stores import Store
@@ -258,18 +259,11 @@ class ObjectDB:
         key = shard_key(group.shard)
         try:
             pf = pq.ParquetFile(self.store.open_input(key), pre_buffer=False)
-            md = pf.metadata
-            starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
-            rgs = np.unique(np.searchsorted(starts, group.rows, side="right") - 1)
-            table = pf.read_row_groups([int(r) for r in rgs], columns=cols)
+            table = rows_of_row_groups(pf, group.rows, cols)
         except (FileNotFoundError, NotFoundError):
             raise NotFoundError(f"shard {group.shard} is missing from {self.url}", hint="run `dataversion verify`") from None
         except (pa.ArrowInvalid, OSError, IndexError) as e:
             raise CorruptObjectError(f"shard {group.shard} is not a readable Parquet file: {e}", hint="run `dataversion verify`") from e
-        base = {int(rg): int(o) for rg, o in zip(rgs, np.cumsum([0] + [int(starts[r + 1] - starts[r]) for r in rgs])[:-1])}
-        rg_of = np.searchsorted(starts, group.rows, side="right") - 1
-        local = np.array([base[int(rg)] + int(row - starts[rg]) for rg, row in zip(rg_of, group.rows)], dtype=np.int64)
-        table = table.take(pa.array(local))
         self.check_rows(commit_id, group, ids_as_numpy(table.column("record_id")))
         return table
 

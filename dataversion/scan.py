@@ -260,7 +260,23 @@ def scan_tree(
     include_hidden: bool = False,
     max_file_bytes: int | None = None,
 ) -> ScanResult:
-    """Read every file under `paths` into a record table (not yet deduplicated).
+    """Read every file under `paths` into one record table (not yet deduplicated).
+
+    `Scanner` does the same batch by batch, in bounded memory; this is its whole result."""
+    scanner = Scanner(paths, text_field=text_field, progress=progress, include_hidden=include_hidden,
+                      max_file_bytes=max_file_bytes)
+    tables = list(scanner.batches())
+    table = pa.concat_tables(tables) if tables else _records_table([], [], [], [], [], [])
+    return ScanResult(table, scanner.inputs, scanner.skipped)
+
+
+BATCH_BYTES = 64 * 2**20  # payload bytes a Scanner batch holds before it is handed on
+
+
+class Scanner:
+    """Every file under `paths` as record tables of about `batch_bytes` of payload each
+    (`batches()`), so that `add` holds one batch, not the tree. `inputs` and `skipped`
+    count what was read so far (complete once `batches()` is exhausted).
 
     Never raises for a bad file: every entry is an input, and what is not kept is skipped
     with a reason (the module doc; bad JSONL lines per `dataversion.jsonl`; any exception
@@ -268,46 +284,64 @@ def scan_tree(
     UTF-8 are kept as binary records (nothing is lost). Raises StoreError when a file or
     directory cannot be read at all: that is a fault of the machine, not of the data.
     """
-    texts: list[str] = []
-    t_src: list[str] = []
-    t_meta: list[str | None] = []
-    blobs: list[bytes] = []
-    b_src: list[str] = []
-    b_mod: list[str] = []
-    skipped: list[Skipped] = []
-    inputs = 0
-    # Sequential reads: for small files a thread pool costs more than the reads (measured).
-    entries = list(walk_entries(paths, include_hidden=include_hidden))
-    if progress is not None and hasattr(progress, "total"):
-        progress.total = len(entries)
-    lists = (texts, t_src, t_meta, blobs, b_src, b_mod, skipped)
-    for entry in entries:
-        if progress is not None:
-            progress.update(1)
-        if entry.problem is not None:
-            inputs += 1
-            skipped.append(Skipped(entry.name, *entry.problem))
-            continue
-        try:
-            data = read_regular_file(entry.path, max_bytes=max_file_bytes)
-        except OSError as e:
-            raise StoreError(f"cannot read {entry.path}: {e.strerror or e}", hint="nothing was committed; fix it and rerun") from e
-        if isinstance(data, tuple):
-            inputs += 1
-            skipped.append(Skipped(entry.name, *data))
-            continue
-        marks = [len(x) for x in lists]
-        try:
-            inputs += _scan_one(
-                entry.name, data, text_field, *lists, max_bytes=max_file_bytes or DECOMPRESSED_LIMIT
-            )
-        except Exception as e:  # noqa: BLE001 - one file can only ever reject itself
-            for x, n in zip(lists, marks):
-                del x[n:]
-            inputs += 1
-            skipped.append(Skipped(entry.name, INTERNAL_ERROR, internal_error_message(e)))
-    table = _records_table(texts, t_src, t_meta, blobs, b_src, b_mod)
-    return ScanResult(table, inputs, skipped)
+
+    def __init__(self, paths: list[str], *, text_field: str = JSONL_TEXT_FIELD, progress=None,
+                 include_hidden: bool = False, max_file_bytes: int | None = None, batch_bytes: int | None = None):
+        self.paths, self.text_field, self.progress = paths, text_field, progress
+        self.include_hidden, self.max_file_bytes = include_hidden, max_file_bytes
+        self.batch_bytes = BATCH_BYTES if batch_bytes is None else batch_bytes
+        self.inputs = 0
+        self.skipped: list[Skipped] = []
+
+    def batches(self):
+        texts: list[str] = []
+        t_src: list[str] = []
+        t_meta: list[str | None] = []
+        blobs: list[bytes] = []
+        b_src: list[str] = []
+        b_mod: list[str] = []
+        skipped = self.skipped
+        held = 0
+        # Sequential reads: for small files a thread pool costs more than the reads (measured).
+        entries = list(walk_entries(self.paths, include_hidden=self.include_hidden))
+        progress = self.progress
+        if progress is not None and hasattr(progress, "total"):
+            progress.total = len(entries)
+        lists = (texts, t_src, t_meta, blobs, b_src, b_mod, skipped)
+        for entry in entries:
+            if progress is not None:
+                progress.update(1)
+            if entry.problem is not None:
+                self.inputs += 1
+                skipped.append(Skipped(entry.name, *entry.problem))
+                continue
+            try:
+                data = read_regular_file(entry.path, max_bytes=self.max_file_bytes)
+            except OSError as e:
+                raise StoreError(f"cannot read {entry.path}: {e.strerror or e}", hint="nothing was committed; fix it and rerun") from e
+            if isinstance(data, tuple):
+                self.inputs += 1
+                skipped.append(Skipped(entry.name, *data))
+                continue
+            marks = [len(x) for x in lists]
+            try:
+                self.inputs += _scan_one(
+                    entry.name, data, self.text_field, *lists, max_bytes=self.max_file_bytes or DECOMPRESSED_LIMIT
+                )
+            except Exception as e:  # noqa: BLE001 - one file can only ever reject itself
+                for x, n in zip(lists, marks):
+                    del x[n:]
+                self.inputs += 1
+                skipped.append(Skipped(entry.name, INTERNAL_ERROR, internal_error_message(e)))
+                continue
+            held += len(data)
+            if held >= self.batch_bytes:
+                yield _records_table(texts, t_src, t_meta, blobs, b_src, b_mod)
+                for x in lists[:-1]:
+                    x.clear()
+                held = 0
+        if texts or blobs:
+            yield _records_table(texts, t_src, t_meta, blobs, b_src, b_mod)
 
 
 def internal_error_message(e: BaseException) -> str:

@@ -319,3 +319,16 @@ def payload_mismatches(table) -> np.ndarray:
         actual[d_rows] = np.frombuffer(b"".join(binary_record_ids(table.column("data").take(d_rows))), dtype="S16")
     check = is_text | is_data
     return np.flatnonzero(check & (actual != ids))
+
+
+def rows_of_row_groups(pf: pq.ParquetFile, rows: np.ndarray, cols: list[str]) -> pa.Table:
+    """`rows` (sorted) of a Parquet file, decoding only the row groups that hold them."""
+    md = pf.metadata
+    starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
+    rg_of = np.searchsorted(starts, rows, side="right") - 1
+    rgs = np.unique(rg_of)
+    table = pf.read_row_groups([int(r) for r in rgs], columns=cols)
+    sizes = starts[rgs + 1] - starts[rgs]
+    base = np.zeros(len(starts), dtype=np.int64)
+    base[rgs] = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return table.take(pa.array(base[rg_of] + (rows - starts[rg_of])))

@@ -168,6 +168,7 @@ def _write_commit(
     allow_empty: bool = False,
     target_shard_bytes: int = TARGET_SHARD_BYTES,
     prewritten_shards: list[ShardRef] | None = None,
+    prewritten_rows: list[tuple[ShardRef, np.ndarray, np.ndarray]] | None = None,
 ) -> CommitResult:
     """Append `records` to `branch` (ids already present are not stored again) and/or remove some.
 
@@ -176,6 +177,8 @@ def _write_commit(
     - `expected_parent`: if given, the branch must still point there (None: must not exist).
     - `prewritten_shards`: shards already written to the store by distributed workers
       (see `write_shards`); the caller guarantees their records are new to the parent.
+    - `prewritten_rows`: the same, with each shard's record ids and entry digests in shard
+      row order, known to the caller (a streaming `add`): nothing is read back.
     Returns a CommitResult whose commit_id is None when nothing changed (unless allow_empty).
     Raises ConflictError if another writer moved the branch meanwhile.
     """
@@ -232,6 +235,10 @@ def _write_commit(
         t = repo.read_shard(ref.id)
         change.add_rows(ref.id, ids_as_numpy(t.column("record_id")).copy(), entry_digests(t), ref.size, modality_counts(t))
         result.added += t.num_rows
+    for ref, ids, digests in prewritten_rows or ():
+        change.add_rows(ref.id, ids, digests, ref.size, ref.by_modality)
+        result.added += len(ids)
+        result.shards_written += 1
     if not result.added and not result.removed and not allow_empty:
         return result
 

@@ -11,7 +11,7 @@ from ..denylist import ERASED, denied_ids, denied_mask
 from ..errors import BadInputError, NotFoundError
 from ..hashing import canonical_json
 from ..records import hex_to_id, ids_as_numpy, ids_to_hex
-from ..scan import Skipped, scan_tree
+from ..scan import Scanner, Skipped, scan_tree
 from ..writer import DEFAULT_BRANCH, CommitResult
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ def add(
     metadata is no longer there are removed.
     """
 
+    if not sync:
+        return _add_streaming(repo, paths, branch=branch, message=message, text_field=text_field, progress=progress)
     scan = scan_tree(paths, text_field=text_field, progress=progress)
     table = _reject_erased(repo, scan)
     remove_where = None
@@ -64,6 +66,62 @@ def add(
     )
     result.skipped = [s.to_dict() for s in scan.skipped]
     return result
+
+def _add_streaming(repo: Repo, paths: list[str], *, branch: str, message: str, text_field: str, progress: Any) -> CommitResult:
+    """`add` without `--sync`, in memory bounded by a scan batch: each batch's records new to
+    the branch (and to the batches before it) are written as shards at once; one commit then
+    names them all. The in-flight marker keeps gc off those shards until the commit lands."""
+    from ..inflight import InFlight
+    from ..shards import entry_digests, first_occurrences
+
+    scanner = Scanner(paths, text_field=text_field, progress=progress)
+    with InFlight(repo.store, f"add on {branch}"):
+        parent = repo.branch_tip(branch)
+        denied = denied_ids(repo.store)
+        seen: set[bytes] = set()
+        written: list[tuple[Any, np.ndarray, np.ndarray]] = []
+        already_present = bytes_written = 0
+        for table in scanner.batches():
+            table = _drop_denied(table, denied, scanner.skipped)
+            ids = ids_as_numpy(table.column("record_id"))
+            keep = first_occurrences(ids) & np.fromiter((i not in seen for i in ids.tolist()), bool, len(ids))
+            present = repo.contains(parent, ids) & keep
+            already_present += int(present.sum())
+            keep &= ~present
+            if not keep.any():
+                continue
+            new = table.filter(pa.array(keep)) if not keep.all() else table
+            new_ids = ids_as_numpy(new.column("record_id")).copy()
+            seen.update(new_ids.tolist())
+            refs, n_bytes, parts = repo.write_shards_counted(new)
+            bytes_written += n_bytes
+            digests = entry_digests(new)
+            written.extend((ref, new_ids[rows], digests[rows]) for ref, rows in zip(refs, parts))
+        scanner.skipped.sort(key=lambda s: s.source)
+        result = repo.commit(
+            None,
+            branch=branch,
+            message=message or f"add {' '.join(paths)}",
+            expected_parent=parent,
+            prewritten_rows=written,
+            counts={"inputs": scanner.inputs, "rejected": len(scanner.skipped), "already_present": already_present},
+            attachments={"rejects": canonical_json([s.to_dict() for s in scanner.skipped])} if scanner.skipped else None,
+        )
+    result.already_present += already_present
+    result.bytes_written += bytes_written
+    result.skipped = [s.to_dict() for s in scanner.skipped]
+    return result
+
+
+def _drop_denied(table: pa.Table, denied: Any, skipped: list) -> pa.Table:
+    """`table` minus content an erasure removed (the denylist); those become rejects `erased`."""
+    erased = denied_mask(ids_as_numpy(table.column("record_id")), denied)
+    if not erased.any():
+        return table
+    for src in table.column("source").filter(pa.array(erased)).to_pylist():
+        skipped.append(Skipped(src or "", ERASED, "this content was erased from the repository (see `dataversion erasures`)"))
+    return table.filter(pa.array(~erased))
+
 
 def _reject_erased(repo: Repo, scan: Any) -> pa.Table:
     """The scanned records minus content an erasure removed (the denylist), which become

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from ..cache import Prefetcher
 from ..records import ids_as_numpy
+from ..shards import rows_of_row_groups
 from . import order as order_mod
 from .blocks import read_block
 
@@ -51,7 +52,7 @@ class BatchReader:
         self.block_order = order.shards_from(ds.position)  # blocks in the order they are needed
         self.block_rank = {b: i for i, b in enumerate(self.block_order)}
         self._groups: OrderedDict[int, list] = OrderedDict()
-        self._decoded: OrderedDict[str, pa.Table] = OrderedDict()  # a few whole shards, reused across blocks
+        self._files: OrderedDict[str, object] = OrderedDict()  # open Parquet files of verified shard bytes
         self._queued: set[str] = set()
         self.prefetcher = Prefetcher(ds.tier, self.store, [], ds.prefetch) if ds.prefetch > 0 and self.block_order else None
 
@@ -73,14 +74,18 @@ class BatchReader:
                 self._groups.popitem(last=False)
         return hit
 
-    def _read_shard(self, shard_id: str) -> pa.Table:
-        t = self._decoded.get(shard_id)
-        if t is None:
-            t = self.ds.tier.read_table(self.store, shard_id).select(self.read_cols)
-            self._decoded[shard_id] = t
-            while len(self._decoded) > 2:
-                self._decoded.popitem(last=False)
-        return t
+    def _read_group(self, group, cols: list[str]) -> pa.Table:
+        """A block's rows of one shard: the tier's verified bytes, only the row groups that
+        hold them decoded (a shard serves several blocks; none decodes it whole)."""
+        import pyarrow.parquet as pq
+
+        pf = self._files.get(group.shard)
+        if pf is None:
+            pf = pq.ParquetFile(pa.BufferReader(self.ds.tier.read(self.store, group.shard)))
+            self._files[group.shard] = pf
+            while len(self._files) > 16:
+                self._files.popitem(last=False)
+        return rows_of_row_groups(pf, group.rows, cols)
 
     def _prefetch_after(self, b: int) -> None:
         """Queue the shards of the blocks after b (in this epoch's order) for the prefetcher."""
@@ -100,7 +105,7 @@ class BatchReader:
         self._prefetch_after(s)
         groups = self._block_groups(s)
         t = read_block(self.repo, self.ds.commit_id, int(self.offsets[s]), int(self.offsets[s + 1]),
-                       self.ds.columns, read_table=self._read_shard, groups=groups)
+                       self.ds.columns, read_group=self._read_group, groups=groups)
         # one join per decoded shard (id search + gather): batches then only index its block
         fblock = None
         if self.features is not None:

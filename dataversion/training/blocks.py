@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..records import ids_as_numpy
+from ..shards import rows_of_row_groups  # noqa: F401 - re-exported for the batch reader
 
 BLOCK_RECORDS = 16384
 
@@ -29,16 +30,18 @@ def block_sizes(repo: Any, commit_id: str, target: int = BLOCK_RECORDS) -> tuple
 
 
 def read_block(repo: Any, commit_id: str, start: int, stop: int, columns: list[str],
-               read_table: Any = None, groups: list | None = None, with_erased: bool = False) -> pa.Table:
+               read_group: Any = None, groups: list | None = None, with_erased: bool = False) -> pa.Table:
     """The records of flat indices [start, stop) in id order, with `record_id` first then
     `columns`. Every row is checked against the content tree (`ObjectDB.check_rows`).
-    `read_table(shard_id) -> pa.Table` reads a whole decoded shard (a read tier); default:
-    the repository's checked column read."""
+    `read_group(group, cols) -> pa.Table` returns the group's rows of a shard (a read tier's
+    verified bytes); default: the repository's checked read of the whole shard."""
     cols = ["record_id", *[c for c in columns if c != "record_id"]]
     parts = []
     for group in repo.locate(commit_id, ranks=(start, stop), with_erased=with_erased) if groups is None else groups:
-        whole = read_table(group.shard) if read_table is not None else repo.read_shard_columns(group.shard, cols)
-        t = whole.select(cols).take(pa.array(group.rows))
+        if read_group is not None:
+            t = read_group(group, cols)
+        else:
+            t = repo.read_shard_columns(group.shard, cols).take(pa.array(group.rows))
         repo.check_rows(commit_id, group, ids_as_numpy(t.column("record_id")))
         parts.append(t)
     if not parts:

@@ -94,7 +94,7 @@ def test_ingest_report_writes_the_new_commit_s_report_against_its_parent(tmp_pat
     assert "against" not in s  # a first commit has no parent
     res = CliRunner().invoke(ingest_command, [str(raw / "cats"), *args[:-2], "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["report_file"] == str(out)
+    assert json.loads(res.stdout)["report_file"] == str(out)  # progress lines go to stderr
     s = sections()
     assert s["against"]["data-added"] == "1" and s["overview"]["data-records"] == "2"
     out.unlink()
