@@ -100,9 +100,11 @@ def main() -> None:
         t0 = time.perf_counter()
         report = Repo.open(url).erase([victim], reason="benchmark")
         secs = time.perf_counter() - t0
+        added = dir_bytes(os.path.join(root, "repo")) - total
         print(f"dataversion erase: {secs:.2f} s, {report['bytes_written']:,} bytes written "
               f"({report['shards_rewritten']} shard(s) rewritten, {report['commits_repointed']} commit(s) re-pointed, "
-              f"held by {len(report['commits'])} commit(s)) = {100 * report['bytes_written'] / shard_bytes:.2f} % of the shard bytes")
+              f"held by {len(report['commits'])} commit(s)) = {100 * report['bytes_written'] / shard_bytes:.2f} % of the shard bytes; "
+              f"store grew by {added:,} bytes in all (shards + manifests + erasure record + denylist)")
         t0 = time.perf_counter()
         gc = Repo.open(url).gc()
         print(f"dataversion gc afterwards: {time.perf_counter() - t0:.2f} s, {gc['deleted']} object(s) deleted ({gc['bytes']:,} bytes)")

@@ -10,6 +10,7 @@ content root, the rows read from shards against the ids the content tree holds.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Iterator
 
@@ -49,6 +50,10 @@ def commit_key(commit_id: str) -> str:
     return f"commits/{commit_id}.json"
 
 
+def attachment_overrides_key(commit_id: str) -> str:
+    return f"attachment-overrides/{commit_id}.json"
+
+
 def blob_key(blob_id: str) -> str:
     return f"blobs/{blob_id}"
 
@@ -73,6 +78,10 @@ class RowGroup:
 
     def __init__(self, shard: str, rows: np.ndarray, ids: np.ndarray):
         self.shard, self.rows, self.ids = shard, rows, ids
+
+
+def _erased_ids(packing: Packing) -> np.ndarray:
+    return np.array(sorted(bytes.fromhex(h) for h in packing.erased), dtype="S16")
 
 
 class ObjectDB:
@@ -177,7 +186,7 @@ class ObjectDB:
         return {raw_keys[12 * i : 12 * i + 12]: raw[16 * i : 16 * i + 16].hex() for i in range(len(keys))}
 
     def locate(self, commit_id: str, ids: np.ndarray | None = None, *, ranks: tuple[int, int] | None = None,
-               packing: Packing | None = None) -> list[RowGroup]:
+               packing: Packing | None = None, with_erased: bool = False) -> list[RowGroup]:
         """Where records of a commit lie, grouped by shard, checked against the content tree.
 
         `ids` (held by the commit): those records; `ranks` (start, stop): the records of those
@@ -204,6 +213,10 @@ class ObjectDB:
                 raise CorruptObjectError(
                     f"packing {packing.id} does not index the records of commit {commit_id} (its index and the content tree differ)",
                     hint="run `dataversion verify`; restore the packing pointer or repack")
+        if packing.erased and not with_erased:
+            # erased records (payload removed, `dataversion erase`) are not served; readers
+            # that keep positions (the loader, repack) ask for them
+            ents = ents[~np.isin(ents["id"], _erased_ids(packing))]
         if len(ents) == 0:
             return []
         names = self._full_shard_ids(packing, ents["shard"])
@@ -323,8 +336,23 @@ class ObjectDB:
             raise CorruptObjectError(f"blob {blob_id} is corrupt")
         return data
 
+    def attachment_ids(self, commit_id: str) -> dict[str, str]:
+        """The blob id of each attachment of a commit as readers use them: an erasure's
+        rewrites (`attachment-overrides/<commit>.json`, beside the commit: the commit id
+        still names the originals) in place of the blobs it replaced."""
+        attachments = self.read_commit(commit_id).attachments
+        if not attachments:
+            return {}
+        try:
+            overrides = json.loads(self.store.get(attachment_overrides_key(commit_id)))
+        except NotFoundError:
+            return dict(attachments)
+        except ValueError as e:
+            raise CorruptObjectError(f"{attachment_overrides_key(commit_id)} cannot be parsed: {e}") from e
+        return {**attachments, **{k: v for k, v in overrides.items() if k in attachments}}
+
     def read_attachment(self, commit_id: str, name: str) -> bytes | None:
-        blob_id = self.read_commit(commit_id).attachments.get(name)
+        blob_id = self.attachment_ids(commit_id).get(name)
         return self.read_blob(blob_id) if blob_id else None
 
     def write_shards(self, table: pa.Table, target_bytes: int = TARGET_SHARD_BYTES) -> list[ShardRef]:

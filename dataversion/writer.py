@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import ConflictError, CorruptObjectError, NotFoundError
+from .denylist import ERASED, denied_ids, denied_mask
+from .errors import ConflictError, CorruptObjectError, DataversionError, NotFoundError
 from .inflight import InFlight
 from .objectdb import blob_key
 from .objects import Commit, RecordSummary, ShardRef, utc_now
 from .packing import Packing, point_packing, shard_prefix, shard_table_key, shards_reader
-from .records import conform, ids_as_numpy
+from .porcelain.erase import after_commit
+from .records import conform, ids_as_numpy, ids_to_hex
 from .refs import default_author
 from .shards import TARGET_SHARD_BYTES, entry_digests, first_occurrences, modality_counts, shard_key
 from .tree import EMPTY_ROOT, ENTRY, INDEX, SHARDS, TreeWriter
@@ -96,9 +98,9 @@ def _removals(repo: Repo, parent: str, change: _Change, ids: np.ndarray | None, 
         want = np.unique(np.asarray(ids, dtype="S16"))
         held = want[repo.contains(parent, want)]
         if len(held):
-            groups = repo.locate(parent, held)
+            groups = repo.locate(parent, held, with_erased=True)
     elif where is not None:
-        groups = repo.locate(parent)
+        groups = repo.locate(parent, with_erased=True)
     cols = list(dict.fromkeys(["record_id", "modality", *columns]))
     gone = []
     for g in groups:
@@ -208,6 +210,12 @@ def _write_commit(
         table = conform(records)
         ids = ids_as_numpy(table.column("record_id"))
         keep = first_occurrences(ids)
+        erased = denied_mask(ids, denied_ids(repo.store))
+        if erased.any():  # content an erasure removed stays out (the caller counts rejects)
+            result.skipped = [{"source": s or "", "reason": ERASED, "record_id": h}
+                              for s, h in zip(table.column("source").filter(pa.array(erased)).to_pylist(),
+                                              ids_to_hex(ids[erased]))]
+            keep &= ~erased
         present = repo.contains(parent, ids)
         if len(change.removed):
             present &= ~np.isin(ids, change.removed)
@@ -249,7 +257,7 @@ def _write_commit(
     shards_root = _shard_table_update(repo, packing, change, shards_writer)
     shards_writer.flush()
     count = base.count + result.added - result.removed
-    new_packing = Packing(root, count, index_root, shards_root)
+    new_packing = Packing(root, count, index_root, shards_root, packing.erased)  # erased stay erased
     if root != EMPTY_ROOT:
         point_packing(repo.store, root, repo.write_packing(new_packing))
     by_mod: Counter[str] = Counter(base.by_modality)
@@ -276,6 +284,13 @@ def _write_commit(
 
     # 4. the ref: compare-and-swap from the tip we built on
     repo.refs.set_if_equals(ref_name, current, commit_id, reason=f"commit: {message}".strip())
+    # 5. an erasure that ran meanwhile may have replaced a shard this packing took from the
+    # parent's, or denied content the commit holds: erase it here too
+    try:
+        after_commit(repo, commit_id)
+    except DataversionError as e:
+        raise DataversionError(f"commit {commit_id} landed on {branch}, but erasing from it failed: {e}",
+                               hint="run `dataversion erase --resume`") from e
     result.commit_id = commit_id
     return result
 

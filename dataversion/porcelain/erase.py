@@ -5,26 +5,24 @@ point finishes the job):
 1. writes its record `erasures/<id>.json` as an intent (the ids, the reason) and puts the
    ids in the denylist (`dataversion.denylist`): from then on `add`, `ingest` and
    `Repo.commit` reject the same content (reason `erased`);
-2. for every stored commit (every branch, tag, reflog entry, pin, and commits no ref names
-   yet), finds the shards holding an erased record and rewrites each once: the same rows in
-   the same order, the erased rows keeping id and metadata (so the entry digests, and with
-   them every commit id, hold) with their payload set to null. The record maps each old
-   shard to its replacement *before* any commit uses it;
-3. re-points each affected commit's packing by compare-and-swap (`_rewrite_packing`): a new
-   manifest naming the replacement shards with the rows marked `erased`, and rewritten
-   attachments (the dedup index without the record's signatures, rejects and duplicates
-   tables with the entries naming it redacted) beside the hashed fields. It rewrites the
-   commits' features tables without the record;
+2. for every stored commit holding an erased record (every branch, tag, reflog entry, pin,
+   and commits no ref names yet), takes the packing of its content root and rewrites each
+   shard holding the record once: the same rows in the same order, the record's payload set
+   to null. The record maps each old shard to its replacement (and `erased-shards/<old>`)
+   before any packing names the replacement;
+3. re-points `packing/<root>` by compare-and-swap (`_rewrite_packing`): index and shard-table
+   entries moved to the replacements, the ids added to the packing's `erased` set; rewrites
+   the attachments naming the record (dedup index, rejects/duplicates entries) behind
+   `attachment-overrides/<commit>.json` and the commit's features table;
 4. repeats 2-3 until a pass finds nothing (a commit that landed meanwhile is caught), then
    lists which checkpoints had seen the records (lineage) and marks the record done.
-A writer racing an erasure fixes its own commit after its ref update (`after_commit`):
-commits lose neither the erasure nor the new records. `gc` afterwards deletes the old shards,
-manifests and blobs (whatever their age): no object holds the payload any more.
+A writer racing an erasure fixes its own commit after its ref update (`after_commit`).
+`gc` afterwards deletes the old shards and blobs (whatever their age).
 
-Readers skip erased rows (ls, checkout, the loader, features); the loader's order is over
-every live row, erased ones included, so every other sample keeps its exact position and
-a batch holding an erased sample comes out one shorter. Porting note: the packing rewrite
-is `_rewrite_packing` alone; the rest reads shards and writes objects only.
+Readers skip erased records (`locate` leaves them out); the loader's order is over content
+blocks, erased records included, so every other sample keeps its position and a batch
+holding an erased sample comes out one shorter. Commit ids never change: the content tree
+keeps the record's id and digest.
 """
 
 from __future__ import annotations
@@ -42,8 +40,8 @@ from ..denylist import ERASED, denied_hex, deny
 from ..errors import BadInputError, ConflictError, CorruptObjectError, NotFoundError
 from ..hashing import canonical_json, object_id
 from ..inflight import InFlight
-from ..objectdb import blob_key, commit_key
-from ..objects import Commit, ShardRef, utc_now
+from ..objectdb import blob_key
+from ..objects import utc_now
 from ..records import hex_to_id, ids_as_numpy, ids_to_hex
 from ..shards import parquet_bytes, shard_key, without_payloads
 
@@ -51,6 +49,9 @@ if TYPE_CHECKING:
     from ..repo import Repo
 
 ERASURES = "erasures/"
+# one small object per replaced shard (`<old id>` -> its replacement and erasure): writers
+# find out with one listing whether a commit of theirs names one, however many erasures
+REPLACED = "erased-shards/"
 INTENT, DONE = "intent", "done"
 _CAS_TRIES = 16
 # Attachments that can name a record: JSON lists of dicts, and the dedup index (its owner,
@@ -102,15 +103,27 @@ def _update_record(repo: Repo, erasure_id: str, change) -> dict[str, Any]:
     raise ConflictError(f"erasure record {erasure_id} kept changing", hint="run the erasure again")
 
 
+_RECORDS_SEEN: dict[tuple, dict[str, Any]] = {}  # (url, key, size, mtime, etag) -> record
+
+
 def erasures(repo: Repo) -> list[dict[str, Any]]:
-    """Every erasure record, oldest first (what `dataversion erasures` prints)."""
+    """Every erasure record, oldest first (what `dataversion erasures` prints). One listing;
+    a record is read again only when its version in the listing changed."""
     out = []
     for info in repo.store.list(ERASURES):
         if not info.key.endswith(".json"):
             continue
-        got = _read_record(repo, info.key[len(ERASURES):-len(".json")])
-        if got is not None:
-            out.append(got[0])
+        seen = (repo.url, info.key, info.size, info.mtime, info.etag)
+        record = _RECORDS_SEEN.get(seen)
+        if record is None:
+            got = _read_record(repo, info.key[len(ERASURES):-len(".json")])
+            if got is None:
+                continue
+            record = got[0]
+            if len(_RECORDS_SEEN) > 4096:
+                _RECORDS_SEEN.clear()
+            _RECORDS_SEEN[seen] = record
+        out.append(json.loads(json.dumps(record)))  # callers may change their copy
     return sorted(out, key=lambda r: (r.get("created", ""), r["id"]))
 
 
@@ -209,13 +222,17 @@ def _report(record: dict[str, Any], stats: dict[str, int], seconds: float) -> di
 def _ids_with_source(repo: Repo, prefixes: tuple[str, ...]) -> set[str]:
     """Hex ids of the records of any stored commit whose source starts with a prefix."""
     out: set[str] = set()
-    seen: set[str] = set()
+    roots: set[str] = set()
     for cid in _stored_commits(repo):
-        for shard in repo.read_manifest(cid).shards:
-            if shard.id in seen:
+        try:
+            root = repo.root_of(cid)
+            if root in roots:
                 continue
-            seen.add(shard.id)
-            t = repo.read_shard_columns(shard, ["record_id", "source"], with_deleted=True)
+            roots.add(root)
+            tables = list(repo.read_rows(cid, ["source"], repo.locate(cid, with_erased=True)))
+        except NotFoundError:
+            continue
+        for t in tables:
             src = t.column("source")
             hit = pc.fill_null(pc.starts_with(src, prefixes[0]), False)
             for p in prefixes[1:]:
@@ -247,30 +264,14 @@ class _Pass:
         self.stats = {"shards_rewritten": 0, "bytes_written": 0, "commits_repointed": 0,
                       "attachments_rewritten": 0, "features_rewritten": 0}
 
-    def rows_holding(self, shard: ShardRef) -> np.ndarray:
-        """Rows (of the whole shard, deleted ones too) holding an erased record."""
-        hit = self.rows.get(shard.id)
-        if hit is not None:
-            return hit
-        lo, hi = ids_to_hex(self.doomed[:1])[0], ids_to_hex(self.doomed[-1:])[0]
-        if not len(self.doomed) or shard.max_id < lo or shard.min_id > hi:
-            hit = np.empty(0, dtype=np.int64)
-        else:
-            hit = np.flatnonzero(np.isin(_id_column(self.repo, shard), self.doomed))
-        self.rows[shard.id] = hit
-        return hit
 
-
-def _id_column(repo: Repo, shard: ShardRef) -> np.ndarray:
-    """The record ids of every row of a shard, reading that column alone (a search: a shard
-    that matches is read whole and verified before it is rewritten)."""
+def _id_column(repo: Repo, shard_id: str) -> np.ndarray:
+    """The record ids of every row of a shard, reading that column alone."""
     try:
-        with repo.store.open_input(shard_key(shard.id)) as f:
+        with repo.store.open_input(shard_key(shard_id)) as f:
             table = pq.ParquetFile(f).read(columns=["record_id"])
     except (pa.ArrowInvalid, OSError) as e:
-        raise CorruptObjectError(f"shard {shard.id} is not a readable Parquet file: {e}") from e
-    if table.num_rows != shard.rows:
-        raise CorruptObjectError(f"shard {shard.id} has {table.num_rows} rows, its manifest says {shard.rows}")
+        raise CorruptObjectError(f"shard {shard_id} is not a readable Parquet file: {e}") from e
     return ids_as_numpy(table.column("record_id"))
 
 
@@ -282,7 +283,9 @@ def _run(repo: Repo, eid: str, *, progress: Any = None) -> dict[str, int]:
     p = _Pass(repo, got[0])
     while True:
         changed = False
-        known = erased_shards(erasures(repo))
+        records = erasures(repo)
+        _backfill_replaced(repo, [r for r in records if r["id"] == eid])
+        known = erased_shards(records)
         held: list[str] = []
         for cid in _stored_commits(repo):
             try:
@@ -303,97 +306,113 @@ def _note_commits(repo: Repo, eid: str, held: list[str]) -> None:
 
 
 def _erase_in_commit(p: _Pass, cid: str, known: dict[str, dict[str, Any]], held_commits: list[str]) -> bool:
-    """Rewrite what commit `cid` still holds of the erased records; True if anything changed.
-    `known` (old shard -> replacement, every erasure's) grows with the shards rewritten;
-    `cid` is appended to `held_commits` when its snapshot holds an erased record."""
+    """Erase what commit `cid` (its content root's packing) still holds of the erased records;
+    True if anything changed. `known` (old shard -> replacement, every erasure's) grows with
+    the shards rewritten; `cid` is appended to `held_commits` when it holds an erased record."""
     repo = p.repo
-    repo.forget_commit(cid)  # another process may have re-pointed it: read it fresh
-    manifest = repo.read_manifest(cid)
-    new: dict[str, dict[str, Any]] = {}
-    held = False
-    for shard in manifest.shards:
-        current = _substitute(shard, {**known, **new})  # the file this commit will name
-        rows = p.rows_holding(current)
-        if not len(rows):
-            continue
-        held |= bool(set(rows.tolist()) - set(current.deleted))
-        if set(rows.tolist()) <= set(current.erased):
-            continue  # erased in that file already
-        new[current.id] = _rewrite_shard(p, current, rows)
-    if new:  # published before any commit names the replacements (writers read this map)
+    held = repo.contains(cid, p.doomed)
+    if not held.any():
+        return False
+    held_commits.append(cid)
+    before = len(known)
+    repointed = _rewrite_packing(repo, cid, p.doomed[held], known, p)
+    if len(known) > before:  # published before the re-point names them (writers read these)
+        new = dict(list(known.items())[before:])
         _update_record(repo, p.eid, lambda r: r["shards"].update(new))
-        known.update(new)
-    if held:
-        held_commits.append(cid)
-    blobs = _scrub_attachments(p, cid) if held else {}
-    features_changed = _scrub_features(p, cid) if held else False
-    needs = any(s.id in known for s in manifest.shards) or bool(blobs)
-    if needs:
-        _rewrite_packing(repo, cid, known, blobs)
+        _mark_replaced(repo, p.eid, new)
+    features_changed = _scrub_features(p, cid)
+    blobs = _scrub_attachments(p, cid)
+    if repointed:
         p.stats["commits_repointed"] += 1
-    return bool(new or needs or features_changed)
+    return bool(repointed or features_changed or blobs or len(known) > before)
 
 
-def _rewrite_shard(p: _Pass, shard: ShardRef, rows: np.ndarray) -> dict[str, Any]:
-    """Write the shard again with the payloads of `rows` (and of rows erased before) removed."""
-    table = p.repo.read_shard(shard, with_deleted=True)
-    erased = sorted(set(shard.erased) | set(rows.tolist()))
-    data = parquet_bytes(without_payloads(table, erased))
+def _mark_replaced(repo: Repo, eid: str, shards: dict[str, dict[str, Any]]) -> None:
+    for old, replacement in shards.items():
+        repo.store.put_if_absent(f"{REPLACED}{old}", canonical_json({"erasure": eid, **replacement}))
+
+
+def _backfill_replaced(repo: Repo, records: list[dict[str, Any]]) -> None:
+    """Write the replaced-shard objects a record names but the store lacks (a run killed
+    between its record update and them). One listing."""
+    have = {i.key[len(REPLACED):] for i in repo.store.list(REPLACED)}
+    for r in records:
+        missing = {k: v for k, v in r.get("shards", {}).items() if k not in have}
+        if missing:
+            _mark_replaced(repo, r["id"], missing)
+
+
+def _rewrite_shard(p: _Pass, shard_id: str) -> dict[str, Any]:
+    """Write the shard again with the payloads of the erased records removed (same rows,
+    same order; rows erased before stay null)."""
+    table = p.repo.read_shard(shard_id)  # verified against its name
+    rows = np.flatnonzero(np.isin(ids_as_numpy(table.column("record_id")), p.doomed)).tolist()
+    data = parquet_bytes(without_payloads(table, rows))
     new_id = object_id(data)
     if p.repo.store.put_if_absent(shard_key(new_id), bytes(data)):
         p.stats["bytes_written"] += len(data)
     else:
         p.repo.store.touch(shard_key(new_id))
     p.stats["shards_rewritten"] += 1
-    return {"id": new_id, "size": len(data), "erased": erased}
+    return {"id": new_id, "size": len(data), "erased": rows}
 
 
-def _substitute(shard: ShardRef, shards_map: dict[str, dict[str, Any]]) -> ShardRef:
-    """The shard ref with its file replaced by the latest replacement (chains followed)."""
-    seen = set()
-    while shard.id in shards_map and shard.id not in seen:
-        seen.add(shard.id)
-        r = shards_map[shard.id]
-        shard = ShardRef(id=r["id"], rows=shard.rows, size=int(r["size"]), min_id=shard.min_id, max_id=shard.max_id,
-                         digest=shard.digest, by_modality=shard.by_modality, deleted=shard.deleted,
-                         erased=tuple(sorted(set(shard.erased) | set(r["erased"]))))
-    return shard
+def _rewrite_packing(repo: Repo, commit_id: str, ids: np.ndarray, known: dict[str, dict[str, Any]], p: _Pass) -> bool:
+    """Re-point the packing of the commit's content root (compare-and-swap on
+    `packing/<root>`): the shards holding `ids` replaced by their rewrites (index and shard
+    table entries moved to the new shard, same rows) and `ids` added to its erased set.
+    Returns whether it re-pointed. The one function that knows how packing is stored."""
+    from ..packing import (
+        Packing,
+        index_reader,
+        repoint_packing,
+        shard_prefix,
+        shard_table_key,
+        shards_reader,
+    )
+    from ..tree import INDEX, SHARDS, TreeWriter
 
-
-def _rewrite_packing(repo: Repo, commit_id: str, shards_map: dict[str, dict[str, Any]], blobs: dict[str, str]) -> str:
-    """Re-point one commit's packing (compare-and-swap): its manifest with every replaced shard
-    substituted, and the rewritten attachment blobs beside its hashed fields. Returns the new
-    manifest id. The one function that knows how packing is stored (format 1: a manifest
-    pointer inside the stored commit object)."""
-    from ..objects import Manifest
-
+    hex_ids = ids_to_hex(ids)
     for _ in range(_CAS_TRIES):
-        data, token = repo.store.get_versioned(commit_key(commit_id))
-        commit, manifest_id, overrides = Commit.read_stored(data, commit_id)
-        repo.forget_commit(commit_id)
-        manifest = repo.read_manifest(commit_id)
-        shards = tuple(_substitute(s, shards_map) for s in manifest.shards)
-        new_overrides = dict(overrides)
-        for name, blob_id in commit.attachments.items():
-            current = overrides.get(name, blob_id)
-            while current in blobs and blobs[current] != current:
-                current = blobs[current]
-            if current != blob_id:
-                new_overrides[name] = current
-        if shards == manifest.shards and new_overrides == overrides:
-            return manifest_id
-        new_id = repo.write_manifest(Manifest(manifest.records, shards)) if shards != manifest.shards else manifest_id
+        packing = repo.read_packing(commit_id)
+        groups = repo.locate(commit_id, ids, packing=packing, with_erased=True)
+        if set(hex_ids) <= set(packing.erased) and not any(g.shard in known for g in groups):
+            return False
+        index_ups, table_ups, table_dels = [], [], []
+        for g in groups:
+            old = g.shard
+            if old not in known:
+                known[old] = _rewrite_shard(p, old)
+            new = known[old]["id"]
+            # every row of the shard this packing indexes moves to the rewrite (same row)
+            shard_ids = _id_column(repo, new)
+            found, ents = index_reader(repo.store, packing).lookup(shard_ids)
+            ents = ents[found]
+            ents = ents[ents["shard"] == np.frombuffer(shard_prefix(old), dtype="S12")[0]].copy()
+            ents["shard"] = shard_prefix(new)
+            index_ups.append(ents)
+            key = np.frombuffer(shard_table_key(old), dtype="S16")
+            hit, entry = shards_reader(repo.store, packing).lookup(key)
+            if hit.all():
+                e = entry.copy()
+                e["id"], e["shard"], e["size"] = shard_table_key(new), bytes.fromhex(new), known[old]["size"]
+                table_ups.append(e)
+                table_dels.append(key)
+        index_root = TreeWriter(repo.store, INDEX).apply(packing.index, np.concatenate(index_ups) if index_ups else None)
+        shards_root = TreeWriter(repo.store, SHARDS).apply(
+            packing.shards, np.concatenate(table_ups) if table_ups else None,
+            np.concatenate(table_dels) if table_dels else None)
+        new_packing = Packing(packing.root, packing.count, index_root, shards_root,
+                              tuple(sorted(set(packing.erased) | set(hex_ids))))
+        repo.write_packing(new_packing)
         try:
-            repo.store.put_if_match(commit_key(commit_id), commit.to_stored_bytes(new_id, new_overrides), token)
+            repoint_packing(repo.store, packing.root, packing.id, new_packing.id)
+            return True
         except ConflictError:
             continue  # re-pointed by another process meanwhile: start from what it wrote
-        finally:
-            repo.forget_commit(commit_id)
-        return new_id
     raise ConflictError(f"the packing of commit {commit_id} kept moving", hint="run `dataversion erase --resume`")
 
 
-# ---------------------------------------------------------------------------- derived data
 def _scrub_attachments(p: _Pass, cid: str) -> dict[str, str]:
     """Rewrite the attachments of `cid` that name an erased record; old blob -> new blob."""
     repo = p.repo
@@ -411,7 +430,33 @@ def _scrub_attachments(p: _Pass, cid: str) -> dict[str, str]:
         p.stats["attachments_rewritten"] += 1
     if out:
         _update_record(repo, p.eid, lambda r: r["blobs"].update(out))
+        current = repo.attachment_ids(cid)
+        _write_overrides(repo, cid, {name: out[b] for name, b in current.items() if b in out})
     return out
+
+
+def _write_overrides(repo: Repo, cid: str, changes: dict[str, str]) -> None:
+    """Point attachments of `cid` at their rewrites (compare-and-swap on its overrides)."""
+    from ..objectdb import attachment_overrides_key
+
+    key = attachment_overrides_key(cid)
+    for _ in range(_CAS_TRIES):
+        try:
+            data, token = repo.store.get_versioned(key)
+            current = json.loads(data)
+        except NotFoundError:
+            if repo.store.put_if_absent(key, canonical_json(changes)):
+                return
+            continue
+        merged = {**current, **changes}
+        if merged == current:
+            return
+        try:
+            repo.store.put_if_match(key, canonical_json(merged), token)
+            return
+        except ConflictError:
+            continue
+    raise ConflictError(f"the attachments of commit {cid} kept moving", hint="run `dataversion erase --resume`")
 
 
 def _scrub_json_table(data: bytes, p: _Pass) -> bytes | None:
@@ -501,49 +546,43 @@ def _checkpoints_that_saw(repo: Repo, hex_ids: list[str]) -> list[dict[str, Any]
     return [{**by_key[k], "saw": sorted(saw[k])} for k in sorted(by_key, key=lambda k: (by_key[k].get("run", ""), by_key[k].get("step", 0), k))]
 
 
-def after_commit(repo: Repo, commit_id: str, new_shards: list[ShardRef]) -> None:
-    """A writer's last step, after its ref update: if an erasure ran meanwhile, the commit may
-    name a shard it replaced (read from the parent before the re-point) or hold denied content
-    in its new shards: erase them from this commit too. One listing of `erasures/` when there
-    is none."""
-    records = erasures(repo)
-    if not records:
-        return
+def after_commit(repo: Repo, commit_id: str, new_shards: list | None = None) -> None:
+    """A writer's last step, after its ref update: if an erasure ran meanwhile, the commit's
+    packing may name a shard it replaced (built from the parent's before the re-point) or
+    hold denied content: erase it from this commit too. One listing when nothing is denied."""
     denied = denied_hex(repo.store)
-    shards_map = erased_shards(records)
-    manifest = repo.read_manifest(commit_id)
-    stale = any(s.id in shards_map for s in manifest.shards)
+    if not denied:
+        return
+    doomed = np.array(sorted(bytes.fromhex(h) for h in denied if len(h) == 32), dtype="S16")
+    if not repo.contains(commit_id, doomed).any():
+        return
+    records = erasures(repo)
+    known = erased_shards(records)
     for r in records:
-        mine = set(r["records"]) & denied
-        if not mine:
-            continue
         p = _Pass(repo, r)
-        if stale or any(len(p.rows_holding(s)) for s in new_shards):
-            held: list[str] = []
-            _erase_in_commit(p, commit_id, shards_map, held)
-            _note_commits(repo, p.eid, held)
-            stale = False
+        held: list[str] = []
+        _erase_in_commit(p, commit_id, known, held)
+        _note_commits(repo, p.eid, held)
 
 
 def settle(repo: Repo) -> int:
-    """Re-point every stored commit that still names a shard or blob an erasure replaced
-    (a writer killed between its ref update and `after_commit`). gc runs this before
-    marking. Returns how many commits it re-pointed."""
+    """Erase again from every stored commit what a writer killed between its ref update and
+    `after_commit` left. gc runs this before marking. Returns how many commits changed."""
     records = erasures(repo)
     if not records:
         return 0
-    shards_map, blobs = erased_shards(records), erased_blobs(records)
+    _backfill_replaced(repo, records)
+    known = erased_shards(records)
     n = 0
-    for cid in _stored_commits(repo):
-        try:
-            _, _, overrides = repo.read_stored_commit(cid)
-            manifest = repo.read_manifest(cid)
-            attachment_ids = repo.attachment_ids(cid)
-        except NotFoundError:
-            continue
-        if any(s.id in shards_map for s in manifest.shards) or any(b in blobs for b in attachment_ids.values()):
-            _rewrite_packing(repo, cid, shards_map, blobs)
-            n += 1
+    for r in records:
+        p = _Pass(repo, r)
+        held: list[str] = []
+        for cid in _stored_commits(repo):
+            try:
+                n += _erase_in_commit(p, cid, known, held)
+            except NotFoundError:
+                continue
+        _note_commits(repo, p.eid, held)
     return n
 
 

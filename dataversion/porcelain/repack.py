@@ -92,7 +92,7 @@ def _rewrite(repo: Repo, cid: str, old: Packing, target_bytes: int) -> Packing:
 
     cols = [c for c in RECORD_SCHEMA.names if c != "record_id"]
     for start in range(0, old.count, _READ_RECORDS):
-        t = read_block(repo, cid, start, min(old.count, start + _READ_RECORDS), cols)
+        t = read_block(repo, cid, start, min(old.count, start + _READ_RECORDS), cols, with_erased=True)
         pending.append(t)
         pending_bytes += int(_payload_sizes(t).sum())
         while pending_bytes >= target_bytes:

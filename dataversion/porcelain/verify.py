@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import history
 from ..errors import DataversionError, NotFoundError
@@ -65,7 +66,7 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
         if chunk_problem is not None:
             bad.append({"object": history_key(cid), "problem": chunk_problem})
         checked["history"] += 1
-        for name, blob_id in sorted(commit.attachments.items()):
+        for name, blob_id in sorted(repo.attachment_ids(cid).items()):
             checked["blobs"] += 1
             try:
                 repo.read_blob(blob_id)
@@ -165,7 +166,7 @@ def _verify_content(repo: Repo, cid: str, commit: Commit, nodes_seen: set[str], 
         if key in shards_seen:
             continue
         shards_seen.add(key)
-        problem = _verify_shard(repo, info, index[sel], content[sel], checked)
+        problem = _verify_shard(repo, info, index[sel], content[sel], checked, _erased_proven(repo, packing))
         if problem:
             bad.append({"object": shard_key(info.id), "problem": problem})
         if progress is not None:
@@ -211,7 +212,27 @@ def _verify_side_objects(repo: Repo, commits: set[str], checked: dict[str, int],
                     bad.append({"object": info.key, "problem": f"names commit {c}, which is missing"})
 
 
-def _verify_shard(repo: Repo, info, index: np.ndarray, content: np.ndarray, checked: dict[str, int]) -> str | None:
+def _erased_proven(repo: Repo, packing) -> np.ndarray:
+    """The ids a packing marks erased; CorruptObjectError-free: an id no erasure record names
+    is left out (its row then fails the digest check, as any missing payload)."""
+    if not packing.erased:
+        return np.empty(0, dtype="S16")
+    from .erase import erased_record_ids, erasures
+
+    proven = erased_record_ids(erasures(repo))
+    return np.array(sorted(bytes.fromhex(h) for h in packing.erased if h in proven), dtype="S16")
+
+
+def _denied_done(repo: Repo) -> np.ndarray:
+    """Ids finished erasures removed: a row still holding one's payload is a leak."""
+    from .erase import DONE, erased_record_ids, erasures
+
+    done = erased_record_ids([r for r in erasures(repo) if r.get("state") == DONE])
+    return np.array(sorted(bytes.fromhex(h) for h in done), dtype="S16")
+
+
+def _verify_shard(repo: Repo, info, index: np.ndarray, content: np.ndarray, checked: dict[str, int],
+                  erased: np.ndarray | None = None) -> str | None:
     try:
         data = repo.store.get(shard_key(info.id))
     except NotFoundError:
@@ -238,6 +259,22 @@ def _verify_shard(repo: Repo, info, index: np.ndarray, content: np.ndarray, chec
     live = table.take(pa.array(rows))
     if (ids_as_numpy(live.column("record_id")) != index["id"]).any():
         return f"shard {info.id}: its rows do not hold the records the packing places there"
+    leaked = _denied_done(repo)
+    if len(leaked):
+        hold = np.isin(index["id"], leaked) & ~(np.isin(index["id"], erased) if erased is not None else False)
+        if hold.any():
+            return (f"shard {info.id}: it holds the payload of an erased record (a writer stopped before "
+                    "erasing from its commit; run `dataversion erase --resume`)")
+    if erased is not None and len(erased):
+        # an erased row (`dataversion erase`, proven by its erasure record) has no payload,
+        # so no digest to check; every other row is checked as always
+        gone = np.isin(index["id"], erased)
+        if gone.any():
+            no_text = pc.is_null(live.column("text")).to_numpy(zero_copy_only=False)
+            no_data = pc.is_null(live.column("data")).to_numpy(zero_copy_only=False)
+            if not (no_text & no_data)[gone].all():
+                return f"shard {info.id}: a row the packing marks erased still holds its payload"
+            live, content = live.filter(pa.array(~gone)), content[~gone]
     if (entry_digests(live) != content["digest"]).any():
         return f"shard {info.id}: record metadata or payload does not match the content tree's digests"
     return None

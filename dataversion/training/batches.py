@@ -68,7 +68,7 @@ class BatchReader:
         hit = self._groups.get(b)
         if hit is None:
             hit = self.repo.locate(self.ds.commit_id, ranks=(int(self.offsets[b]), int(self.offsets[b + 1])),
-                                   packing=self.ds.packing)
+                                   packing=self.ds.packing, with_erased=True)  # positions hold
             self._groups[b] = hit
             while len(self._groups) > 8:
                 self._groups.popitem(last=False)
@@ -138,8 +138,17 @@ class BatchReader:
                 fblock = np.take(np.concatenate([np.take(b, r, axis=0) for b, r in fparts if b is not None]),
                                  inverse, axis=0)
             table = pa.concat_tables(parts).combine_chunks().take(pa.array(inverse))
+        if self.ds.packing.erased:  # an erased sample keeps its position and is skipped:
+            keep = ~np.isin(ids_as_numpy(table.column("record_id")), _erased(self.ds.packing))  # a batch may be shorter
+            if not keep.all():
+                table = table.filter(pa.array(keep))
+                fblock = fblock[keep] if fblock is not None else None
         batch = table.combine_chunks().to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
         return RawBatch(batch, self.ds.epoch, i, plan.position_after(i), fblock)
+
+
+def _erased(packing) -> np.ndarray:
+    return np.array(sorted(bytes.fromhex(h) for h in packing.erased), dtype="S16")
 
 
 class RawBatch:

@@ -30,14 +30,14 @@ def block_sizes(repo: Any, commit_id: str, target: int = BLOCK_RECORDS) -> tuple
 
 
 def read_block(repo: Any, commit_id: str, start: int, stop: int, columns: list[str],
-               read_group: Any = None, groups: list | None = None) -> pa.Table:
+               read_group: Any = None, groups: list | None = None, with_erased: bool = False) -> pa.Table:
     """The records of flat indices [start, stop) in id order, with `record_id` first then
     `columns`. Every row is checked against the content tree (`ObjectDB.check_rows`).
     `read_group(group, cols) -> pa.Table` returns the group's rows of a shard (a read tier's
     verified bytes); default: the repository's checked read of the whole shard."""
     cols = ["record_id", *[c for c in columns if c != "record_id"]]
     parts = []
-    for group in repo.locate(commit_id, ranks=(start, stop)) if groups is None else groups:
+    for group in repo.locate(commit_id, ranks=(start, stop), with_erased=with_erased) if groups is None else groups:
         if read_group is not None:
             t = read_group(group, cols)
         else:

@@ -109,6 +109,11 @@ def test_erase_by_id_keeps_every_version_readable_and_commit_ids(history, tmp_pa
     assert _state(repo) == before  # commit ids, refs, log, diff counts
     for c in set(commits_with):
         assert _all_ids(repo, c) == other_ids[c]  # readers skip it, the rest in the same order
+    for k, c in enumerate(sorted(set(before["logs"]["main"] + before["logs"]["side"]))):  # every version reads
+        d = repo.checkout(c, str(tmp_path / f"v{k}"))
+        files = [p for p in (tmp_path / f"v{k}").rglob("*") if p.is_file()]
+        assert d["files"] == len(files) == len(_all_ids(repo, c))
+        assert all(SECRET.encode() not in p.read_bytes() for p in files)
     assert _json(run("verify", "--all", "--json"))["ok"]
     out = tmp_path / "co"
     run("checkout", "main", out)
@@ -287,7 +292,7 @@ def test_an_erasure_racing_a_commit_on_the_same_branch_loses_neither(history):
     writer = Repo.open(url)
     parent_manifest_read = threading.Event()
     erased = threading.Event()
-    orig = writer.read_manifest
+    orig = writer.read_packing  # the writer reads its parent's packing, then builds on it
 
     def slow_read_manifest(cid):
         m = orig(cid)
@@ -296,7 +301,7 @@ def test_an_erasure_racing_a_commit_on_the_same_branch_loses_neither(history):
             assert erased.wait(120)
         return m
 
-    writer.read_manifest = slow_read_manifest
+    writer.read_packing = slow_read_manifest
     result = {}
 
     def commit():
@@ -388,9 +393,9 @@ def test_a_writer_killed_before_its_own_erasure_check_is_found_and_finished(hist
     repo = Repo.open(url)
     prewritten = repo.write_shards(make_text_records([SECRET, "another fresh record"], sources=["late/a", "late/b"]))
     repo.erase([SECRET_ID], reason="r")
-    monkeypatch.setattr(writer, "after_commit", lambda *a, **k: None)
-    repo.commit(None, prewritten_shards=prewritten, message="late ingest")
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(writer, "after_commit", lambda *a, **k: None)
+        repo.commit(None, prewritten_shards=prewritten, branch="late", message="late ingest")
     run = _cli(url)
     bad = _json(run("verify", "--all", "--json", code=5))["bad"]
     assert any("erase --resume" in b["problem"] for b in bad)
@@ -398,4 +403,20 @@ def test_a_writer_killed_before_its_own_erasure_check_is_found_and_finished(hist
     assert _json(run("verify", "--all", "--json"))["ok"]
     run("gc", "--json")
     assert _payload_hits(Repo.open(url).store, SECRET.encode()) == []
-    assert len(_all_ids(Repo.open(url), "main")) == 32  # the other record of the late commit stays
+    assert len(_all_ids(Repo.open(url), "late")) == 1  # the other record of the late commit stays
+
+
+def test_shards_written_before_an_erasure_and_committed_after_lose_the_record(history):
+    """A distributed ingest's shards (written with a denylist read before the erasure) land
+    after it: the writer's own check erases the record from its commit."""
+    from dataversion.records import make_text_records
+
+    url = history["url"]
+    repo = Repo.open(url)
+    prewritten = repo.write_shards(make_text_records([SECRET, "another fresh record"], sources=["late/a", "late/b"]))
+    Repo.open(url).erase([SECRET_ID], reason="r")
+    res = repo.commit(None, prewritten_shards=prewritten, branch="late", message="late ingest")
+    assert _all_ids(Repo.open(url), "late") == [r for r in _all_ids(Repo.open(url), "late") if r != SECRET_ID]
+    assert len(_all_ids(Repo.open(url), "late")) == 1
+    assert res.commit_id in _json(_cli(url)("erasures", "--json"))[0]["commits"]
+    assert _json(_cli(url)("verify", "--all", "--json"))["ok"]
