@@ -58,6 +58,12 @@ _CAS_TRIES = 16
 # `pipelines`, scrubs it: imported by name only when a commit carries one).
 _JSON_TABLES = ("rejects", "duplicates")
 _INDEX_SCRUBBERS = {"dedup_index": "pipelines.dedup.index:scrub_index_bytes"}
+# the sharded dedup state (pipelines.dedup.state): parts `dedup_state/<blob>` (band rows,
+# hashes by record id) are scrubbed like the index; the `dedup_state` manifest then names
+# the rewritten parts
+_STATE, _STATE_PART_PREFIX = "dedup_state", "dedup_state/"
+_STATE_PART_SCRUBBER = "pipelines.dedup.state:scrub_part_bytes"
+_STATE_RENAMER = "pipelines.dedup.state:rename_parts"
 _ID_FIELDS = ("record_id", "duplicate_of")
 _FREE_TEXT = ("message",)
 
@@ -414,16 +420,28 @@ def _rewrite_packing(repo: Repo, commit_id: str, ids: np.ndarray, known: dict[st
 
 
 def _scrub_attachments(p: _Pass, cid: str) -> dict[str, str]:
-    """Rewrite the attachments of `cid` that name an erased record; old blob -> new blob."""
+    """Rewrite the attachments of `cid` that name an erased record; old blob -> new blob.
+    State parts go first, so that the state manifest can name their rewrites."""
     repo = p.repo
     out: dict[str, str] = {}
-    for name, blob_id in sorted(repo.attachment_ids(cid).items()):
-        if (name not in _JSON_TABLES and name not in _INDEX_SCRUBBERS) or blob_id in p.clean_blobs:
+    names = sorted(repo.attachment_ids(cid).items(), key=lambda kv: (kv[0] == _STATE, kv[0]))
+    for name, blob_id in names:
+        part = name.startswith(_STATE_PART_PREFIX)
+        if (name not in _JSON_TABLES and name not in _INDEX_SCRUBBERS and not part and name != _STATE) \
+                or blob_id in p.clean_blobs:
             continue
         data = repo.read_blob(blob_id)
-        scrubbed = _scrub_json_table(data, p) if name in _JSON_TABLES else _scrub_index(name, data, p)
+        if name in _JSON_TABLES:
+            scrubbed = _scrub_json_table(data, p)
+        elif part:
+            scrubbed = _call(_STATE_PART_SCRUBBER, name, data, p.doomed)
+        elif name == _STATE:
+            scrubbed = _call(_STATE_RENAMER, name, data, out)
+        else:
+            scrubbed = _scrub_index(name, data, p)
         if scrubbed is None or scrubbed == data:
-            p.clean_blobs.add(blob_id)
+            if name != _STATE:  # a manifest is clean only relative to this pass's parts
+                p.clean_blobs.add(blob_id)
             continue
         new_id = repo.put_blob(scrubbed)
         out[blob_id] = new_id
@@ -433,6 +451,17 @@ def _scrub_attachments(p: _Pass, cid: str) -> dict[str, str]:
         current = repo.attachment_ids(cid)
         _write_overrides(repo, cid, {name: out[b] for name, b in current.items() if b in out})
     return out
+
+
+def _call(target: str, name: str, *args):
+    import importlib
+
+    module, _, attr = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except ImportError:
+        raise BadInputError(f"commit attachment {name!r} needs {module} to be erased from, which is not installed") from None
+    return fn(*args)
 
 
 def _write_overrides(repo: Repo, cid: str, changes: dict[str, str]) -> None:

@@ -287,3 +287,28 @@ class StateParent:
         if any(h is None for h in out):
             raise ValueError("the branch's dedup state has no hash for a record it matched")
         return out
+
+
+def scrub_part_bytes(data: bytes, erased_ids: np.ndarray) -> bytes | None:
+    """An erasure's rewrite of one state part (band rows or hashes): the rows of
+    `erased_ids` ('S16') removed; None when it holds none of them."""
+    t = read_part(data)
+    ids = sharded._ids(t)
+    drop = np.isin(ids, erased_ids)
+    if not drop.any():
+        return None
+    return part_bytes(t.filter(pa.array(~drop)))
+
+
+def rename_parts(data: bytes, renamed: dict[str, str]) -> bytes | None:
+    """A state manifest naming the rewritten parts (old blob id -> new); None if unchanged."""
+    state = BranchState.from_bytes(data)
+    changed = False
+    for run in state.runs:
+        for kind in ("bands", "hashes"):
+            for parts in run[kind].values():
+                for k, b in list(parts.items()):
+                    if b in renamed:
+                        parts[k] = renamed[b]
+                        changed = True
+    return state.to_bytes() if changed else None

@@ -18,7 +18,7 @@ from pipeline_samples import png_bytes, words_doc
 
 from dataversion import Repo
 from dataversion.features import features_key
-from pipelines.dedup.index import DedupIndex
+from pipelines.dedup.state import BranchState, read_part
 from pipelines.ingest import read_duplicates, run_ingest
 
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
@@ -45,15 +45,27 @@ def ingested(repo_url, tmp_path, vocab):
     return {"url": repo_url, "raw": raw, "secret": secret, "id": ids.get("docs/secret.txt") or ids["docs/secret-copy.txt"], "first": first, "ids": ids}
 
 
+def _state_ids(repo, cid):
+    """Every record id the commit's dedup state holds an entry for (band rows, hashes)."""
+    state = BranchState.from_bytes(repo.read_attachment(cid, "dedup_state"))
+    held = set()
+    for blob in state.blobs():
+        held.update(read_part(repo.read_blob(blob)).column("record_id").to_pylist())
+    return held
+
+
 def test_reingest_of_erased_content_is_rejected_and_counted(ingested, tmp_path):
     url, sid = ingested["url"], ingested["id"]
     repo = Repo.open(url)
+    before = _state_ids(repo, ingested["first"].commit)
+    assert bytes.fromhex(sid) in before
     report = repo.erase([sid], reason="deletion request")
     assert report["commits"] == [ingested["first"].commit]
-    # the dedup index and the features table of the commit lost the record
-    index = DedupIndex.from_bytes(repo.read_attachment(ingested["first"].commit, "dedup_index"))
-    assert bytes.fromhex(sid) not in set(index.text_ids.tolist())
-    assert len(index.text_ids) == 2
+    # the dedup state (band rows and hashes) and the features table of the commit lost the record
+    cid = ingested["first"].commit
+    state = BranchState.from_bytes(repo.read_attachment(cid, "dedup_state"))
+    assert _state_ids(repo, cid) == before - {bytes.fromhex(sid)}
+    assert set(state.blobs()) <= set(repo.attachment_ids(cid).values())  # gc keeps them
     feats = pq.read_table(io.BytesIO(repo.store.get(features_key(ingested["first"].commit))))
     assert sid not in feats.column("record_id").to_pylist() and feats.num_rows == 3
     # the duplicates table keeps its entry (the counts hold), marked with the erasure
