@@ -74,10 +74,13 @@ class RowGroup:
     """Rows of one shard that a snapshot holds: shard id, row numbers, and the record ids
     those rows must carry (sorted by row)."""
 
-    __slots__ = ("shard", "rows", "ids")
+    __slots__ = ("shard", "rows", "ids", "key")
 
-    def __init__(self, shard: str, rows: np.ndarray, ids: np.ndarray):
+    def __init__(self, shard: str, rows: np.ndarray, ids: np.ndarray, key: bytes | None = None):
         self.shard, self.rows, self.ids = shard, rows, ids
+        # the 12-byte shard prefix the index names these rows by (an erasure's rewrite of a
+        # shard keeps the prefix of the shard it replaced)
+        self.key = key
 
 
 def _erased_ids(packing: Packing) -> np.ndarray:
@@ -227,7 +230,7 @@ class ObjectDB:
         groups = []
         for part in np.split(order, cuts):
             prefix = np.ascontiguousarray(shard_col[part[:1]]).tobytes()
-            groups.append(RowGroup(names[prefix], ents["row"][part].astype(np.int64), ents["id"][part]))
+            groups.append(RowGroup(names[prefix], ents["row"][part].astype(np.int64), ents["id"][part], prefix))
         return groups
 
     def check_rows(self, commit_id: str, group: RowGroup, table_ids: np.ndarray) -> None:

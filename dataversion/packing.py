@@ -90,6 +90,10 @@ class ShardInfo:
     rows: int
     live: int
     size: int
+    # the index's 12-byte shard prefix for this shard's rows: the prefix of `id`, or, after
+    # an erasure rewrote the shard, the prefix of the shard it replaced (an alias: the
+    # rows stay where they were, so no index entry moves)
+    key: bytes = b""
 
     def to_dict(self) -> dict[str, Any]:
         from .shards import shard_key
@@ -100,7 +104,8 @@ class ShardInfo:
 def shard_infos(entries: np.ndarray) -> list[ShardInfo]:
     """ShardInfo of SHARDS entries."""
     raw = np.ascontiguousarray(entries["shard"]).tobytes()
-    return [ShardInfo(raw[16 * i : 16 * i + 16].hex(), int(r), int(lv), int(s))
+    keys = np.ascontiguousarray(entries["id"]).tobytes()
+    return [ShardInfo(raw[16 * i : 16 * i + 16].hex(), int(r), int(lv), int(s), keys[16 * i : 16 * i + SHARD_PREFIX_BYTES])
             for i, (r, lv, s) in enumerate(zip(entries["rows"].tolist(), entries["live"].tolist(), entries["size"].tolist()))]
 
 

@@ -76,6 +76,7 @@ class _Change:
     new_shards: list[tuple[str, int, int]] = field(default_factory=list)  # (shard id, rows, size)
     removed: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="S16"))
     shard_losses: Counter = field(default_factory=Counter)  # shard id -> rows no longer live
+    shard_keys: dict = field(default_factory=dict)  # shard id -> its 12-byte index prefix
     modalities: Counter = field(default_factory=Counter)  # net change by modality
 
     def add_rows(self, shard_id: str, ids: np.ndarray, digests: np.ndarray, size: int, mods: dict[str, int]) -> None:
@@ -116,6 +117,8 @@ def _removals(repo: Repo, parent: str, change: _Change, ids: np.ndarray | None, 
             t = t.filter(pa.array(mask))
         gone.append(ids_as_numpy(t.column("record_id")).copy())
         change.shard_losses[g.shard] += t.num_rows
+        if g.key is not None:
+            change.shard_keys[g.shard] = g.key
         for mod, n in modality_counts(t).items():
             change.modalities[mod] -= n
     if gone:
@@ -128,7 +131,11 @@ def _shard_table_update(repo: Repo, packing: Packing, change: _Change, writer: T
     touched = {s: 0 for s in change.shard_losses}
     for sid, _, _ in change.new_shards:
         touched.setdefault(sid, 0)
-    keys = np.array([shard_table_key(s) for s in touched], dtype="S16")
+    def key_of(sid: str) -> bytes:  # an erasure's rewrite keeps the prefix of the shard it replaced
+        prefix = change.shard_keys.get(sid)
+        return shard_table_key(sid) if prefix is None else prefix + b"\x00" * (16 - len(prefix))
+
+    keys = np.array([key_of(s) for s in touched], dtype="S16")
     found, current = shards_reader(repo.store, packing).lookup(keys)
     ups, dels = [], []
     new = {sid: (rows, size) for sid, rows, size in change.new_shards}
@@ -143,10 +150,10 @@ def _shard_table_update(repo: Repo, packing: Packing, change: _Change, writer: T
             live = min(rows, live + rows)
         live -= change.shard_losses.get(sid, 0)
         if live <= 0:
-            dels.append(shard_table_key(sid))
+            dels.append(key_of(sid))
         else:
             e = np.zeros(1, dtype=SHARDS)
-            e[0] = (shard_table_key(sid), bytes.fromhex(sid), rows, live, size)
+            e[0] = (key_of(sid), bytes.fromhex(sid), rows, live, size)
             ups.append(e)
     return writer.apply(packing.shards, np.concatenate(ups) if ups else None,
                         np.array(dels, dtype="S16") if dels else None, flush=False)

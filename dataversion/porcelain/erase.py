@@ -370,13 +370,11 @@ def _rewrite_packing(repo: Repo, commit_id: str, ids: np.ndarray, known: dict[st
     Returns whether it re-pointed. The one function that knows how packing is stored."""
     from ..packing import (
         Packing,
-        index_reader,
         repoint_packing,
         shard_prefix,
-        shard_table_key,
         shards_reader,
     )
-    from ..tree import INDEX, SHARDS, TreeWriter
+    from ..tree import SHARDS, TreeWriter
 
     hex_ids = ids_to_hex(ids)
     for _ in range(_CAS_TRIES):
@@ -384,31 +382,24 @@ def _rewrite_packing(repo: Repo, commit_id: str, ids: np.ndarray, known: dict[st
         groups = repo.locate(commit_id, ids, packing=packing, with_erased=True)
         if set(hex_ids) <= set(packing.erased) and not any(g.shard in known for g in groups):
             return False
-        index_ups, table_ups, table_dels = [], [], []
+        table_ups = []
         for g in groups:
             old = g.shard
             if old not in known:
                 known[old] = _rewrite_shard(p, old)
             new = known[old]["id"]
-            # every row of the shard this packing indexes moves to the rewrite (same row)
-            shard_ids = _id_column(repo, new)
-            found, ents = index_reader(repo.store, packing).lookup(shard_ids)
-            ents = ents[found]
-            ents = ents[ents["shard"] == np.frombuffer(shard_prefix(old), dtype="S12")[0]].copy()
-            ents["shard"] = shard_prefix(new)
-            index_ups.append(ents)
-            key = np.frombuffer(shard_table_key(old), dtype="S16")
-            hit, entry = shards_reader(repo.store, packing).lookup(key)
+            # the rewrite has the same rows in the same order: its shard table entry keeps
+            # the key the index names the rows by (an alias), so no index entry moves and the
+            # change is one shard-table leaf per packing
+            key = (g.key if g.key is not None else shard_prefix(old)) + b"\x00" * (16 - len(shard_prefix(old)))
+            hit, entry = shards_reader(repo.store, packing).lookup(np.array([key], dtype="S16"))
             if hit.all():
                 e = entry.copy()
-                e["id"], e["shard"], e["size"] = shard_table_key(new), bytes.fromhex(new), known[old]["size"]
+                e["shard"], e["size"] = bytes.fromhex(new), known[old]["size"]
                 table_ups.append(e)
-                table_dels.append(key)
-        index_root = TreeWriter(repo.store, INDEX).apply(packing.index, np.concatenate(index_ups) if index_ups else None)
         shards_root = TreeWriter(repo.store, SHARDS).apply(
-            packing.shards, np.concatenate(table_ups) if table_ups else None,
-            np.concatenate(table_dels) if table_dels else None)
-        new_packing = Packing(packing.root, packing.count, index_root, shards_root,
+            packing.shards, np.concatenate(table_ups) if table_ups else None)
+        new_packing = Packing(packing.root, packing.count, packing.index, shards_root,
                               tuple(sorted(set(packing.erased) | set(hex_ids))))
         repo.write_packing(new_packing)
         try:

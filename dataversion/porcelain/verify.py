@@ -159,7 +159,7 @@ def _verify_content(repo: Repo, cid: str, commit: Commit, nodes_seen: set[str], 
     bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
     rows_of = {uniq[k].tobytes(): order[bounds[k] : bounds[k + 1]] for k in range(len(uniq))}
     for info in infos:
-        sel = rows_of.pop(shard_prefix(info.id), np.empty(0, np.int64))
+        sel = rows_of.pop(info.key or shard_prefix(info.id), np.empty(0, np.int64))
         if len(sel) != info.live:
             bad.append({"object": packing_key(pid), "problem": f"packing {pid}: shard {info.id} has {len(sel)} indexed rows, its table says {info.live}"})
         key = (info.id, pid)
