@@ -205,9 +205,13 @@ def emit_json(value: Any, *, indent: int | None = 2, sort_keys: bool = False) ->
 
 
 def progress_bar(total: int | None, desc: str, unit: str = "it"):
-    """A tqdm bar on stderr, shown only when stderr is a terminal."""
+    """A tqdm bar on stderr, shown only when stderr is a terminal.
+
+    No tqdm monitor thread: a daemon thread still alive at interpreter shutdown can end the
+    process with `terminate called without an active exception` (rc 134, issue 17)."""
     from tqdm import tqdm
 
+    tqdm.monitor_interval = 0
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
 
 

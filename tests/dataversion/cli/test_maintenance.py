@@ -35,9 +35,12 @@ def test_verify_loads_no_thread_starting_extras_and_exits_cleanly(tmp_path):
     code = (
         "import sys\nfrom dataversion.cli import main\n"
         f"try:\n    main(['verify', '--all', '--repo', {url!r}], standalone_mode=False)\nexcept SystemExit as e:\n    assert not e.code\n"
+        "import threading\nprint([t.name for t in threading.enumerate()])\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'grpc', 'feast', 'apache_beam', 'torch', 'dask'}))"
     )
     for _ in range(3):
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr
         assert p.stdout.strip().splitlines()[-1] == "[]"
+        # no thread left to die at interpreter shutdown (tqdm's monitor thread once was)
+        assert p.stdout.strip().splitlines()[-2] == "['MainThread']"
