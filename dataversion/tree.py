@@ -224,6 +224,23 @@ def sort_entries(entries: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ reading
+def entries_in_order(nodes: dict[str, Node], root: str, dtype: np.dtype) -> np.ndarray:
+    """The entries of the tree under `root`, in id order, from its nodes already read
+    (`nodes`: node id -> Node, every node of that tree)."""
+    parts: list[np.ndarray] = []
+
+    def walk(nid: str) -> None:
+        node = nodes[nid]
+        if node.is_leaf:
+            parts.append(node.entries)
+        else:
+            for c in node.children:
+                walk(c)
+
+    walk(root)
+    return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+
 class TreeReader:
     """Queries over one tree root. Every node read is checked against its name."""
 
@@ -290,7 +307,6 @@ class TreeReader:
     def _gather(self, node_id: str) -> np.ndarray:
         if node_id == EMPTY_ROOT:
             return self._empty()
-        parts: list[np.ndarray] = []
         frontier = [node_id]
         # breadth-first reads (parallel on remote stores), then an id-ordered assembly
         tree: dict[str, Node] = {}
@@ -302,16 +318,7 @@ class TreeReader:
                 nxt.extend(node.children)
             frontier = nxt
 
-        def walk(nid: str) -> None:
-            node = tree[nid]
-            if node.is_leaf:
-                parts.append(node.entries)
-            else:
-                for c in node.children:
-                    walk(c)
-
-        walk(node_id)
-        return np.concatenate(parts) if parts else self._empty()
+        return entries_in_order(tree, node_id, self.dtype)
 
     def entries_at(self, start: int, stop: int) -> np.ndarray:
         """The entries of ranks [start, stop) in id order (reads only the nodes covering them)."""

@@ -17,7 +17,7 @@ from ..objects import Commit
 from ..packing import Packing, packing_key, pointer_key, read_pointer, shard_infos, shard_prefix
 from ..records import ids_as_numpy
 from ..shards import decode_shard, entry_digests, payload_mismatches, shard_key
-from ..tree import EMPTY_ROOT, ENTRY, INDEX, SHARDS, _read_nodes, node_key
+from ..tree import EMPTY_ROOT, ENTRY, INDEX, SHARDS, _read_nodes, entries_in_order, node_key
 from .gc import reachable_commits, root_commits
 
 if TYPE_CHECKING:
@@ -100,18 +100,7 @@ def _walk(repo: Repo, root: str, dtype: np.dtype, nodes_seen: set[str], checked:
                 checked["tree_nodes"] += 1
             nxt.extend(node.children)
         frontier = nxt
-    out: list[np.ndarray] = []
-
-    def collect(nid: str) -> None:
-        node = parts[nid]
-        if node.is_leaf:
-            out.append(node.entries)
-        else:
-            for c in node.children:
-                collect(c)
-
-    collect(root)
-    entries = np.concatenate(out) if out else np.empty(0, dtype)
+    entries = entries_in_order(parts, root, dtype)
     if len(entries) > 1 and not (entries["id"][1:] > entries["id"][:-1]).all():
         from ..errors import CorruptObjectError
 
