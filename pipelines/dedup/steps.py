@@ -93,9 +93,8 @@ class DecideExact(beam.DoFn):
                 yield "band", key, rows
 
 
-class BucketPairs(beam.DoFn):
-    """(key range, [band rows]) -> (id range of a, candidate pairs), the branch's members
-    of the same buckets included."""
+class _BranchStep(beam.DoFn):
+    """A step that reads the branch's dedup state (`open_parent`, once per process)."""
 
     def __init__(
         self, repo_url: str, parent: str | None, config: IngestConfig, parts: int, scratch: str
@@ -103,10 +102,18 @@ class BucketPairs(beam.DoFn):
         self.repo_url, self.parent, self.config, self.parts = repo_url, parent, config, parts
         self.scratch = scratch
 
+    def branch(self):
+        return open_parent(self.repo_url, self.parent, self.config, self.scratch)
+
+
+class BucketPairs(_BranchStep):
+    """(key range, [band rows]) -> (id range of a, candidate pairs), the branch's members
+    of the same buckets included."""
+
     def process(self, element):
         key, tables = element
         modality, part = ("text", key) if key < self.parts else ("image", key - self.parts)
-        branch = open_parent(self.repo_url, self.parent, self.config, self.scratch)
+        branch = self.branch()
         pairs = sharded.bucket_pairs(
             sharded.concat(list(tables), sharded.BANDS_SCHEMA),
             branch.band_rows(modality, part, self.parts),
@@ -128,20 +135,14 @@ class AttachA(beam.DoFn):
         yield from sharded.attach_a(got["node"], got["pair"], self.parts)
 
 
-class VerifyB(beam.DoFn):
+class VerifyB(_BranchStep):
     """(id range, [("node", nodes), ("att", pairs)]) -> (id range, directed edges) of the
     verified pairs."""
-
-    def __init__(
-        self, repo_url: str, parent: str | None, config: IngestConfig, parts: int, scratch: str
-    ):
-        self.repo_url, self.parent, self.config, self.parts = repo_url, parent, config, parts
-        self.scratch = scratch
 
     def process(self, element):
         _, values = element
         got = _by_tag(values, {"node": sharded.ROWS_SCHEMA, "att": sharded.ATTACHED_SCHEMA})
-        branch = open_parent(self.repo_url, self.parent, self.config, self.scratch)
+        branch = self.branch()
         edges = sharded.verify_b(got["node"], got["att"], branch.hashes, self.config.dedup)
         yield from sharded.directed_edges(edges, self.parts)
 
@@ -201,21 +202,15 @@ class Propagate(beam.DoFn):
             yield q, ("member", members)
 
 
-class FinalSimilarity(beam.DoFn):
+class FinalSimilarity(_BranchStep):
     """(id range, [("node", nodes), ("member", members)]) -> (id range of the member,
     ("near", its duplicate row)) with its similarity to the representative."""
-
-    def __init__(
-        self, repo_url: str, parent: str | None, config: IngestConfig, parts: int, scratch: str
-    ):
-        self.repo_url, self.parent, self.config, self.parts = repo_url, parent, config, parts
-        self.scratch = scratch
 
     def process(self, element):
         _, values = element
         got = _by_tag(values, {"node": sharded.ROWS_SCHEMA, "member": sharded.FINAL_SCHEMA})
         if got["member"].num_rows:
-            branch = open_parent(self.repo_url, self.parent, self.config, self.scratch)
+            branch = self.branch()
             for q, rows in sharded.final_similarity(
                 got["node"], got["member"], branch.hashes, self.config.dedup, self.parts
             ):
