@@ -69,47 +69,75 @@ def sort_by_id(table: pa.Table) -> pa.Table:
     return table.take(pa.array(sort_order(ids)))
 
 
-def payload_hashes(table: pa.Table) -> list[bytes]:
-    """BLAKE2b-128 of each record's payload (text as UTF-8, or data), b"" where it has none."""
-    out: list[bytes] = []
-    texts = table.column("text").to_pylist()
-    datas = table.column("data").to_pylist()
+def _offsets_and_bytes(column: pa.ChunkedArray | pa.Array) -> tuple[list[int], memoryview, list[bool]]:
+    """One binary column as Python offsets, one memoryview over its bytes and validity, so a
+    per-row loop slices values without building Python strings."""
+    arr = column.cast(pa.large_binary())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    _, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, dtype=np.int64)[arr.offset : arr.offset + n + 1] if off_buf else np.zeros(n + 1, np.int64)
+    data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
+    return offsets.tolist(), data, arr.is_valid().to_numpy(zero_copy_only=False).tolist()
+
+
+def _payload_digests(table: pa.Table) -> Iterator[bytes]:
+    """`payload_hashes`, one at a time."""
+    to, tb, tv = _offsets_and_bytes(table.column("text"))
+    do, db, dv = _offsets_and_bytes(table.column("data"))
     b2 = hashlib.blake2b
-    for t, d in zip(texts, datas):
-        if t is not None:
-            out.append(b"t" + b2(t.encode("utf-8"), digest_size=16).digest())
-        elif d is not None:
-            out.append(b"d" + b2(d, digest_size=16).digest())
+    for i in range(table.num_rows):
+        if tv[i]:
+            yield b"t" + b2(tb[to[i] : to[i + 1]], digest_size=16).digest()
+        elif dv[i]:
+            yield b"d" + b2(db[do[i] : do[i + 1]], digest_size=16).digest()
         else:
-            out.append(b"-")
-    return out
+            yield b"-"
+
+
+def payload_hashes(table: pa.Table) -> list[bytes]:
+    """BLAKE2b-128 of each record's payload (text as UTF-8, or data), tagged `t`/`d`; b"-"
+    where it has none."""
+    return list(_payload_digests(table))
+
+
+_NULL_FIELD = 0xFFFFFFFF  # the length prefix of a null metadata field (distinct from empty)
+
+
+def _entry_prefixes(table: pa.Table) -> pa.Array:
+    """Per record, the bytes an entry digest starts with: its id, then each metadata field
+    length-prefixed (u32 little endian; null: 0xffffffff and no bytes), joined by Arrow."""
+    n = table.num_rows
+    parts: list[pa.Array] = [table.column("record_id").cast(pa.binary())]
+    for name in ENTRY_COLUMNS[1:]:
+        col = table.column(name).cast(pa.binary())
+        lengths = pc.binary_length(col).to_numpy(zero_copy_only=False)
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        prefix = np.where(valid, np.nan_to_num(lengths, nan=0), _NULL_FIELD).astype("<u4")
+        parts.append(pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(prefix.tobytes())])
+                     .cast(pa.binary()))
+        parts.append(col.fill_null(b""))
+    joined = pc.binary_join_element_wise(*parts, b"")
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
 def entry_digests(table: pa.Table, payload: list[bytes] | None = None) -> np.ndarray:
     """The content-tree digest of each record ('S16'): BLAKE2b-128 of its id, the metadata
     training sees (modality, source, label, meta; each length-prefixed, null distinct from
     empty) and its payload's BLAKE2b-128 (`payload_hashes`). A cryptographic hash: a commit id
-    binds every record's metadata and payload bytes, whatever the record id hash is."""
+    binds every record's metadata and payload bytes, whatever the record id hash is.
+    One Python loop over memoryview slices: no per-record strings are built."""
     n = table.num_rows
     if n == 0:
         return np.empty(0, dtype="S16")
-    ids = ids_as_numpy(table.column("record_id")).tobytes()
-    cols = [table.column(c).to_pylist() for c in ENTRY_COLUMNS[1:]]
-    payload = payload_hashes(table) if payload is None else payload
+    po, pb, _ = _offsets_and_bytes(_entry_prefixes(table))
+    payloads = iter(payload) if payload is not None else _payload_digests(table)
     b2 = hashlib.blake2b
-    null = b"\xff\xff\xff\xff"
     out = []
-    for i in range(n):
-        h = b2(ids[16 * i : 16 * i + 16], digest_size=16)
-        for col in cols:
-            v = col[i]
-            if v is None:
-                h.update(null)
-            else:
-                raw = v.encode("utf-8")
-                h.update(len(raw).to_bytes(4, "little"))
-                h.update(raw)
-        h.update(payload[i])
+    for i, ph in zip(range(n), payloads):
+        h = b2(pb[po[i] : po[i + 1]], digest_size=16)
+        h.update(ph)
         out.append(h.digest())
     return np.frombuffer(b"".join(out), dtype="S16")
 

@@ -9,9 +9,20 @@ the same root whatever sequence of inserts and deletes built it, and a change to
 the nodes on the paths of the changed ids (O(change x log N) reads and writes).
 
 Nodes are serialized compactly (`L`/`I`, a dtype tag, then raw entries, or a child bitmap
-and 32-byte child ids with u64 counts), named by the SHA-256 of their bytes and stored as
-`tree/<sha256 hex>`. Inner nodes name their children by those hashes: the root is a Merkle
-root over every entry. The empty tree is `EMPTY_ROOT`, a constant that is never stored.
+and 32-byte child ids with u64 counts) and named by the SHA-256 of those canonical bytes.
+Inner nodes name their children by those hashes: the root is a Merkle root over every entry.
+The empty tree is `EMPTY_ROOT`, a constant that is never stored.
+
+Where nodes are stored is not part of what they hash. A write stores its new nodes in node
+packs (`treepacks/<sha256 of the pack's bytes, 32 hex>`, concatenated nodes, children
+before parents) and each root once more on its own (`tree/<node id>`, which is how readers
+find a tree). After its canonical bytes an inner node carries location hints: for each
+child, the pack (or "this pack", or "stored on its own") and the byte range. Readers follow
+the hints and check every node they read against the id its parent names; the hints steer
+reads, they are never trusted. Nodes written one object each (the first format-2 writes)
+have no hints and are read as `tree/<id>`. One pack per write keeps a commit's node writes
+to a few objects however many nodes change (a 200,000-record commit: 1 pack instead of
+8,739 objects).
 
 Three entry kinds share the machinery (the tag in each node says which):
 - `ENTRY` (content tree): record id + digest (BLAKE2b-128 of id, metadata, payload hash);
@@ -24,8 +35,9 @@ Node reads are checked against their names and cached per process (LRU).
 from __future__ import annotations
 
 import hashlib
+import struct
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -43,24 +55,48 @@ _TAG_OF = {ENTRY: 1, INDEX: 2, SHARDS: 3}
 LEAF_MAX = 128
 EMPTY_ROOT = "0" * 64
 TREE_PREFIX = "tree/"
+PACK_PREFIX = "treepacks/"
+PACK_MAX = 1 << 30  # bytes of one node pack (offsets are u32); a bigger write starts another
+_STANDALONE = 255  # hint: the child is stored on its own as tree/<id>
+_HINT = struct.Struct("<BII")  # pack index, offset, length
+_COALESCE_GAP = 16 * 1024  # node ranges of one pack closer than this are read in one request
+
+# Where a node is: (store key, offset, length); length -1 means the whole object.
+Loc = tuple[str, int, int]
 _CACHE_NODES = 32768
 _IO_THREADS = 8
 
 
 def node_key(node_id: str) -> str:
-    """Store key of a tree node."""
+    """Store key of a tree node stored on its own (every root is)."""
     return f"{TREE_PREFIX}{node_id}"
+
+
+def pack_key(name: str) -> str:
+    """Store key of a node pack."""
+    return f"{PACK_PREFIX}{name}"
+
+
+def standalone(node_id: str) -> Loc:
+    """The location of a node stored on its own."""
+    return (node_key(node_id), 0, -1)
 
 
 @dataclass(frozen=True)
 class Node:
-    """A parsed node: a leaf (`entries`) or an inner node (`nibbles`, `children`, `counts`)."""
+    """A parsed node: a leaf (`entries`) or an inner node (`nibbles`, `children`, `counts`,
+    and `locs`: where each child is stored)."""
 
     dtype: np.dtype
     entries: np.ndarray | None = None
     nibbles: tuple[int, ...] = ()
     children: tuple[str, ...] = ()
     counts: tuple[int, ...] = ()
+    locs: tuple[Loc, ...] = ()
+
+    def kids(self) -> list[tuple[str, Loc]]:
+        """(child id, location) of each child."""
+        return list(zip(self.children, self.locs))
 
     @property
     def is_leaf(self) -> bool:
@@ -87,8 +123,32 @@ def encode_inner(dtype: np.dtype, nibbles: list[int], children: list[str], count
     return b"".join(parts)
 
 
-def decode_node(data: bytes, node_id: str = "?") -> Node:
-    """Parse a node's bytes (CorruptObjectError if they are not a node)."""
+def encode_hints(locs: list[Loc], own: str | None) -> bytes:
+    """The location hints of an inner node's children; `own`: the key of the pack the node is
+    stored in (children there are named "this pack", so a pack's bytes do not name itself)."""
+    names: list[str] = []
+    hints = []
+    for key, off, length in locs:
+        if length < 0:
+            hints.append(_HINT.pack(_STANDALONE, 0, 0))
+            continue
+        name = "" if key == own else key[len(PACK_PREFIX):]
+        if name not in names:
+            names.append(name)
+        hints.append(_HINT.pack(names.index(name), off, length))
+    return b"".join([bytes([len(names)]), *(bytes.fromhex(n) if n else bytes(16) for n in names), *hints])
+
+
+def canonical_length(data: bytes) -> int:
+    """How many leading bytes of a stored node are its canonical form (what its id hashes)."""
+    if data[:1] == b"I" and len(data) >= 4:
+        return 4 + 40 * bin(int.from_bytes(data[2:4], "little")).count("1")
+    return len(data)
+
+
+def decode_node(data: bytes, node_id: str = "?", own: str | None = None) -> Node:
+    """Parse a node's stored bytes (CorruptObjectError if they are not a node); `own`: the
+    pack it was read from."""
     try:
         kind, tag = data[:1], data[1]
         dtype = _TAGS[tag]
@@ -100,14 +160,37 @@ def decode_node(data: bytes, node_id: str = "?") -> Node:
         if kind == b"I":
             bitmap = int.from_bytes(data[2:4], "little")
             nibbles = tuple(n for n in range(16) if bitmap >> n & 1)
-            body = data[4:]
-            if len(body) != 40 * len(nibbles):
+            k = len(nibbles)
+            canon = 4 + 40 * k
+            if len(data) < canon:
                 raise ValueError("inner node length does not match its bitmap")
-            children = tuple(body[40 * i : 40 * i + 32].hex() for i in range(len(nibbles)))
-            counts = tuple(int.from_bytes(body[40 * i + 32 : 40 * i + 40], "little") for i in range(len(nibbles)))
-            return Node(dtype, nibbles=nibbles, children=children, counts=counts)
+            body = data[4:canon]
+            children = tuple(body[40 * i : 40 * i + 32].hex() for i in range(k))
+            counts = tuple(int.from_bytes(body[40 * i + 32 : 40 * i + 40], "little") for i in range(k))
+            if len(data) == canon:  # no hints: every child is stored on its own
+                locs = tuple(standalone(c) for c in children)
+            else:
+                npacks = data[canon]
+                pos = canon + 1 + 16 * npacks
+                if len(data) != pos + _HINT.size * k:
+                    raise ValueError("inner node hints are truncated")
+                names = []
+                for i in range(npacks):
+                    raw = data[canon + 1 + 16 * i : canon + 17 + 16 * i]
+                    if any(raw):
+                        names.append(pack_key(raw.hex()))
+                    elif own is None:
+                        raise ValueError("a node stored on its own names 'this pack'")
+                    else:
+                        names.append(own)
+                out = []
+                for i, child in enumerate(children):
+                    idx, off, length = _HINT.unpack_from(data, pos + _HINT.size * i)
+                    out.append(standalone(child) if idx == _STANDALONE else (names[idx], off, length))
+                locs = tuple(out)
+            return Node(dtype, nibbles=nibbles, children=children, counts=counts, locs=locs)
         raise ValueError(f"unknown node kind {kind!r}")
-    except (IndexError, KeyError, ValueError) as e:
+    except (IndexError, KeyError, ValueError, struct.error) as e:
         raise CorruptObjectError(f"tree node {node_id} cannot be parsed: {e}") from e
 
 
@@ -144,35 +227,77 @@ class _NodeCache:
 NODE_CACHE = _NodeCache(_CACHE_NODES)
 
 
-def _read_nodes(store: Store, node_ids: list[str], *, cached: bool = True) -> list[Node]:
-    """Nodes by id, checked against their names (parallel reads on a remote store)."""
-    out: list[Node | None] = [NODE_CACHE.get((store.url, n)) if cached else None for n in node_ids]
+def _check(data: bytes, node_id: str, where: str, own: str | None) -> Node:
+    actual = node_id_of(data[: canonical_length(data)])
+    if actual != node_id:
+        raise CorruptObjectError(f"tree node {node_id} is corrupt: its bytes in {where} hash to {actual}",
+                                 hint="run `dataversion verify`")
+    return decode_node(data, node_id, own)
+
+
+def _spans(items: list[tuple[int, int, int]]) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
+    """(offset, length, index) ranges of one pack grouped into spans read in one request."""
+    items = sorted(items, key=lambda t: t[0])
+    spans: list[tuple[int, int, list[tuple[int, int, int]]]] = []
+    for off, length, i in items:
+        if spans and off <= spans[-1][0] + spans[-1][1] + _COALESCE_GAP:
+            start, ln, members = spans[-1]
+            spans[-1] = (start, max(ln, off + length - start), members + [(off, length, i)])
+        else:
+            spans.append((off, length, [(off, length, i)]))
+    return spans
+
+
+def _read_nodes(store: Store, refs: list[tuple[str, Loc]], *, cached: bool = True) -> list[Node]:
+    """Nodes by (id, location), each checked against its id (parallel reads on a remote
+    store; nodes near each other in one pack are read in one range request)."""
+    out: list[Node | None] = [NODE_CACHE.get((store.url, n)) if cached else None for n, _ in refs]
     missing = [i for i, n in enumerate(out) if n is None]
+    if not missing:
+        return out  # type: ignore[return-value]
+    jobs: list[tuple[str, int, int, list[tuple[int, int, int]]]] = []  # (key, start, length, members)
+    by_pack: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for i in missing:
+        key, off, length = refs[i][1]
+        if length < 0:
+            jobs.append((key, 0, -1, [(0, -1, i)]))
+        else:
+            by_pack[key].append((off, length, i))
+    for key, items in by_pack.items():
+        jobs.extend((key, start, ln, members) for start, ln, members in _spans(items))
 
-    def fetch(node_id: str) -> Node:
+    def run(job: tuple[str, int, int, list[tuple[int, int, int]]]) -> list[tuple[int, Node]]:
+        key, start, length, members = job
         try:
-            data = store.get(node_key(node_id))
+            data = store.get(key) if length < 0 else store.read_range(key, start, length)
         except NotFoundError:
-            raise NotFoundError(f"tree node {node_id} is missing from {store.url}", hint="run `dataversion verify`") from None
-        actual = node_id_of(data)
-        if actual != node_id:
-            raise CorruptObjectError(f"tree node {node_id} is corrupt: its bytes hash to {actual}", hint="run `dataversion verify`")
-        node = decode_node(data, node_id)
-        NODE_CACHE.put((store.url, node_id), node)
-        return node
+            what = f"tree node {refs[members[0][2]][0]}" + ("" if length < 0 else f" (node pack {key})")
+            raise NotFoundError(f"{what} is missing from {store.url}", hint="run `dataversion verify`") from None
+        got = []
+        for off, ln, i in members:
+            nid = refs[i][0]
+            part = data if ln < 0 else data[off - start : off - start + ln]
+            if ln >= 0 and len(part) != ln:
+                raise CorruptObjectError(f"tree node {nid} is corrupt: node pack {key} is truncated",
+                                         hint="run `dataversion verify`")
+            node = _check(part, nid, key, None if ln < 0 else key)
+            NODE_CACHE.put((store.url, nid), node)
+            got.append((i, node))
+        return got
 
-    if len(missing) > 1 and store.local_path(node_key(node_ids[missing[0]])) is None:
+    if len(jobs) > 1 and store.local_path(jobs[0][0]) is None:
         with ThreadPoolExecutor(max_workers=_IO_THREADS) as pool:
-            for i, node in zip(missing, pool.map(fetch, [node_ids[i] for i in missing])):
-                out[i] = node
+            results = list(pool.map(run, jobs))
     else:
-        for i in missing:
-            out[i] = fetch(node_ids[i])
+        results = [run(j) for j in jobs]
+    for got in results:
+        for i, node in got:
+            out[i] = node
     return out  # type: ignore[return-value]
 
 
-def read_node(store: Store, node_id: str) -> Node:
-    return _read_nodes(store, [node_id])[0]
+def read_node(store: Store, node_id: str, loc: Loc | None = None) -> Node:
+    return _read_nodes(store, [(node_id, loc or standalone(node_id))])[0]
 
 
 # ------------------------------------------------------------------ id helpers
@@ -247,11 +372,14 @@ class TreeReader:
     def __init__(self, store: Store, root: str, dtype: np.dtype = ENTRY, *, cached: bool = True):
         self.store, self.root, self.dtype, self.cached = store, root, dtype, cached
 
-    def _nodes(self, node_ids: list[str]) -> list[Node]:
-        return _read_nodes(self.store, node_ids, cached=self.cached)
+    def _nodes(self, refs: list[tuple[str, Loc]]) -> list[Node]:
+        return _read_nodes(self.store, refs, cached=self.cached)
 
-    def _node(self, node_id: str) -> Node:
-        return self._nodes([node_id])[0]
+    def _node(self, node_id: str, loc: Loc | None = None) -> Node:
+        return self._nodes([(node_id, loc or standalone(node_id))])[0]
+
+    def _root_ref(self) -> tuple[str, Loc]:
+        return (self.root, standalone(self.root))
 
     def _empty(self) -> np.ndarray:
         return np.empty(0, dtype=self.dtype)
@@ -271,7 +399,7 @@ class TreeReader:
             return found, out
         order = np.argsort(ids, kind="stable")
         sids = ids[order]
-        frontier = [(self.root, 0, 0, len(sids))]
+        frontier = [(self._root_ref(), 0, 0, len(sids))]
         while frontier:
             nodes = self._nodes([f[0] for f in frontier])
             nxt = []
@@ -288,7 +416,7 @@ class TreeReader:
                     found[idx] = True
                     out[idx] = e[pos[hit]]
                     continue
-                children = dict(zip(node.nibbles, node.children))
+                children = dict(zip(node.nibbles, node.kids()))
                 for nib, s, t in _split(q, depth):
                     child = children.get(nib)
                     if child is not None:
@@ -304,18 +432,18 @@ class TreeReader:
         """Every entry, sorted by id (reads the whole tree)."""
         return self._gather(self.root)
 
-    def _gather(self, node_id: str) -> np.ndarray:
+    def _gather(self, node_id: str, loc: Loc | None = None) -> np.ndarray:
         if node_id == EMPTY_ROOT:
             return self._empty()
-        frontier = [node_id]
+        frontier = [(node_id, loc or standalone(node_id))]
         # breadth-first reads (parallel on remote stores), then an id-ordered assembly
         tree: dict[str, Node] = {}
         while frontier:
             nodes = self._nodes(frontier)
             nxt = []
-            for nid, node in zip(frontier, nodes):
+            for (nid, _), node in zip(frontier, nodes):
                 tree[nid] = node
-                nxt.extend(node.children)
+                nxt.extend(node.kids())
             frontier = nxt
 
         return entries_in_order(tree, node_id, self.dtype)
@@ -326,17 +454,17 @@ class TreeReader:
             return self._empty()
         parts: list[np.ndarray] = []
 
-        def walk(nid: str, offset: int) -> None:
-            node = self._node(nid)
+        def walk(nid: str, loc: Loc, offset: int) -> None:
+            node = self._node(nid, loc)
             if node.is_leaf:
                 parts.append(node.entries[max(0, start - offset) : max(0, stop - offset)])
                 return
-            for child, count in zip(node.children, node.counts):
+            for (child, cloc), count in zip(node.kids(), node.counts):
                 if offset < stop and offset + count > start:
-                    walk(child, offset)
+                    walk(child, cloc, offset)
                 offset += count
 
-        walk(self.root, 0)
+        walk(*self._root_ref(), 0)
         return np.concatenate(parts) if parts else self._empty()
 
     def index_of(self, ids: np.ndarray) -> np.ndarray:
@@ -347,9 +475,9 @@ class TreeReader:
             if self.root == EMPTY_ROOT:
                 break
             q = ids[i : i + 1]
-            nid, depth, offset = self.root, 0, 0
+            (nid, loc), depth, offset = self._root_ref(), 0, 0
             while True:
-                node = self._node(nid)
+                node = self._node(nid, loc)
                 if node.is_leaf:
                     pos = int(np.searchsorted(node.entries["id"], q[0]))
                     if pos < len(node.entries) and node.entries["id"][pos] == q[0]:
@@ -357,14 +485,14 @@ class TreeReader:
                     break
                 nib = int(_nibbles(q, depth)[0])
                 nxt = None
-                for n, child, count in zip(node.nibbles, node.children, node.counts):
+                for n, kid, count in zip(node.nibbles, node.kids(), node.counts):
                     if n == nib:
-                        nxt = child
+                        nxt = kid
                         break
                     offset += count
                 if nxt is None:
                     break
-                nid, depth = nxt, depth + 1
+                (nid, loc), depth = nxt, depth + 1
         return out
 
     def diff(self, other_root: str) -> tuple[np.ndarray, np.ndarray]:
@@ -376,50 +504,65 @@ class TreeReader:
         theirs: list[np.ndarray] = []
         other = TreeReader(self.store, other_root, self.dtype, cached=self.cached)
 
-        def walk(a: str, b: str) -> None:
+        empty = (EMPTY_ROOT, standalone(EMPTY_ROOT))
+
+        def walk(ra: tuple[str, Loc], rb: tuple[str, Loc]) -> None:
+            (a, la), (b, lb) = ra, rb
             if a == b:
                 return
             if a == EMPTY_ROOT or b == EMPTY_ROOT:
-                mine.append(self._gather(a))
-                theirs.append(other._gather(b))
+                mine.append(self._gather(a, la))
+                theirs.append(other._gather(b, lb))
                 return
-            na, nb = self._nodes([a, b])
+            na, nb = self._nodes([ra, rb])
             if na.is_leaf or nb.is_leaf:
-                ea, eb = self._gather(a), other._gather(b)
+                ea, eb = self._gather(a, la), other._gather(b, lb)
                 ka = ea.view(np.dtype((np.void, ea.dtype.itemsize)))
                 kb = eb.view(np.dtype((np.void, eb.dtype.itemsize)))
                 mine.append(ea[~np.isin(ka, kb)])
                 theirs.append(eb[~np.isin(kb, ka)])
                 return
-            ca, cb = dict(zip(na.nibbles, na.children)), dict(zip(nb.nibbles, nb.children))
+            ca, cb = dict(zip(na.nibbles, na.kids())), dict(zip(nb.nibbles, nb.kids()))
             for nib in range(16):
-                x, y = ca.get(nib, EMPTY_ROOT), cb.get(nib, EMPTY_ROOT)
-                if x != y:
+                x, y = ca.get(nib, empty), cb.get(nib, empty)
+                if x[0] != y[0]:
                     walk(x, y)
 
-        walk(self.root, other_root)
+        walk(self._root_ref(), other._root_ref())
         cat = lambda ps: np.concatenate(ps) if ps else self._empty()  # noqa: E731
         return cat(mine), cat(theirs)
 
     def node_ids(self, skip: set[str] | None = None) -> list[str]:
         """Every node id this tree reaches, not descending into ids in `skip` (gc's visited
         set: shared subtrees are walked once). Adds what it returns to `skip` when given."""
+        return self._walk_refs(skip)[0]
+
+    def object_keys(self, skip: set[str] | None = None) -> set[str]:
+        """The store objects this tree's nodes are read from (the root's own object, the node
+        packs and own objects its hints name), not descending into node ids in `skip` (see
+        `node_ids`). A skipped child's location still counts: the same node may be stored in
+        two packs, and this tree reads the copy its parent names."""
+        return self._walk_refs(skip)[1]
+
+    def _walk_refs(self, skip: set[str] | None) -> tuple[list[str], set[str]]:
         seen = skip if skip is not None else set()
-        out: list[str] = []
-        frontier = [self.root] if self.root != EMPTY_ROOT and self.root not in seen else []
-        for n in frontier:
+        ids: list[str] = []
+        keys: set[str] = {node_key(self.root)} if self.root != EMPTY_ROOT else set()
+        frontier = [self._root_ref()] if self.root != EMPTY_ROOT and self.root not in seen else []
+        for n, _ in frontier:
             seen.add(n)
         while frontier:
-            out.extend(frontier)
+            ids.extend(n for n, _ in frontier)
             nodes = self._nodes(frontier)
             nxt = []
             for node in nodes:
-                for c in node.children:
+                for c, loc in node.kids():
+                    keys.add(loc[0])
                     if c not in seen:
                         seen.add(c)
-                        nxt.append(c)
+                        nxt.append((c, loc))
             frontier = nxt
-        return out
+        return ids, keys
 
     def blocks(self, target: int) -> list[int]:
         """The tree's entries cut into contiguous id ranges of about `target` entries: their
@@ -430,18 +573,18 @@ class TreeReader:
             return []
         pieces: list[int] = []
 
-        def walk(nid: str, count: int) -> None:
+        def walk(nid: str, loc: Loc, count: int) -> None:
             if count <= target:
                 pieces.append(count)
                 return
-            node = self._node(nid)
+            node = self._node(nid, loc)
             if node.is_leaf:
                 pieces.append(count)
                 return
-            for child, c in zip(node.children, node.counts):
-                walk(child, c)
+            for (child, cloc), c in zip(node.kids(), node.counts):
+                walk(child, cloc, c)
 
-        walk(self.root, len(self))
+        walk(*self._root_ref(), len(self))
         out: list[int] = []
         for p in pieces:
             if out and out[-1] + p <= target:
@@ -452,32 +595,65 @@ class TreeReader:
 
 
 # ------------------------------------------------------------------ writing
+class NodeBatch:
+    """New nodes not stored yet, shared by the writers of one commit (content tree, packing
+    index, shard table) so one `flush` stores them together: `nodes` in the order they were
+    built (children before parents) as (canonical bytes, child ids, child locations; None for
+    a child in this batch), and `roots`, the trees' roots, each also stored on its own."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, tuple[bytes, tuple[str, ...], tuple[Loc | None, ...]]] = {}
+        self.roots: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.nodes)
+
+
 class TreeWriter:
     """Builds and changes trees, storing only the nodes that are new."""
 
-    def __init__(self, store: Store, dtype: np.dtype = ENTRY, *, pending: dict[str, bytes] | None = None):
-        """`pending`: a node buffer shared by several writers (of other entry kinds) so one
-        `flush` stores all their new nodes in one batch."""
+    def __init__(self, store: Store, dtype: np.dtype = ENTRY, *, pending: NodeBatch | None = None):
+        """`pending`: a node batch shared by several writers (of other entry kinds) so one
+        `flush` stores all their new nodes in one pack."""
         self.store, self.dtype = store, dtype
-        self.pending: dict[str, bytes] = {} if pending is None else pending
+        self.pending = NodeBatch() if pending is None else pending
         self.nodes_written = 0
         self.bytes_written = 0
 
+    # -- nodes of this batch or of the store
     def _emit_leaf(self, entries: np.ndarray) -> tuple[str, int]:
         if len(entries) == 0:
             return EMPTY_ROOT, 0
         data = encode_leaf(entries)
         nid = node_id_of(data)
-        self.pending[nid] = data
-        NODE_CACHE.put((self.store.url, nid), Node(self.dtype, entries=np.frombuffer(data[2:], dtype=self.dtype)))
+        self.pending.nodes.setdefault(nid, (data, (), ()))
         return nid, len(entries)
 
-    def _emit_inner(self, nibbles: list[int], children: list[str], counts: list[int]) -> tuple[str, int]:
+    def _emit_inner(self, nibbles: list[int], children: list[str], counts: list[int],
+                    locs: list[Loc | None]) -> tuple[str, int]:
         data = encode_inner(self.dtype, nibbles, children, counts)
         nid = node_id_of(data)
-        self.pending[nid] = data
-        NODE_CACHE.put((self.store.url, nid), Node(self.dtype, nibbles=tuple(nibbles), children=tuple(children), counts=tuple(counts)))
+        self.pending.nodes.setdefault(nid, (data, tuple(children), tuple(locs)))
         return nid, sum(counts)
+
+    def _get(self, nid: str, loc: Loc | None) -> Node:
+        """A node of this batch (its locations None where the child is in the batch too) or
+        of the store."""
+        held = self.pending.nodes.get(nid)
+        if held is not None:
+            data, _, locs = held
+            node = decode_node(data, nid)
+            return node if node.is_leaf else Node(node.dtype, nibbles=node.nibbles, children=node.children,
+                                                  counts=node.counts, locs=locs)  # type: ignore[arg-type]
+        return read_node(self.store, nid, loc)
+
+    def _entries_of(self, nid: str, loc: Loc | None) -> np.ndarray:
+        """Entries under a node, including nodes of this batch."""
+        node = self._get(nid, loc)
+        if node.is_leaf:
+            return node.entries
+        parts = [self._entries_of(c, cl) for c, cl in zip(node.children, node.locs)]
+        return np.concatenate(parts) if parts else np.empty(0, self.dtype)
 
     def _build(self, entries: np.ndarray, depth: int) -> tuple[str, int]:
         if len(entries) <= LEAF_MAX:
@@ -488,22 +664,82 @@ class TreeWriter:
             nibbles.append(nib)
             children.append(cid)
             counts.append(c)
-        return self._emit_inner(nibbles, children, counts)
+        return self._emit_inner(nibbles, children, counts, [None] * len(children))
 
+    # -- storing
     def flush(self) -> None:
-        """Store the nodes built since the last flush (before anything names their root)."""
-        items = list(self.pending.items())
-        self.pending.clear()
+        """Store the nodes built since the last flush (before anything names their root): one
+        node pack (more past PACK_MAX bytes) and each root on its own."""
+        batch = self.pending
+        items = list(batch.nodes.items())
+        roots = [r for r in batch.roots if r in batch.nodes]
+        batch_roots = set(roots)
+        batch.nodes.clear()
+        batch.roots.clear()
         if not items:
             return
-        self.store.put_many([(node_key(k), v) for k, v in items])
+        where: dict[str, Loc] = {}  # final location of each node of the batch
+        current: list[tuple[str, bytes]] = []  # nodes of the pack being filled, (id, stored bytes)
+        size = 0
+        OPEN = "\0open"  # the key of the pack being filled, until its bytes are complete
+        packs: list[tuple[str, bytes]] = []
+        final: list[tuple[str, bytes, str]] = []  # (id, stored bytes, pack key)
+
+        def close() -> None:
+            nonlocal current, size
+            if not current:
+                return
+            data = b"".join(d for _, d in current)
+            key = pack_key(hashlib.sha256(data).hexdigest()[:32])
+            packs.append((key, data))
+            for nid, d in current:
+                off, length = where[nid][1], where[nid][2]
+                where[nid] = (key, off, length)
+                final.append((nid, d, key))
+            current, size = [], 0
+
+        def resolve(kids: tuple[str, ...], locs: tuple[Loc | None, ...]) -> list[Loc]:
+            return [where[c] if loc is None else loc for c, loc in zip(kids, locs)]
+
+        # a root no other new node names is stored on its own only
+        named = {c for _, (_, kids, locs) in items for c, loc in zip(kids, locs) if loc is None}
+        for nid, (canon, kids, locs) in items:
+            if nid in batch_roots and nid not in named:
+                continue
+            if kids:
+                stored = canon + encode_hints(resolve(kids, locs), OPEN)
+            else:
+                stored = canon
+            if size and size + len(stored) > PACK_MAX:
+                close()
+                if kids:  # children that were in the pack just closed now have its name
+                    stored = canon + encode_hints(resolve(kids, locs), OPEN)
+            where[nid] = (OPEN, size, len(stored))
+            current.append((nid, stored))
+            size += len(stored)
+        close()
+        held = dict(items)
+        own = []
+        for r in roots:  # each root once more on its own, its hints naming packs explicitly
+            canon, kids, locs = held[r]
+            own.append((node_key(r), canon + encode_hints(resolve(kids, locs), None) if kids else canon))
+        self.store.put_many(packs + own)
         self.nodes_written += len(items)
-        self.bytes_written += sum(len(v) for _, v in items)
+        self.bytes_written += sum(len(d) for _, d in packs) + sum(len(d) for _, d in own)
+        for nid, stored, key in final:
+            NODE_CACHE.put((self.store.url, nid), decode_node(stored, nid, key))
+        for key, stored in own:
+            NODE_CACHE.put((self.store.url, key[len(TREE_PREFIX):]), decode_node(stored, key[len(TREE_PREFIX):]))
+
+    def _root(self, root: str) -> str:
+        if root != EMPTY_ROOT:
+            self.pending.roots.add(root)
+        return root
 
     def build(self, entries: np.ndarray) -> str:
         """Store the tree of `entries` (any order; a repeated id keeps the last); its root."""
         entries = sort_entries(np.asarray(entries, dtype=self.dtype))
-        root, _ = self._build(entries, 0)
+        root = self._root(self._build(entries, 0)[0])
         self.flush()
         return root
 
@@ -518,15 +754,15 @@ class TreeWriter:
             dels = dels[~_contains_sorted(ups["id"], dels)]
         if not len(ups) and not len(dels):
             return root
-        new_root, _ = self._apply(root, 0, ups, dels)
+        new_root = self._root(self._apply(root, standalone(root), 0, ups, dels)[0])
         if flush:
             self.flush()
         return new_root
 
-    def _apply(self, nid: str, depth: int, ups: np.ndarray, dels: np.ndarray) -> tuple[str, int]:
+    def _apply(self, nid: str, loc: Loc | None, depth: int, ups: np.ndarray, dels: np.ndarray) -> tuple[str, int]:
         if nid == EMPTY_ROOT:
             return self._build(ups, depth)
-        node = read_node(self.store, nid)
+        node = self._get(nid, loc)
         if node.is_leaf:
             e = node.entries
             drop = _contains_sorted(dels, e["id"]) if len(dels) else np.zeros(len(e), bool)
@@ -537,42 +773,30 @@ class TreeWriter:
             merged = np.concatenate([e[~drop], ups])
             merged = merged[np.argsort(merged["id"], kind="stable")]
             return self._build(merged, depth)
-        kids = dict(zip(node.nibbles, zip(node.children, node.counts)))
+        kids = {n: (c, k, cl) for n, c, k, cl in zip(node.nibbles, node.children, node.counts, node.locs)}
         up_runs = {n: (a, b) for n, a, b in _split(ups["id"], depth)}
         del_runs = {n: (a, b) for n, a, b in _split(dels, depth)}
         changed = False
         for nib in sorted(set(up_runs) | set(del_runs)):
-            child, count = kids.get(nib, (EMPTY_ROOT, 0))
+            child, count, cloc = kids.get(nib, (EMPTY_ROOT, 0, None))
             ua, ub = up_runs.get(nib, (0, 0))
             da, db = del_runs.get(nib, (0, 0))
             if child == EMPTY_ROOT and ub == ua:
                 continue
-            new_child, new_count = self._apply(child, depth + 1, ups[ua:ub], dels[da:db])
+            new_child, new_count = self._apply(child, cloc, depth + 1, ups[ua:ub], dels[da:db])
             if new_child != child:
                 changed = True
                 if new_count:
-                    kids[nib] = (new_child, new_count)
+                    kids[nib] = (new_child, new_count, None)  # built in this batch
                 else:
                     kids.pop(nib, None)
         if not changed:
             return nid, node.count
-        total = sum(c for _, c in kids.values())
+        total = sum(k for _, k, _ in kids.values())
         if total <= LEAF_MAX:
-            reader = TreeReader(self.store, EMPTY_ROOT, self.dtype)
-            parts = [self._entries_of(child) for n, (child, _) in sorted(kids.items())]
-            merged = np.concatenate(parts) if parts else reader._empty()
+            parts = [self._entries_of(child, cloc) for _, (child, _, cloc) in sorted(kids.items())]
+            merged = np.concatenate(parts) if parts else np.empty(0, self.dtype)
             return self._emit_leaf(merged)
         order = sorted(kids)
-        return self._emit_inner(order, [kids[n][0] for n in order], [kids[n][1] for n in order])
-
-    def _entries_of(self, nid: str) -> np.ndarray:
-        """Entries under a node, including nodes built in this writer and not flushed yet."""
-        node = NODE_CACHE.get((self.store.url, nid))
-        if node is None and nid in self.pending:
-            node = decode_node(self.pending[nid], nid)
-        if node is None:
-            node = read_node(self.store, nid)
-        if node.is_leaf:
-            return node.entries
-        parts = [self._entries_of(c) for c in node.children]
-        return np.concatenate(parts) if parts else np.empty(0, self.dtype)
+        return self._emit_inner(order, [kids[n][0] for n in order], [kids[n][1] for n in order],
+                                [kids[n][2] for n in order])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from .porcelain.erase import after_commit
 from .records import conform, ids_as_numpy, ids_to_hex
 from .refs import default_author
 from .shards import TARGET_SHARD_BYTES, entry_digests, first_occurrences, modality_counts, shard_key
-from .tree import EMPTY_ROOT, ENTRY, INDEX, SHARDS, TreeWriter
+from .tree import EMPTY_ROOT, ENTRY, INDEX, SHARDS, NodeBatch, TreeWriter
 
 if TYPE_CHECKING:
     from .repo import Repo
@@ -233,11 +234,15 @@ def _write_commit(
         elif keep.any():
             new_table = table.filter(pa.array(keep))
     if new_table is not None:
-        refs, result.bytes_written, parts = repo.write_shards_counted(new_table, target_shard_bytes)
+        # the shards are encoded and stored in threads (Parquet releases the GIL) while this
+        # thread hashes the records for the content tree
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            writing = pool.submit(repo.write_shards_counted, new_table, target_shard_bytes)
+            digests = entry_digests(new_table)
+            refs, result.bytes_written, parts = writing.result()
         result.shards_written = len(refs)
         result.added = new_table.num_rows
         new_ids = ids_as_numpy(new_table.column("record_id"))
-        digests = entry_digests(new_table)
         for ref, rows in zip(refs, parts):
             change.add_rows(ref.id, new_ids[rows], digests[rows], ref.size, ref.by_modality)
     for ref in prewritten_shards or ():
@@ -256,7 +261,7 @@ def _write_commit(
     # 3. the content tree, then the packing (index, shard table, object, pointer)
     ups = np.concatenate(change.content) if change.content else None
     dels = change.removed if len(change.removed) else None
-    nodes: dict[str, bytes] = {}  # the three trees' new nodes, stored in one batch
+    nodes = NodeBatch()  # the three trees' new nodes, stored in one pack
     root = TreeWriter(repo.store, ENTRY, pending=nodes).apply(base.digest, ups, dels, flush=False)
     index_root = TreeWriter(repo.store, INDEX, pending=nodes).apply(
         packing.index, np.concatenate(change.index) if change.index else None, dels, flush=False)

@@ -20,7 +20,7 @@ from ..inflight import INFLIGHT, Marker, live_markers
 from ..objectdb import blob_key, commit_key
 from ..packing import packing_key, pointer_key, shard_infos
 from ..shards import shard_key
-from ..tree import ENTRY, INDEX, SHARDS, TreeReader, node_key
+from ..tree import ENTRY, INDEX, SHARDS, TreeReader
 from .erase import erased_keys, settle
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ DEFAULT_GRACE_SECONDS = 14 * 86400.0  # git's gc.pruneExpire
 # tmp/ holds the scratch results of pipeline workers; a killed run leaves it behind.
 # features/<commit>.parquet are derived per-commit tables (written after the commit lands).
 # Pointers first: a gc stopped midway never leaves a pointer naming a packing it deleted.
-_COLLECTABLE = ("packing/", "commits/", "packings/", "tree/", "shards/", "blobs/", "history/", "tmp/", "features/", INFLIGHT)
+_COLLECTABLE = ("packing/", "commits/", "packings/", "tree/", "treepacks/", "shards/", "blobs/", "history/", "tmp/", "features/", INFLIGHT)
 _CLOCK_SLACK = 120.0  # seconds: writers' and the store's clocks may disagree this much
 _RECHECK_EVERY = 64  # deletions between two looks at the in-flight markers
 
@@ -100,12 +100,12 @@ def reachable_keys(repo: Repo, skip_reflog: set[str] = frozenset()) -> set[str]:
                 continue
             roots.add(commit.root)
             # nodes read from the store, not this process's cache: a corrupt one stops gc
-            keep.update(node_key(n) for n in TreeReader(repo.store, commit.root, ENTRY, cached=False).node_ids(nodes))
+            keep.update(TreeReader(repo.store, commit.root, ENTRY, cached=False).object_keys(nodes))
             keep.add(pointer_key(commit.root))
             packing = repo.read_packing(cid)
             keep.add(packing_key(packing.id))
-            keep.update(node_key(n) for n in TreeReader(repo.store, packing.index, INDEX, cached=False).node_ids(nodes))
-            keep.update(node_key(n) for n in TreeReader(repo.store, packing.shards, SHARDS, cached=False).node_ids(nodes))
+            keep.update(TreeReader(repo.store, packing.index, INDEX, cached=False).object_keys(nodes))
+            keep.update(TreeReader(repo.store, packing.shards, SHARDS, cached=False).object_keys(nodes))
             table = TreeReader(repo.store, packing.shards, SHARDS, cached=False).entries()
             keep.update(shard_key(s.id) for s in shard_infos(table))
         except (NotFoundError, CorruptObjectError) as e:

@@ -17,7 +17,16 @@ from ..objects import Commit
 from ..packing import Packing, packing_key, pointer_key, read_pointer, shard_infos, shard_prefix
 from ..records import ids_as_numpy
 from ..shards import decode_shard, entry_digests, payload_mismatches, shard_key
-from ..tree import EMPTY_ROOT, ENTRY, INDEX, SHARDS, _read_nodes, entries_in_order, node_key
+from ..tree import (
+    EMPTY_ROOT,
+    ENTRY,
+    INDEX,
+    SHARDS,
+    _read_nodes,
+    entries_in_order,
+    node_key,
+    standalone,
+)
 from .gc import reachable_commits, root_commits
 
 if TYPE_CHECKING:
@@ -85,11 +94,11 @@ def _walk(repo: Repo, root: str, dtype: np.dtype, nodes_seen: set[str], checked:
     if root == EMPTY_ROOT:
         return np.empty(0, dtype)
     parts: dict[str, object] = {}
-    frontier = [root]
+    frontier = [(root, standalone(root))]
     while frontier:
         nodes = _read_nodes(repo.store, frontier, cached=False)
         nxt = []
-        for nid, node in zip(frontier, nodes):
+        for (nid, _), node in zip(frontier, nodes):
             if node.dtype != dtype:
                 from ..errors import CorruptObjectError
 
@@ -98,7 +107,7 @@ def _walk(repo: Repo, root: str, dtype: np.dtype, nodes_seen: set[str], checked:
             if nid not in nodes_seen:
                 nodes_seen.add(nid)
                 checked["tree_nodes"] += 1
-            nxt.extend(node.children)
+            nxt.extend(node.kids())
         frontier = nxt
     entries = entries_in_order(parts, root, dtype)
     if len(entries) > 1 and not (entries["id"][1:] > entries["id"][:-1]).all():

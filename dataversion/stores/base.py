@@ -87,6 +87,11 @@ class Store(ABC):
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda kv: self.put(*kv), items))
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes of the object from `offset` (fewer at its end). NotFoundError if it
+        does not exist. Default: read it whole."""
+        return self.get(key)[offset : offset + length]
+
     def local_path(self, key: str) -> str | None:
         """A filesystem path holding the object, for zero-copy reads; None if remote."""
         return None

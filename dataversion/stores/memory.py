@@ -25,6 +25,15 @@ class MemoryStore(Store):
         except KeyError:
             raise NotFoundError(f"object {key} not found in {self.url}") from None
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        self.stats["GET"] += 1
+        try:
+            data = self._objects[key][0][offset : offset + length]
+        except KeyError:
+            raise NotFoundError(f"object {key} not found in {self.url}") from None
+        self.stats["GET_BYTES"] += len(data)
+        return data
+
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         data = self.get(key)
         return data, object_id(data)

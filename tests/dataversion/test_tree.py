@@ -15,6 +15,8 @@ from dataversion.tree import (
     NODE_CACHE,
     TreeReader,
     TreeWriter,
+    encode_inner,
+    encode_leaf,
     node_key,
 )
 
@@ -39,7 +41,7 @@ def store() -> MemoryStore:
 def test_empty_tree_is_a_constant_never_stored(store):
     w = TreeWriter(store)
     assert w.build(np.empty(0, ENTRY)) == EMPTY_ROOT
-    assert not list(store.list("tree/"))
+    assert not list(store.list(""))
     r = TreeReader(store, EMPTY_ROOT)
     assert len(r) == 0 and r.entries().size == 0 and not r.contains(np.array([b"x" * 16], "S16")).any()
     one = _entries(np.random.default_rng(0), 1)
@@ -119,8 +121,10 @@ def test_lookup_reads_only_the_queried_paths(store):
     NODE_CACHE.clear()
     store.stats.clear()
     TreeReader(store, root).contains(e["id"][:3])
-    nodes = len(list(store.list("tree/")))
-    assert store.stats["GET"] <= 3 * 4 < nodes / 20
+    gets, got = store.stats["GET"], store.stats["GET_BYTES"]
+    nodes = len(TreeReader(store, root).node_ids())
+    assert gets <= 3 * 4 < nodes / 20
+    assert got < 3 * 4 * 16 * 1024  # node ranges, not the node pack
 
 
 def test_apply_touches_only_changed_paths_and_shares_nodes(store):
@@ -173,7 +177,10 @@ def test_node_ids_walks_shared_nodes_once(store):
     na = TreeReader(store, a).node_ids(seen)
     nb = TreeReader(store, b).node_ids(seen)
     assert set(na).isdisjoint(nb) and 0 < len(nb) <= 4
-    assert {k.key for k in store.list("tree/")} == {node_key(n) for n in na + nb}
+    # every stored object is one the two trees read from: their roots and node packs
+    keys = TreeReader(store, a).object_keys() | TreeReader(store, b).object_keys()
+    assert {k.key for k in store.list("")} == keys
+    assert {node_key(a), node_key(b)} <= keys and len(keys) == 4
 
 
 def test_blocks_depend_on_the_entry_set_only(store):
@@ -194,10 +201,70 @@ def test_other_entry_kinds_and_corruption(store):
     ix["row"] = np.arange(300)
     root = TreeWriter(store, INDEX).build(ix)
     assert _same(TreeReader(store, root, INDEX).entries(), np.sort(ix, order="id"))
-    leaf = next(k.key for k in store.list("tree/") if store.get(k.key)[:1] == b"L")
-    data = bytearray(store.get(leaf))
-    data[-1] ^= 1
-    store.put(leaf, bytes(data))
+    pack = next(k.key for k in store.list("treepacks/"))
+    data = bytearray(store.get(pack))
+    assert data[:1] == b"L"  # children are stored before parents: the pack starts with a leaf
+    data[20] ^= 1
+    store.put(pack, bytes(data))
     NODE_CACHE.clear()
     with pytest.raises(CorruptObjectError, match="tree node .* is corrupt"):
         TreeReader(store, root, INDEX).entries()
+
+
+def test_a_write_stores_one_node_pack_and_its_root(store):
+    e = _entries(np.random.default_rng(11), 20000)
+    w = TreeWriter(store)
+    root = w.build(e)
+    keys = sorted(k.key for k in store.list(""))
+    assert len(keys) == 2 and node_key(root) in keys and keys[1].startswith("treepacks/")
+    assert w.nodes_written == len(TreeReader(store, root).node_ids()) > 100
+    # a change stores one more pack and the new root, whatever number of nodes it changes
+    root2 = TreeWriter(store).apply(root, _entries(np.random.default_rng(12), 50))
+    assert len(list(store.list("treepacks/"))) == 2 and store.exists(node_key(root2))
+
+
+def test_hints_steer_reads_but_are_checked(store):
+    """A hint that points at the wrong bytes is caught by the node's hash, never served."""
+    e = _entries(np.random.default_rng(13), 5000)
+    root = TreeWriter(store).build(e)
+    data = bytearray(store.get(node_key(root)))
+    k = bin(int.from_bytes(data[2:4], "little")).count("1")
+    hint0 = len(data) - 9 * k  # the first child's (pack index, offset, length)
+    first, second = data[hint0 : hint0 + 9], data[hint0 + 9 : hint0 + 18]
+    data[hint0 : hint0 + 9], data[hint0 + 9 : hint0 + 18] = second, first  # swap two children's ranges
+    store.put(node_key(root), bytes(data))
+    NODE_CACHE.clear()
+    with pytest.raises(CorruptObjectError, match="is corrupt"):
+        TreeReader(store, root).entries()
+
+
+def test_nodes_stored_one_object_each_are_read_and_changed(store):
+    """The first format-2 writes stored every node as tree/<id> with no hints: such trees read,
+    change and give the same roots as packed ones (the shape is a function of the entries)."""
+    rng = np.random.default_rng(14)
+    e, more = _entries(rng, 4000), _entries(rng, 30)
+    root = TreeWriter(store).build(e)
+    old = MemoryStore("old")
+    for nid in TreeReader(store, root).node_ids():
+        node = _find(store, root, nid)
+        canon = encode_leaf(node.entries) if node.is_leaf else encode_inner(
+            node.dtype, list(node.nibbles), list(node.children), list(node.counts))
+        old.put(node_key(nid), canon)
+    NODE_CACHE.clear()
+    assert _same(TreeReader(old, root).entries(), np.sort(e, order="id"))
+    assert TreeWriter(old).apply(root, more) == TreeWriter(store).apply(root, more)
+    assert _same(TreeReader(old, TreeWriter(old).apply(root, more)).entries(),
+                 np.sort(np.concatenate([e, more]), order="id"))
+
+
+def _find(store, root, nid):
+    frontier = [(root, None)]
+    while frontier:
+        nxt = []
+        for n, loc in frontier:
+            node = TreeReader(store, root)._node(n, loc)
+            if n == nid:
+                return node
+            nxt.extend(node.kids())
+        frontier = nxt
+    raise KeyError(nid)
