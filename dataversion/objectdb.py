@@ -311,6 +311,23 @@ class ObjectDB:
         self._packings.put(packing_id, packing)
         return packing_id
 
+    def staged_commit(self, commit: Commit, parent: str | None, packing: Packing | None) -> tuple[str, list[tuple[str, bytes]]]:
+        """A new commit's immutable objects (its packing, the commit, its history chunk) as
+        (key, bytes) for the caller to store in one batch with the commit's tree nodes; the
+        caller stores them before any ref names the commit. Returns (commit id, objects)."""
+        commit_id = commit.id
+        out = []
+        if packing is not None:
+            out.append((packing_key(packing.id), packing.to_bytes()))
+            self._packings.put(packing.id, packing)
+        out.append((commit_key(commit_id), commit.to_stored_bytes()))
+        self._commits.put(commit_id, commit)
+        parent_chunk = (self._chunks.get(parent) or history.read_chunk(self.store, parent)) if parent else None
+        chunk = history.build_chunk(commit.summary(commit_id), parent_chunk, parent)
+        out.append((history.history_key(commit_id), chunk.to_bytes()))
+        self._chunks.put(commit_id, chunk)
+        return commit_id, out
+
     def write_history(self, commit_id: str, commit: Commit, parent: str | None) -> None:
         """Store the history chunk that lets `log` read many commits per request."""
         parent_chunk = (self._chunks.get(parent) or history.read_chunk(self.store, parent)) if parent else None

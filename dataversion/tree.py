@@ -59,7 +59,9 @@ PACK_PREFIX = "treepacks/"
 PACK_MAX = 1 << 30  # bytes of one node pack (offsets are u32); a bigger write starts another
 _STANDALONE = 255  # hint: the child is stored on its own as tree/<id>
 _HINT = struct.Struct("<BII")  # pack index, offset, length
-_COALESCE_GAP = 16 * 1024  # node ranges of one pack closer than this are read in one request
+# Node ranges of one pack closer than this are read in one request: on a remote store a
+# request costs more than reading past a gap; a local store reads each range by pread.
+_COALESCE_GAP_REMOTE = 16 * 1024
 
 # Where a node is: (store key, offset, length); length -1 means the whole object.
 Loc = tuple[str, int, int]
@@ -235,12 +237,13 @@ def _check(data: bytes, node_id: str, where: str, own: str | None) -> Node:
     return decode_node(data, node_id, own)
 
 
-def _spans(items: list[tuple[int, int, int]]) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
-    """(offset, length, index) ranges of one pack grouped into spans read in one request."""
+def _spans(items: list[tuple[int, int, int]], gap: int) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
+    """(offset, length, index) ranges of one pack grouped into spans read in one request
+    (ranges at most `gap` bytes apart share one)."""
     items = sorted(items, key=lambda t: t[0])
     spans: list[tuple[int, int, list[tuple[int, int, int]]]] = []
     for off, length, i in items:
-        if spans and off <= spans[-1][0] + spans[-1][1] + _COALESCE_GAP:
+        if spans and off <= spans[-1][0] + spans[-1][1] + gap:
             start, ln, members = spans[-1]
             spans[-1] = (start, max(ln, off + length - start), members + [(off, length, i)])
         else:
@@ -264,7 +267,8 @@ def _read_nodes(store: Store, refs: list[tuple[str, Loc]], *, cached: bool = Tru
         else:
             by_pack[key].append((off, length, i))
     for key, items in by_pack.items():
-        jobs.extend((key, start, ln, members) for start, ln, members in _spans(items))
+        gap = 0 if store.local_path(key) is not None else _COALESCE_GAP_REMOTE
+        jobs.extend((key, start, ln, members) for start, ln, members in _spans(items, gap))
 
     def run(job: tuple[str, int, int, list[tuple[int, int, int]]]) -> list[tuple[int, Node]]:
         key, start, length, members = job
@@ -667,9 +671,10 @@ class TreeWriter:
         return self._emit_inner(nibbles, children, counts, [None] * len(children))
 
     # -- storing
-    def flush(self) -> None:
+    def flush(self, extra: list[tuple[str, bytes]] | None = None) -> None:
         """Store the nodes built since the last flush (before anything names their root): one
-        node pack (more past PACK_MAX bytes) and each root on its own."""
+        node pack (more past PACK_MAX bytes) and each root on its own; `extra`: other
+        immutable objects to store in the same batch (a commit's packing, commit, history)."""
         batch = self.pending
         items = list(batch.nodes.items())
         roots = [r for r in batch.roots if r in batch.nodes]
@@ -677,6 +682,8 @@ class TreeWriter:
         batch.nodes.clear()
         batch.roots.clear()
         if not items:
+            if extra:
+                self.store.put_many(extra)
             return
         where: dict[str, Loc] = {}  # final location of each node of the batch
         current: list[tuple[str, bytes]] = []  # nodes of the pack being filled, (id, stored bytes)
@@ -723,7 +730,7 @@ class TreeWriter:
         for r in roots:  # each root once more on its own, its hints naming packs explicitly
             canon, kids, locs = held[r]
             own.append((node_key(r), canon + encode_hints(resolve(kids, locs), None) if kids else canon))
-        self.store.put_many(packs + own)
+        self.store.put_many(packs + own + (extra or []))
         self.nodes_written += len(items)
         self.bytes_written += sum(len(d) for _, d in packs) + sum(len(d) for _, d in own)
         for nid, stored, key in final:

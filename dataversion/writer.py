@@ -267,11 +267,8 @@ def _write_commit(
         packing.index, np.concatenate(change.index) if change.index else None, dels, flush=False)
     shards_writer = TreeWriter(repo.store, SHARDS, pending=nodes)
     shards_root = _shard_table_update(repo, packing, change, shards_writer)
-    shards_writer.flush()
     count = base.count + result.added - result.removed
     new_packing = Packing(root, count, index_root, shards_root, packing.erased)  # erased stay erased
-    if root != EMPTY_ROOT:
-        point_packing(repo.store, root, repo.write_packing(new_packing))
     by_mod: Counter[str] = Counter(base.by_modality)
     by_mod.update(change.modalities)
     summary = RecordSummary(count=count, digest=root, by_modality={k: v for k, v in sorted(by_mod.items()) if v})
@@ -291,8 +288,12 @@ def _write_commit(
         provenance=provenance or {},
         attachments=attachment_ids,
     )
-    commit_id = repo.write_commit(commit)
-    repo.write_history(commit_id, commit, parent)
+    # the new nodes, the packing, the commit and its history chunk: one durable batch, then
+    # the packing pointer (compare-and-swap), then the ref
+    commit_id, objects = repo.staged_commit(commit, parent, new_packing if root != EMPTY_ROOT else None)
+    shards_writer.flush(extra=objects)
+    if root != EMPTY_ROOT:
+        point_packing(repo.store, root, new_packing.id)
 
     # 4. the ref: compare-and-swap from the tip we built on
     repo.refs.set_if_equals(ref_name, current, commit_id, reason=f"commit: {message}".strip())
