@@ -146,35 +146,43 @@ def test_lease_never_writes_unconditionally():
 
 
 _CONTENDER = textwrap.dedent("""
-    import json, sys, time
+    import json, os, sys, time
     from dataversion.lease import Lease
     from dataversion.stores import open_store
-    url, name, out, deadline = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    url, name, out, barrier, turns = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
     lease = Lease(open_store(url), "main", ttl=2.0, owner=name)
+    open(os.path.join(barrier, name), "w").close()
+    while len(os.listdir(barrier)) < 2:  # start together: both are running before either tries
+        time.sleep(0.01)
+    refused = 0
     with open(out, "a") as f:
-        while time.time() < deadline:
-            if lease.try_acquire():
-                lease.start_heartbeat(0.3)
-                start = time.time()
-                time.sleep(0.15)
-                end = time.time()
-                lease.release()
-                f.write(json.dumps([name, start, end]) + "\\n"); f.flush()
-            time.sleep(0.01)
+        for _ in range(turns):
+            while not lease.try_acquire():
+                refused += 1
+                time.sleep(0.01)
+            lease.start_heartbeat(0.3)
+            start = time.time()
+            time.sleep(0.15)
+            end = time.time()
+            lease.release()
+            f.write(json.dumps([name, start, end, refused]) + "\\n"); f.flush()
 """)
 
 
 def test_two_processes_never_hold_the_lease_at_once(store, tmp_path):
-    out = tmp_path / "held.jsonl"
-    deadline = time.time() + 4.0
-    procs = [subprocess.Popen([sys.executable, "-c", _CONTENDER, store.url, name, str(out), str(deadline)])
+    """Two processes each take the lease a fixed number of times (not for a fixed time, which
+    a loaded machine can starve), starting together; their holds never overlap."""
+    out, barrier = tmp_path / "held.jsonl", tmp_path / "barrier"
+    barrier.mkdir()
+    turns = 6
+    procs = [subprocess.Popen([sys.executable, "-c", _CONTENDER, store.url, name, str(out), str(barrier), str(turns)])
              for name in ("p1", "p2")]
     for p in procs:
-        assert p.wait(60) == 0
-    spans = sorted(json.loads(line) for line in out.read_text().splitlines())
-    spans.sort(key=lambda s: s[1])
-    assert {s[0] for s in spans} == {"p1", "p2"}  # both got turns: a real contention
-    for (_, _, end), (_, start, _) in zip(spans, spans[1:]):
+        assert p.wait(120) == 0
+    spans = sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda s: s[1])
+    assert sorted(s[0] for s in spans) == ["p1"] * turns + ["p2"] * turns
+    assert max(s[3] for s in spans) > 0  # someone found the lease held: a real contention
+    for (_, _, end, _), (_, start, _, _) in zip(spans, spans[1:]):
         assert end <= start, "two processes held the lease at the same time"
 
 
