@@ -28,7 +28,6 @@ this module (for an install whose entry points are not refreshed yet).
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections import OrderedDict
@@ -40,56 +39,39 @@ from fsspec.spec import AbstractFileSystem
 
 from ..errors import NotFoundError
 from ..hashing import object_id
+from ..stores.seekable import ReadOnlySeekable
 from .snapshot import SnapshotView
 
 PROTOCOL = "dv"
 FILES_DIR = "files"
 
 
-class _ServedFile(io.BufferedIOBase):
-    """A read-only file over verified bytes. `read_buffer` hands pyarrow slices of the
-    bytes without copying them (pyarrow's PythonFile uses it when present)."""
+class _ServedFile(ReadOnlySeekable):
+    """A read-only file over verified bytes (a read-only memoryview, of a memory-mapped
+    shard for a file:// store). `read_buffer` hands pyarrow slices without copying them
+    (pyarrow's PythonFile uses it when present); `readinto` copies once, into the
+    caller's buffer."""
 
-    def __init__(self, data: bytes, path: str):
-        super().__init__()
-        self._view = memoryview(data)
-        self._pos = 0
+    def __init__(self, data: bytes | memoryview, path: str):
+        view = memoryview(data)
+        super().__init__(len(view))
+        self._view = view
         self.path = path
         self.name = path
-        self.size = len(data)
         self.mode = "rb"
 
-    def readable(self) -> bool:
-        return True
+    def _read_at(self, offset: int, n: int) -> memoryview:
+        return self._view[offset : offset + n]
 
-    def seekable(self) -> bool:
-        return True
+    def read_buffer(self, n: int | None = -1) -> memoryview:
+        out = self._take(n)
+        return out if isinstance(out, memoryview) else memoryview(out)
 
-    def tell(self) -> int:
-        return self._pos
+    read1 = ReadOnlySeekable.read
 
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self.size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def read_buffer(self, n: int = -1) -> memoryview:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        end = self.size if n is None or n < 0 else min(self.size, self._pos + n)
-        out = self._view[self._pos : end]
-        self._pos = max(self._pos, end)
-        return out
-
-    def read(self, n: int | None = -1) -> bytes:
-        return bytes(self.read_buffer(-1 if n is None else n))
-
-    read1 = read
-
-    def readinto(self, b) -> int:
-        chunk = self.read_buffer(len(b))
-        b[: len(chunk)] = chunk
-        return len(chunk)
+    def close(self) -> None:
+        super().close()
+        self._view = memoryview(b"")  # the mapping is the cache's, not ours to release
 
 
 class DataversionFileSystem(AbstractFileSystem):
@@ -252,7 +234,7 @@ class DataversionFileSystem(AbstractFileSystem):
         return entries if detail else [e["name"] for e in entries]
 
     # ------------------------------------------------------------------ reading
-    def _served_bytes(self, path: str) -> bytes:
+    def _served_bytes(self, path: str) -> bytes | memoryview:
         ref, rest = self._split(path)
         if not ref or not rest:
             raise IsADirectoryError(f"dv://{ref}/{rest}")
@@ -274,7 +256,7 @@ class DataversionFileSystem(AbstractFileSystem):
 
     def cat_file(self, path, start=None, end=None, **kwargs):
         data = self._served_bytes(path)
-        return data[start:end] if (start is not None or end is not None) else data
+        return bytes(data[start:end] if (start is not None or end is not None) else data)
 
     def ukey(self, path):
         """Changes only with the bytes: commit id + path (shard names carry their ids)."""

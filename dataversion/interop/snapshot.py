@@ -4,10 +4,15 @@ Everything else in the package asks a `SnapshotView` for its parts (one Parquet 
 packed unit of the commit), their verified bytes, the metadata columns of its live records,
 and the files `checkout` would write. When the packing changes (content tree + packing
 object), this module is what changes: it reads through the repository's verified reader
-path only (`Repo.locate` over the checked packing, `read_shard_bytes`, `read_rows`), never
-the store directly, so a shard whose bytes differ from their name, or whose rows are not the
-records the commit's content tree holds there, raises CorruptObjectError before anything is
-served.
+path only (`Repo.locate` over the checked packing, the read tier without a cache
+`StoreRead`, `read_rows`, `check_rows`), never the store directly, so a shard whose bytes
+differ from their name, or whose rows are not the records the commit's content tree holds
+there, raises CorruptObjectError before anything is served.
+
+What is served through fsspec is decoded on the calling thread (`use_threads=False`):
+pyarrow.dataset opens its files from Arrow's CPU pool, and a Parquet read that waits on that
+same pool from inside an open deadlocks once a commit has more shards than the pool has
+threads (2 on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..cache.base import StoreRead
 from ..errors import BadInputError, CorruptObjectError, NotFoundError
 from ..objectdb import RowGroup
 from ..porcelain.checkout import _EXT, suffixed
 from ..records import ids_as_numpy, ids_to_hex
 from ..scan import JSONL_TEXT_FIELD, split_line_source
-from ..shards import decode_shard, parquet_bytes
+from ..shards import parquet_bytes
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -66,16 +72,16 @@ class FileEntry:
 
 
 class _BytesLRU:
-    """Verified bytes by key, bounded by total size; thread-safe (pyarrow reads in threads)."""
+    """Verified buffers by key, bounded by total size; thread-safe (pyarrow reads in threads)."""
 
     def __init__(self, budget: int):
         self.budget = budget
         self.held = 0
-        self.items: OrderedDict[str, bytes] = OrderedDict()
+        self.items: OrderedDict[str, memoryview] = OrderedDict()
         self.lock = threading.Lock()
         self.key_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
-    def get_or_make(self, key: str, make) -> bytes:
+    def get_or_make(self, key: str, make) -> memoryview:
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
@@ -94,6 +100,53 @@ class _BytesLRU:
                     self.held -= len(old)
                 self.key_locks.pop(key, None)
             return data
+
+
+class _Layouts:
+    """The parts of a commit's packing, checked once per process (`Repo.locate`: the
+    packing's index against the content tree), like the tree nodes they come from
+    (`tree.NODE_CACHE`). Keyed by store, commit and packing id: all three name immutable
+    objects, and a repack or erasure re-points the commit to another packing id, so a
+    cached layout never outlives what it describes. Bounded by the records held (each
+    costs 24 bytes: id and row). Shard bytes are not cached here: every view hashes
+    every shard it serves."""
+
+    def __init__(self, max_records: int):
+        self.max_records = max_records
+        self._d: OrderedDict[tuple[str, str, str], list[Part]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def parts(self, repo: Repo, commit_id: str, packing) -> list[Part]:
+        key = (repo.store.url, commit_id, packing.id)
+        with self._lock:
+            parts = self._d.get(key)
+            if parts is not None:
+                self._d.move_to_end(key)
+                return parts
+        parts = _make_parts(repo, commit_id, packing)
+        with self._lock:
+            self._d[key] = parts
+            while len(self._d) > 1 and sum(p.rows for ps in self._d.values() for p in ps) > self.max_records:
+                self._d.popitem(last=False)
+        return parts
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+
+def _make_parts(repo: Repo, commit_id: str, packing) -> list[Part]:
+    infos = {s.id: s for s in repo.shard_table(packing)}
+    groups = sorted(repo.locate(commit_id, packing=packing), key=lambda g: g.ids[0] if len(g.ids) else b"")
+    parts = []
+    for i, g in enumerate(groups):
+        info = infos[g.shard]
+        whole = len(g.rows) == info.rows and bool((g.rows == np.arange(info.rows)).all())
+        parts.append(Part(f"part-{i:05d}-{g.shard[:16]}.parquet", g, info.size, zero_copy=whole))
+    return parts
+
+
+LAYOUTS = _Layouts(max_records=4_000_000)
 
 
 def check_relative(path: str) -> str:
@@ -115,13 +168,7 @@ class SnapshotView:
         self.commit_id = commit_id
         self.commit = repo.read_commit(commit_id)
         packing = repo.read_packing(commit_id)  # checked against the commit's content root
-        infos = {s.id: s for s in repo.shard_table(packing)}
-        groups = sorted(repo.locate(commit_id, packing=packing), key=lambda g: g.ids[0] if len(g.ids) else b"")
-        self.parts: list[Part] = []
-        for i, g in enumerate(groups):
-            info = infos[g.shard]
-            whole = len(g.rows) == info.rows and bool((g.rows == np.arange(info.rows)).all())
-            self.parts.append(Part(f"part-{i:05d}-{g.shard[:16]}.parquet", g, info.size, zero_copy=whole))
+        self.parts: list[Part] = LAYOUTS.parts(repo, commit_id, packing)
         self.by_name = {p.name: i for i, p in enumerate(self.parts)}
         self._bytes = _BytesLRU(cache_bytes)
         self._tables: OrderedDict[int, pa.Table] = OrderedDict()
@@ -138,22 +185,44 @@ class SnapshotView:
         return dict(self.commit.records.by_modality)
 
     # ------------------------------------------------------------------ Parquet parts
-    def part_bytes(self, index: int) -> bytes:
-        """The Parquet bytes of a part: the shard's own bytes, hashed against its name, or
-        (deleted rows) its live rows rewritten from the verified shard. Cached."""
+    def part_bytes(self, index: int) -> memoryview:
+        """The Parquet bytes of a part (read-only): the shard's own bytes, hashed against
+        its name, or (deleted rows) its live rows rewritten from the verified shard. Cached
+        (`cache_bytes`). A file:// shard is memory-mapped in place, as the loader's read
+        tier does (objects are written once, by rename, and never modified in place), and
+        hashed each time it is mapped: no copy of it is made to serve it."""
         part = self.parts[index]
         return self._bytes.get_or_make(part.name, lambda: self._make_part(part))
 
-    def _make_part(self, part: Part) -> bytes:
+    def _shard_buffer(self, shard_id: str) -> pa.Buffer:
+        # a fresh tier each time: its "verified once per process" must not carry over,
+        # every mapping of a shard is hashed again
+        return StoreRead().read(self.repo.store, shard_id)
+
+    def _served_rows(self, group: RowGroup, columns: list[str], buf: pa.Buffer | None = None) -> pa.Table:
+        """The rows of `group` with `columns` ('record_id' first), from the verified shard,
+        decoded on this thread (see the module docstring), ids checked against the tree."""
+        buf = self._shard_buffer(group.shard) if buf is None else buf
+        try:
+            pf = pq.ParquetFile(pa.BufferReader(buf))
+            table = pf.read(columns=["record_id", *[c for c in columns if c != "record_id"]], use_threads=False)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise CorruptObjectError(f"shard {group.shard} is not a readable Parquet file: {e}") from e
+        if len(group.rows) != table.num_rows or not bool((group.rows == np.arange(table.num_rows)).all()):
+            table = table.take(pa.array(group.rows))
+        self.repo.check_rows(self.commit_id, group, ids_as_numpy(table.column("record_id")))
+        return table
+
+    def _make_part(self, part: Part) -> memoryview:
         if part.zero_copy:
-            data = self.repo.read_shard_bytes(part.group.shard)  # hashed against its name
-            rows = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+            buf = self._shard_buffer(part.group.shard)  # hashed against its name
+            rows = pq.ParquetFile(pa.BufferReader(buf)).metadata.num_rows
             if rows != part.rows:
                 raise CorruptObjectError(f"shard {part.group.shard} has {rows} rows, the packing of {self.commit_id} says {part.rows}")
-            ids = ids_as_numpy(decode_shard(data, part.group.shard, ["record_id"]).column("record_id"))
-            self.repo.check_rows(self.commit_id, part.group, ids)  # the records the tree holds there
-            return data
-        return bytes(parquet_bytes(self.part_table(self.parts.index(part), list(RECORD_COLUMNS))))
+            self._served_rows(part.group, ["record_id"], buf)  # the records the tree holds there
+            return memoryview(buf)
+        table = self._served_rows(part.group, list(RECORD_COLUMNS)).select(list(RECORD_COLUMNS))
+        return memoryview(parquet_bytes(table)).toreadonly()
 
     def part_table(self, index: int, columns: list[str] | None = None) -> pa.Table:
         """The rows of a part the commit holds (verified), some columns (all by default)."""
@@ -208,7 +277,8 @@ class SnapshotView:
             if t is not None:
                 self._tables.move_to_end(index)
                 return t
-        t = self.part_table(index, ["source", "meta", "text", "data"])
+        cols = ["source", "meta", "text", "data"]
+        t = self._served_rows(self.parts[index].group, cols).select(cols)  # served through fsspec
         with self._tables_lock:
             self._tables[index] = t
             while len(self._tables) > 2:

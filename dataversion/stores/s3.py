@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 
 from ..errors import BadInputError, ConflictError, NotFoundError, StoreError
 from .base import ObjectInfo, Store
+from .seekable import ReadOnlySeekable
 
 logger = logging.getLogger("dataversion.s3")
 
@@ -478,42 +479,12 @@ class S3Store(Store):
             raise self._fail(e, key, "write") from e
 
 
-class _RangeFile(io.RawIOBase):
+class _RangeFile(ReadOnlySeekable):
     """Read-only seekable view of one S3 object; each read is one ranged GET."""
 
     def __init__(self, store: S3Store, key: str, size: int):
-        super().__init__()
-        self._store, self._key, self._size, self._pos = store, key, size, 0
+        super().__init__(size)
+        self._store, self._key = store, key
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buf) -> int:
-        n = min(len(buf), self._size - self._pos)
-        if n <= 0:
-            return 0
-        data = self._store.read_range(self._key, self._pos, n)
-        buf[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = self._size - self._pos
-        size = min(size, self._size - self._pos)
-        if size <= 0:
-            return b""
-        data = self._store.read_range(self._key, self._pos, size)
-        self._pos += len(data)
-        return data
+    def _read_at(self, offset: int, n: int) -> bytes:
+        return self._store.read_range(self._key, offset, n)

@@ -234,3 +234,23 @@ def test_hf_datasets_cache_follows_the_commit_not_the_ref_name(sample_repo, tmp_
     (tmp_path / "more" / "z.txt").write_text("one more for the cache")
     Repo.open(sample_repo).add([str(tmp_path / "more")])
     assert load() == before + 1
+
+
+def test_pyarrow_dataset_reads_more_shards_than_arrow_has_threads(tmp_path):
+    # Before: the shard check inside open waited on Arrow's CPU pool, which the dataset scan
+    # holds: with more shards than pool threads the read never returned.
+    script = (
+        "import sys, fsspec, pyarrow as pa, pyarrow.dataset as ds\n"
+        "import dataversion.interop.fsspec\n"
+        "from dataversion import Repo\n"
+        "from dataversion.records import make_text_records\n"
+        "repo = Repo.init(sys.argv[1])\n"
+        "for k in range(3):\n"
+        "    repo.commit(make_text_records([f'text {k} {i}' for i in range(3)]), message=str(k))\n"
+        "pa.set_cpu_count(1)\n"
+        "fs = fsspec.filesystem('dv', repo=sys.argv[1], skip_instance_cache=True)\n"
+        "print(ds.dataset('main', filesystem=fs, format='parquet').to_table().num_rows)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, f"file://{tmp_path}/repo"], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip().splitlines()[-1] == "9", out.stderr
