@@ -237,14 +237,20 @@ def _is(col, value: str) -> np.ndarray:
     return pc.fill_null(pc.equal(col, value), False).to_numpy(zero_copy_only=False)
 
 
+def id_words(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (high, low) big-endian uint64 halves of 'S16' ids: they sort like the ids."""
+    w = np.frombuffer(np.ascontiguousarray(ids).tobytes(), ">u8").reshape(-1, 2)
+    return w[:, 0].astype(np.uint64), w[:, 1].astype(np.uint64)
+
+
 def id_then_bytes_order(ids: np.ndarray, values) -> np.ndarray:
     """The stable row order by (id, value bytes) of 'S16' ids and a binary column, as
     `pc.sort_indices` gives it: a numpy sort of the ids, and only the rows of repeated
     ids sorted by their bytes (a sort of variable-length bytes costs ~10x)."""
     if len(ids) == 0:
         return np.empty(0, np.int64)
-    w = np.frombuffer(np.ascontiguousarray(ids).tobytes(), ">u8").reshape(-1, 2)
-    o = np.lexsort((w[:, 1], w[:, 0]))
+    hi, lo = id_words(ids)
+    o = np.lexsort((lo, hi))
     sid = ids[o]
     same = sid[1:] == sid[:-1]
     if same.any():

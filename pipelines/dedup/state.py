@@ -50,18 +50,29 @@ def read_part(data: bytes) -> pa.Table:
 
 
 def sort_bands(t: pa.Table) -> pa.Table:
-    """Band rows in a canonical order (the same part bytes whatever the input order)."""
-    return t.sort_by([("key", "ascending"), ("band", "ascending"), ("record_id", "ascending")])
+    """Band rows in a canonical order (the same part bytes whatever the input order):
+    by key, band, record id (a numpy sort; the id as its two big-endian halves)."""
+    if t.num_rows == 0:
+        return t.sort_by([("key", "ascending"), ("band", "ascending"), ("record_id", "ascending")])
+    hi, lo = sharded.id_words(sharded._ids(t))
+    band = t.column("band").to_numpy()
+    order = np.lexsort((lo, hi, band, t.column("key").to_numpy()))
+    return t.take(pa.array(order))
 
 
 def hash_rows(ids: np.ndarray, h: np.ndarray) -> pa.Table:
     """(record_id, hash bytes) rows, sorted by id."""
-    raw = np.ascontiguousarray(h).view(np.uint8).reshape(len(ids), -1)
-    t = pa.Table.from_arrays(
-        [sharded._id_col(ids), pa.array([r.tobytes() for r in raw], pa.binary())],
-        names=["record_id", "hash"],
+    n = len(ids)
+    raw = np.ascontiguousarray(np.ascontiguousarray(h).view(np.uint8).reshape(n, -1))
+    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(raw.shape[1] if n else 0)
+    hashes = pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw.reshape(-1))]
     )
-    return t.sort_by([("record_id", "ascending")])
+    t = pa.Table.from_arrays([sharded._id_col(ids), hashes], names=["record_id", "hash"])
+    if n == 0:
+        return t
+    hi, lo = sharded.id_words(ids)
+    return t.take(pa.array(np.lexsort((lo, hi))))
 
 
 def band_table(ids: np.ndarray, h: np.ndarray, modality: str, rules: DedupRules):
