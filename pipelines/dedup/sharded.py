@@ -96,13 +96,33 @@ def split_by(table: pa.Table, parts_of_rows: np.ndarray):
     """[(part, rows of `table` in that part)] in part order."""
     if table.num_rows == 0:
         return []
-    order = np.argsort(parts_of_rows, kind="stable")
-    sp = parts_of_rows[order]
+    order, spans = _split_order(parts_of_rows)
+    sorted_t = table.take(pa.array(order, pa.int64()))
+    return [(p, sorted_t.slice(s, e - s)) for p, s, e in spans]
+
+
+def _split_order(parts_of_rows: np.ndarray):
+    """(stable row order by part, [(part, start, end)] of the ordered rows)."""
+    p = np.asarray(parts_of_rows)
+    # a 16-bit sort key makes numpy's stable argsort a radix sort
+    small = len(p) and p.min() >= 0 and p.max() < (1 << 16)
+    order = np.argsort(p.astype(np.uint16) if small else p, kind="stable")
+    sp = p[order]
     cuts = np.flatnonzero(np.diff(sp)) + 1
     starts = np.concatenate(([0], cuts))
     ends = np.concatenate((cuts, [len(sp)]))
-    sorted_t = table.take(pa.array(order, pa.int64()))
-    return [(int(sp[s]), sorted_t.slice(s, e - s)) for s, e in zip(starts, ends)]
+    return order, [(int(sp[s]), int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+def band_split(keys: np.ndarray, parts: int):
+    """Band keys [n, bands] -> the flattened (node, band) rows in key-range order, as
+    `split_by` orders them: (node index, band, key, [(part, start, end)])."""
+    n, b = keys.shape
+    flat = keys.ravel()
+    if len(flat) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.uint8), flat, []
+    order, spans = _split_order(key_range(flat, parts))
+    return order // b, (order % b).astype(np.uint8), flat[order], spans
 
 
 def concat(tables, schema: pa.Schema) -> pa.Table:
@@ -300,23 +320,23 @@ def band_rows(nodes: pa.Table, rules: DedupRules, parts: int):
     out = []
     mods = nodes.column("modality")
     for m_i, modality in enumerate(("text", "image")):
-        sub = nodes.filter(pc.equal(mods, modality))
+        mask = _is(mods, modality)
+        sub = nodes if mask.all() else nodes.filter(pa.array(mask))
         if sub.num_rows == 0:
             continue
         keys = band_keys(hash_matrix(sub, modality, rules), modality, rules)
-        n, b = keys.shape
-        rep = np.repeat(np.arange(n), b)
+        node, band, key, spans = band_split(keys, parts)
+        take = pa.array(node)
         rows = pa.Table.from_arrays(
             [
-                pa.array(np.tile(np.arange(b, dtype=np.uint8), n)),
-                pa.array(keys.ravel()),
-                sub.column("record_id").take(pa.array(rep)),
-                sub.column("order").take(pa.array(rep)),
+                pa.array(band),
+                pa.array(key),
+                sub.column("record_id").take(take),
+                sub.column("order").take(take),
             ],
             schema=BANDS_SCHEMA,
         )
-        for part, t in split_by(rows, key_range(keys.ravel(), parts)):
-            out.append((m_i * parts + part, t))
+        out.extend((m_i * parts + p, rows.slice(s, e - s)) for p, s, e in spans)
     return out
 
 

@@ -50,29 +50,24 @@ def read_part(data: bytes) -> pa.Table:
 
 
 def sort_bands(t: pa.Table) -> pa.Table:
-    """Band rows in a canonical order (the same part bytes whatever the input order):
-    by key, band, record id (a numpy sort; the id as its two big-endian halves)."""
-    if t.num_rows == 0:
-        return t.sort_by([("key", "ascending"), ("band", "ascending"), ("record_id", "ascending")])
-    hi, lo = sharded.id_words(sharded._ids(t))
-    band = t.column("band").to_numpy()
-    order = np.lexsort((lo, hi, band, t.column("key").to_numpy()))
-    return t.take(pa.array(order))
+    """Band rows in a canonical order (the same part bytes whatever the input order)."""
+    return t.sort_by([("key", "ascending"), ("band", "ascending"), ("record_id", "ascending")])
 
 
 def hash_rows(ids: np.ndarray, h: np.ndarray) -> pa.Table:
     """(record_id, hash bytes) rows, sorted by id."""
     n = len(ids)
-    raw = np.ascontiguousarray(np.ascontiguousarray(h).view(np.uint8).reshape(n, -1))
-    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(raw.shape[1] if n else 0)
+    if n:
+        hi, lo = sharded.id_words(ids)
+        order = np.lexsort((lo, hi))
+        ids, h = ids[order], h[order]
+    raw = np.ascontiguousarray(h).view(np.uint8).reshape(n, -1) if n else np.empty((0, 0), np.uint8)
+    raw = np.ascontiguousarray(raw)
+    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(raw.shape[1])
     hashes = pa.Array.from_buffers(
         pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw.reshape(-1))]
     )
-    t = pa.Table.from_arrays([sharded._id_col(ids), hashes], names=["record_id", "hash"])
-    if n == 0:
-        return t
-    hi, lo = sharded.id_words(ids)
-    return t.take(pa.array(np.lexsort((lo, hi))))
+    return pa.Table.from_arrays([sharded._id_col(ids), hashes], names=["record_id", "hash"])
 
 
 def band_table(ids: np.ndarray, h: np.ndarray, modality: str, rules: DedupRules):
@@ -88,6 +83,17 @@ def band_table(ids: np.ndarray, h: np.ndarray, modality: str, rules: DedupRules)
         names=["band", "key", "record_id"],
     )
     return t, keys.ravel()
+
+
+def band_parts(ids: np.ndarray, h: np.ndarray, modality: str, rules: DedupRules, parts: int):
+    """[(key range, band rows)] of entries: `split_by(*band_table(...))` without the
+    sort of the whole table."""
+    node, band, key, spans = sharded.band_split(sharded.band_keys(h, modality, rules), parts)
+    t = pa.Table.from_arrays(
+        [pa.array(band), pa.array(key), sharded._id_col(ids[node])],
+        names=["band", "key", "record_id"],
+    )
+    return [(p, t.slice(s, e - s)) for p, s, e in spans]
 
 
 def grid_for(rows: int) -> int:

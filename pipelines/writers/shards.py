@@ -71,8 +71,7 @@ class WriteRange(beam.DoFn):
                 if len(ids) == 0:
                     continue
                 index[modality] = self.repo.put_blob(state.part_bytes(state.hash_rows(ids, h)))
-                rows, keys = state.band_table(ids, h, modality, self.config.dedup)
-                for k, t in sharded.split_by(rows, sharded.key_range(keys, self.parts)):
+                for k, t in state.band_parts(ids, h, modality, self.config.dedup, self.parts):
                     bands.append((m_i * self.parts + k, t))
         store.put(
             scratch.part(part),
