@@ -164,10 +164,8 @@ def dedup_rows(
     if n == 0:
         return ROWS_SCHEMA.empty_table()
     ids = _ids(candidates)
-    raw = ids.tobytes()
-    keys = candidates.column("object_key").to_pylist()
-    lines = candidates.column("line").to_pylist()
-    mods = candidates.column("modality").to_pylist()
+    keys = _single(candidates.column("object_key")).cast(pa.binary())
+    lines = _be64(candidates.column("line").to_numpy(zero_copy_only=False))
     policy = rules.representative
     if policy in ("longest", "shortest"):
         texts = candidates.column("text")
@@ -178,38 +176,78 @@ def dedup_rows(
                 pc.utf8_length(texts),
             ),
             0,
-        ).to_pylist()
-        values = [(_MAX64 - x) if policy == "longest" else x for x in lengths]
+        ).to_numpy(zero_copy_only=False)
+        values = lengths.astype(np.uint64)
+        if policy == "longest":
+            values = np.uint64(_MAX64) - values
     elif policy == "oldest":
         mt = mtimes or {}
-        values = [mt.get(k, 0) for k in keys]
+        names = candidates.column("object_key").to_pylist()
+        values = np.array([mt.get(k, 0) for k in names], np.uint64)
     else:
-        values = [0] * n
-    order = [b"\x01" + k.encode() + b"\x00" + ln.to_bytes(8, "big") for k, ln in zip(keys, lines)]
-    rank = [
-        b"\x01" + v.to_bytes(8, "big") + o[1:] + raw[16 * i : 16 * i + 16]
-        for i, (v, o) in enumerate(zip(values, order))
-    ]
-    sig = candidates.column("sig").combine_chunks()
-    sig_bytes = np.ascontiguousarray(sig.values.to_numpy().reshape(n, -1)).view(np.uint8)
-    ph = candidates.column("phash").to_numpy().astype(np.uint64)
-    hashes = [
-        ph[i : i + 1].tobytes()
-        if m == "image"
-        else (sig_bytes[i].tobytes() if m == "text" else b"")
-        for i, m in enumerate(mods)
-    ]
+        values = np.zeros(n, np.uint64)
+    # order: b"\x01" + key + b"\x00" + line; rank: b"\x01" + value + order[1:] + id
+    order = pc.binary_join_element_wise(b"\x01", keys, b"\x00", lines, b"")
+    rank = pc.binary_join_element_wise(
+        b"\x01", _be64(values), keys, b"\x00", lines, _fixed(ids.view(np.uint8), 16), b""
+    )
     return pa.Table.from_arrays(
         [
             candidates.column("record_id"),
             candidates.column("modality"),
             candidates.column("source"),
-            pa.array(order, pa.binary()),
-            pa.array(rank, pa.binary()),
+            order,
+            rank,
             pa.array(np.asarray(in_parent, bool)),
-            pa.array(hashes, pa.binary()),
+            _hash_column(candidates),
         ],
         schema=ROWS_SCHEMA,
+    )
+
+
+def _single(col) -> pa.Array:
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _fixed(raw: np.ndarray, width: int) -> pa.Array:
+    """Rows of `width` bytes (a flat uint8 buffer) as a binary column."""
+    n = len(raw) // width
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), n, [None, pa.py_buffer(np.ascontiguousarray(raw))]
+    ).cast(pa.binary())
+
+
+def _be64(values: np.ndarray) -> pa.Array:
+    """Integers as 8-byte big-endian binary values (they sort like the numbers)."""
+    return _fixed(np.asarray(values).astype(">u8").view(np.uint8), 8)
+
+
+def _hash_column(candidates: pa.Table) -> pa.Array:
+    """Per row: the MinHash signature bytes (text), the pHash (image, native byte order),
+    empty otherwise."""
+    n = candidates.num_rows
+    mods = candidates.column("modality")
+    text, image = _is(mods, "text"), _is(mods, "image")
+    sig = _single(candidates.column("sig"))
+    sig_bytes = np.ascontiguousarray(sig.flatten().to_numpy()).view(np.uint8).reshape(n, -1)
+    width = np.where(text, sig_bytes.shape[1], np.where(image, 8, 0)).astype(np.int32)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(width, out=offsets[1:])
+    if text.all():
+        data = sig_bytes.reshape(-1)
+    else:
+        data = np.empty(int(offsets[-1]), np.uint8)
+        for mask, rows in ((text, sig_bytes), (image, None)):
+            idx = np.flatnonzero(mask)
+            if not len(idx):
+                continue
+            if rows is None:
+                ph = candidates.column("phash").to_numpy(zero_copy_only=False).astype(np.uint64)
+                rows = ph.view(np.uint8).reshape(n, 8)
+            w = rows.shape[1]
+            data[(offsets[idx][:, None] + np.arange(w)).ravel()] = rows[idx].ravel()
+    return pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(data))]
     )
 
 
