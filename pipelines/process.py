@@ -50,6 +50,7 @@ AUDIO_EXTENSIONS = {
     ".wav", ".wave", ".rf64", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc",
     ".au", ".snd",
 }  # fmt: skip
+_MEDIA_SUFFIXES = tuple(IMAGE_EXTENSIONS | AUDIO_EXTENSIONS)
 
 
 def candidate_schema(num_perm: int) -> pa.Schema:
@@ -180,20 +181,24 @@ class _Builder:
         data_arr = pa.array(self.blobs, pa.large_binary())
         ids = text_record_ids(text_arr) + binary_record_ids(data_arr)
         sigs = np.concatenate((sigs, np.zeros((n_b, num_perm), np.uint32)))
-        rows_meta = [(k, ln, lab, me) for k, ln, lab, me in self.t_rows] + [
-            (k, 0, lab, me) for k, _, lab, me, _ in self.b_rows
-        ]
+        rows_meta = self.t_rows + [(k, 0, lab, me) for k, _, lab, me, _ in self.b_rows]
+        keys, lines, labels, metas = (
+            (list(c) for c in zip(*rows_meta)) if rows_meta else ([], [], [], [])
+        )
+        sources = (
+            [line_source(k, ln) for k, ln in zip(keys, lines)] if any(lines) else keys
+        )
         return pa.Table.from_arrays(
             [
                 ids_to_array(ids),
                 pa.array(["text"] * n_t + [r[1] for r in self.b_rows], pa.string()),
-                pa.array([line_source(k, ln) for k, ln, _, _ in rows_meta], pa.string()),
-                pa.array([r[2] for r in rows_meta], pa.string()),
-                pa.array([r[3] for r in rows_meta], pa.string()),
+                pa.array(sources, pa.string()),
+                pa.array(labels, pa.string()),
+                pa.array(metas, pa.string()),
                 pa.concat_arrays([text_arr, pa.nulls(n_b, pa.large_string())]),
                 pa.concat_arrays([pa.nulls(n_t, pa.large_binary()), data_arr]),
-                pa.array([r[0] for r in rows_meta], pa.string()),
-                pa.array([r[1] for r in rows_meta], pa.int64()),
+                pa.array(keys, pa.string()),
+                pa.array(lines, pa.int64()),
                 pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint32()), num_perm),
                 pa.array([0] * n_t + [r[4] for r in self.b_rows], pa.uint64()),
             ],
@@ -333,7 +338,8 @@ def _process_one(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig)
             return
         data, meta = got
         modality = "jsonl" if inner_name(key).lower().endswith(JSONL_SUFFIXES) else "text"
-    ext = posixpath.splitext(key)[1].lower()
+    # splitext only for a name that ends like a media file (most names do not)
+    ext = posixpath.splitext(key)[1].lower() if key.lower().endswith(_MEDIA_SUFFIXES) else ""
     if config.reject_extension_mismatch and (
         (ext in IMAGE_EXTENSIONS and modality != "image")
         or (ext in AUDIO_EXTENSIONS and modality != "audio")

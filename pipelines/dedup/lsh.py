@@ -55,11 +55,14 @@ def minhash_band_keys(signatures: np.ndarray, bands: int) -> np.ndarray:
     """uint64 keys [n, bands]: band b of row i hashes signature[i, b*r:(b+1)*r]."""
     n, p = signatures.shape
     r = p // bands
-    sig = signatures[:, : bands * r].astype(np.uint64).reshape(n, bands, r)
+    sig = signatures[:, : bands * r].reshape(n, bands, r)
+    # in place, widening one column of values at a time (no uint64 copy of the signatures)
+    acc = np.zeros((n, bands), np.uint64)
     with np.errstate(over="ignore"):
-        acc = np.zeros((n, bands), np.uint64)
         for j in range(r):
-            acc = acc * _BAND_MULS[j % len(_BAND_MULS)] + sig[:, :, j] + np.uint64(j + 1)
+            acc *= _BAND_MULS[j % len(_BAND_MULS)]
+            acc += sig[:, :, j]
+            acc += np.uint64(j + 1)
         return _mix64(acc)
 
 

@@ -96,13 +96,33 @@ def split_by(table: pa.Table, parts_of_rows: np.ndarray):
     """[(part, rows of `table` in that part)] in part order."""
     if table.num_rows == 0:
         return []
-    order = np.argsort(parts_of_rows, kind="stable")
-    sp = parts_of_rows[order]
+    order, spans = _split_order(parts_of_rows)
+    sorted_t = table.take(pa.array(order, pa.int64()))
+    return [(p, sorted_t.slice(s, e - s)) for p, s, e in spans]
+
+
+def _split_order(parts_of_rows: np.ndarray):
+    """(stable row order by part, [(part, start, end)] of the ordered rows)."""
+    p = np.asarray(parts_of_rows)
+    # a 16-bit sort key makes numpy's stable argsort a radix sort
+    small = len(p) and p.min() >= 0 and p.max() < (1 << 16)
+    order = np.argsort(p.astype(np.uint16) if small else p, kind="stable")
+    sp = p[order]
     cuts = np.flatnonzero(np.diff(sp)) + 1
     starts = np.concatenate(([0], cuts))
     ends = np.concatenate((cuts, [len(sp)]))
-    sorted_t = table.take(pa.array(order, pa.int64()))
-    return [(int(sp[s]), sorted_t.slice(s, e - s)) for s, e in zip(starts, ends)]
+    return order, [(int(sp[s]), int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+def band_split(keys: np.ndarray, parts: int):
+    """Band keys [n, bands] -> the flattened (node, band) rows in key-range order, as
+    `split_by` orders them: (node index, band, key, [(part, start, end)])."""
+    n, b = keys.shape
+    flat = keys.ravel()
+    if len(flat) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.uint8), flat, []
+    order, spans = _split_order(key_range(flat, parts))
+    return order // b, (order % b).astype(np.uint8), flat[order], spans
 
 
 def concat(tables, schema: pa.Schema) -> pa.Table:
@@ -144,10 +164,8 @@ def dedup_rows(
     if n == 0:
         return ROWS_SCHEMA.empty_table()
     ids = _ids(candidates)
-    raw = ids.tobytes()
-    keys = candidates.column("object_key").to_pylist()
-    lines = candidates.column("line").to_pylist()
-    mods = candidates.column("modality").to_pylist()
+    keys = _single(candidates.column("object_key")).cast(pa.binary())
+    lines = _be64(candidates.column("line").to_numpy(zero_copy_only=False))
     policy = rules.representative
     if policy in ("longest", "shortest"):
         texts = candidates.column("text")
@@ -158,38 +176,78 @@ def dedup_rows(
                 pc.utf8_length(texts),
             ),
             0,
-        ).to_pylist()
-        values = [(_MAX64 - x) if policy == "longest" else x for x in lengths]
+        ).to_numpy(zero_copy_only=False)
+        values = lengths.astype(np.uint64)
+        if policy == "longest":
+            values = np.uint64(_MAX64) - values
     elif policy == "oldest":
         mt = mtimes or {}
-        values = [mt.get(k, 0) for k in keys]
+        names = candidates.column("object_key").to_pylist()
+        values = np.array([mt.get(k, 0) for k in names], np.uint64)
     else:
-        values = [0] * n
-    order = [b"\x01" + k.encode() + b"\x00" + ln.to_bytes(8, "big") for k, ln in zip(keys, lines)]
-    rank = [
-        b"\x01" + v.to_bytes(8, "big") + o[1:] + raw[16 * i : 16 * i + 16]
-        for i, (v, o) in enumerate(zip(values, order))
-    ]
-    sig = candidates.column("sig").combine_chunks()
-    sig_bytes = np.ascontiguousarray(sig.values.to_numpy().reshape(n, -1)).view(np.uint8)
-    ph = candidates.column("phash").to_numpy().astype(np.uint64)
-    hashes = [
-        ph[i : i + 1].tobytes()
-        if m == "image"
-        else (sig_bytes[i].tobytes() if m == "text" else b"")
-        for i, m in enumerate(mods)
-    ]
+        values = np.zeros(n, np.uint64)
+    # order: b"\x01" + key + b"\x00" + line; rank: b"\x01" + value + order[1:] + id
+    order = pc.binary_join_element_wise(b"\x01", keys, b"\x00", lines, b"")
+    rank = pc.binary_join_element_wise(
+        b"\x01", _be64(values), keys, b"\x00", lines, _fixed(ids.view(np.uint8), 16), b""
+    )
     return pa.Table.from_arrays(
         [
             candidates.column("record_id"),
             candidates.column("modality"),
             candidates.column("source"),
-            pa.array(order, pa.binary()),
-            pa.array(rank, pa.binary()),
+            order,
+            rank,
             pa.array(np.asarray(in_parent, bool)),
-            pa.array(hashes, pa.binary()),
+            _hash_column(candidates),
         ],
         schema=ROWS_SCHEMA,
+    )
+
+
+def _single(col) -> pa.Array:
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _fixed(raw: np.ndarray, width: int) -> pa.Array:
+    """Rows of `width` bytes (a flat uint8 buffer) as a binary column."""
+    n = len(raw) // width
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), n, [None, pa.py_buffer(np.ascontiguousarray(raw))]
+    ).cast(pa.binary())
+
+
+def _be64(values: np.ndarray) -> pa.Array:
+    """Integers as 8-byte big-endian binary values (they sort like the numbers)."""
+    return _fixed(np.asarray(values).astype(">u8").view(np.uint8), 8)
+
+
+def _hash_column(candidates: pa.Table) -> pa.Array:
+    """Per row: the MinHash signature bytes (text), the pHash (image, native byte order),
+    empty otherwise."""
+    n = candidates.num_rows
+    mods = candidates.column("modality")
+    text, image = _is(mods, "text"), _is(mods, "image")
+    sig = _single(candidates.column("sig"))
+    sig_bytes = np.ascontiguousarray(sig.flatten().to_numpy()).view(np.uint8).reshape(n, -1)
+    width = np.where(text, sig_bytes.shape[1], np.where(image, 8, 0)).astype(np.int32)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(width, out=offsets[1:])
+    if text.all():
+        data = sig_bytes.reshape(-1)
+    else:
+        data = np.empty(int(offsets[-1]), np.uint8)
+        for mask, rows in ((text, sig_bytes), (image, None)):
+            idx = np.flatnonzero(mask)
+            if not len(idx):
+                continue
+            if rows is None:
+                ph = candidates.column("phash").to_numpy(zero_copy_only=False).astype(np.uint64)
+                rows = ph.view(np.uint8).reshape(n, 8)
+            w = rows.shape[1]
+            data[(offsets[idx][:, None] + np.arange(w)).ravel()] = rows[idx].ravel()
+    return pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(data))]
     )
 
 
@@ -205,13 +263,13 @@ def decide_exact(rows: pa.Table, rules: DedupRules) -> tuple[pa.Table, pa.Table]
     """
     if rows.num_rows == 0:
         return DUPS_SCHEMA.empty_table(), ROWS_SCHEMA.empty_table()
-    t = rows.take(pc.sort_indices(rows, [("record_id", "ascending"), ("rank", "ascending")]))
-    ids = _ids(t)
+    o = id_then_bytes_order(_ids(rows), rows.column("rank"))
+    ids = _ids(rows)[o]
     first = np.ones(len(ids), bool)
     first[1:] = ids[1:] != ids[:-1]
-    in_parent = t.column("in_parent").to_numpy(zero_copy_only=False)
+    in_parent = rows.column("in_parent").to_numpy(zero_copy_only=False)[o]
     dup = ~first | in_parent
-    d = t.filter(pa.array(dup))
+    d = rows.take(pa.array(o[dup]))
     dups = pa.Table.from_arrays(
         [
             d.column("source"),
@@ -223,14 +281,46 @@ def decide_exact(rows: pa.Table, rules: DedupRules) -> tuple[pa.Table, pa.Table]
         ],
         schema=DUPS_SCHEMA,
     )
-    mods = np.asarray(t.column("modality").to_pylist(), dtype=object)
+    mods = rows.column("modality")
     near = np.zeros(len(ids), bool)
     if rules.near_text:
-        near |= mods == "text"
+        near |= _is(mods, "text")
     if rules.near_image:
-        near |= mods == "image"
-    nodes = t.filter(pa.array(~dup & near))
+        near |= _is(mods, "image")
+    nodes = rows.take(pa.array(o[~dup & near[o]]))
     return dups, nodes
+
+
+def _is(col, value: str) -> np.ndarray:
+    return pc.fill_null(pc.equal(col, value), False).to_numpy(zero_copy_only=False)
+
+
+def id_words(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (high, low) big-endian uint64 halves of 'S16' ids: they sort like the ids."""
+    w = np.frombuffer(np.ascontiguousarray(ids).tobytes(), ">u8").reshape(-1, 2)
+    return w[:, 0].astype(np.uint64), w[:, 1].astype(np.uint64)
+
+
+def id_then_bytes_order(ids: np.ndarray, values) -> np.ndarray:
+    """The stable row order by (id, value bytes) of 'S16' ids and a binary column, as
+    `pc.sort_indices` gives it: a numpy sort of the ids, and only the rows of repeated
+    ids sorted by their bytes (a sort of variable-length bytes costs ~10x)."""
+    if len(ids) == 0:
+        return np.empty(0, np.int64)
+    hi, lo = id_words(ids)
+    o = np.lexsort((lo, hi))
+    sid = ids[o]
+    same = sid[1:] == sid[:-1]
+    if same.any():
+        multi = np.zeros(len(o), bool)
+        multi[1:] = same
+        multi[:-1] |= same
+        pos = np.flatnonzero(multi)
+        group = np.cumsum(np.concatenate(([True], ~same)))[pos]
+        sub = pa.table({"g": pa.array(group), "v": values.take(pa.array(o[pos]))})
+        so = pc.sort_indices(sub, [("g", "ascending"), ("v", "ascending")]).to_numpy()
+        o[pos] = o[pos][so]
+    return o
 
 
 # ---- Buckets: band keys, per key range --------------------------------------------------
@@ -268,23 +358,23 @@ def band_rows(nodes: pa.Table, rules: DedupRules, parts: int):
     out = []
     mods = nodes.column("modality")
     for m_i, modality in enumerate(("text", "image")):
-        sub = nodes.filter(pc.equal(mods, modality))
+        mask = _is(mods, modality)
+        sub = nodes if mask.all() else nodes.filter(pa.array(mask))
         if sub.num_rows == 0:
             continue
         keys = band_keys(hash_matrix(sub, modality, rules), modality, rules)
-        n, b = keys.shape
-        rep = np.repeat(np.arange(n), b)
+        node, band, key, spans = band_split(keys, parts)
+        take = pa.array(node)
         rows = pa.Table.from_arrays(
             [
-                pa.array(np.tile(np.arange(b, dtype=np.uint8), n)),
-                pa.array(keys.ravel()),
-                sub.column("record_id").take(pa.array(rep)),
-                sub.column("order").take(pa.array(rep)),
+                pa.array(band),
+                pa.array(key),
+                sub.column("record_id").take(take),
+                sub.column("order").take(take),
             ],
             schema=BANDS_SCHEMA,
         )
-        for part, t in split_by(rows, key_range(keys.ravel(), parts)):
-            out.append((m_i * parts + part, t))
+        out.extend((m_i * parts + p, rows.slice(s, e - s)) for p, s, e in spans)
     return out
 
 
@@ -295,17 +385,18 @@ def bucket_pairs(new: pa.Table, parent: pa.Table | None, max_window: int) -> pa.
     """Candidate pairs of one key range: within each bucket (band, key), members sorted in
     source order (the branch's records first, by id), each paired with its next
     `max_window` members, as `lsh.candidate_pairs` pairs rows; pairs of two branch records
-    are left out (the branch is not re-clustered). `a` is always a new record."""
+    are left out (the branch is not re-clustered). `a` is always a new record.
+
+    Only rows whose key another row shares can pair: they are found with a numpy sort of
+    the keys, and only they are sorted by (band, key, order) (a sort of variable-length
+    bytes, ~10x the cost of the key sort when run over every row)."""
     if new.num_rows == 0:
         return PAIRS_SCHEMA.empty_table()
+    new_keys = new.column("key").to_numpy()
     if parent is not None and parent.num_rows:
-        # only the branch's members of buckets a new record is in
-        pk = parent.column("band").to_numpy().astype(np.uint64) << np.uint64(56)
-        nk = new.column("band").to_numpy().astype(np.uint64) << np.uint64(56)
-        pcode = np.stack((pk, parent.column("key").to_numpy()), 1).view("V16").ravel()
-        ncode = np.stack((nk, new.column("key").to_numpy()), 1).view("V16").ravel()
-        keep = np.isin(pcode, ncode)
-        par = parent.filter(pa.array(keep))
+        # only the branch's members of buckets a new record is in (by key: a key shared
+        # across bands only adds rows that pair with nothing)
+        par = parent.filter(pa.array(np.isin(parent.column("key").to_numpy(), new_keys)))
         par_rows = pa.Table.from_arrays(
             [
                 par.column("band"),
@@ -316,15 +407,19 @@ def bucket_pairs(new: pa.Table, parent: pa.Table | None, max_window: int) -> pa.
             schema=BANDS_SCHEMA,
         )
         rows = pa.concat_tables([new, par_rows]).combine_chunks()
+        keys = rows.column("key").to_numpy()
     else:
-        rows = new
+        rows, keys = new, new_keys
+    rows = rows.take(pa.array(_shared_rows(keys)))
+    if rows.num_rows < 2:
+        return PAIRS_SCHEMA.empty_table()
     rows = rows.take(
         pc.sort_indices(rows, [("band", "ascending"), ("key", "ascending"), ("order", "ascending")])
     )
     band = rows.column("band").to_numpy()
     key = rows.column("key").to_numpy()
     ids = _ids(rows)
-    is_parent = np.asarray([o[:1] == b"\x00" for o in rows.column("order").to_pylist()], bool)
+    is_parent = _first_bytes(rows.column("order")) == 0
     a_list, b_list = [], []
     for d in range(1, max_window + 1):
         eq = (band[d:] == band[:-d]) & (key[d:] == key[:-d])
@@ -347,6 +442,31 @@ def bucket_pairs(new: pa.Table, parent: pa.Table | None, max_window: int) -> pa.
     return pa.Table.from_arrays(
         [_id_col(ids[ai]), _id_col(ids[bi]), pa.array(is_parent[bi])], schema=PAIRS_SCHEMA
     )
+
+
+def _shared_rows(keys: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of the rows whose key at least one other row has."""
+    if len(keys) < 2:
+        return np.empty(0, np.int64)
+    o = np.argsort(keys)
+    eq = keys[o[1:]] == keys[o[:-1]]
+    shared = np.zeros(len(keys), bool)
+    shared[1:] = eq
+    shared[:-1] |= eq
+    return np.sort(o[shared])
+
+
+def _first_bytes(col) -> np.ndarray:
+    """The first byte of every value of a binary column (int16; -1 for an empty value)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    if n == 0:
+        return np.empty(0, np.int16)
+    offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], np.uint8) if arr.buffers()[2] else np.zeros(1, np.uint8)
+    out = data[np.minimum(offsets[:-1], len(data) - 1)].astype(np.int16)
+    out[offsets[1:] == offsets[:-1]] = -1
+    return out
 
 
 # ---- Cluster: verify, then connected components ---------------------------------------

@@ -56,12 +56,18 @@ def sort_bands(t: pa.Table) -> pa.Table:
 
 def hash_rows(ids: np.ndarray, h: np.ndarray) -> pa.Table:
     """(record_id, hash bytes) rows, sorted by id."""
-    raw = np.ascontiguousarray(h).view(np.uint8).reshape(len(ids), -1)
-    t = pa.Table.from_arrays(
-        [sharded._id_col(ids), pa.array([r.tobytes() for r in raw], pa.binary())],
-        names=["record_id", "hash"],
+    n = len(ids)
+    if n:
+        hi, lo = sharded.id_words(ids)
+        order = np.lexsort((lo, hi))
+        ids, h = ids[order], h[order]
+    raw = np.ascontiguousarray(h).view(np.uint8).reshape(n, -1) if n else np.empty((0, 0), np.uint8)
+    raw = np.ascontiguousarray(raw)
+    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(raw.shape[1])
+    hashes = pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw.reshape(-1))]
     )
-    return t.sort_by([("record_id", "ascending")])
+    return pa.Table.from_arrays([sharded._id_col(ids), hashes], names=["record_id", "hash"])
 
 
 def band_table(ids: np.ndarray, h: np.ndarray, modality: str, rules: DedupRules):
@@ -77,6 +83,17 @@ def band_table(ids: np.ndarray, h: np.ndarray, modality: str, rules: DedupRules)
         names=["band", "key", "record_id"],
     )
     return t, keys.ravel()
+
+
+def band_parts(ids: np.ndarray, h: np.ndarray, modality: str, rules: DedupRules, parts: int):
+    """[(key range, band rows)] of entries: `split_by(*band_table(...))` without the
+    sort of the whole table."""
+    node, band, key, spans = sharded.band_split(sharded.band_keys(h, modality, rules), parts)
+    t = pa.Table.from_arrays(
+        [pa.array(band), pa.array(key), sharded._id_col(ids[node])],
+        names=["band", "key", "record_id"],
+    )
+    return [(p, t.slice(s, e - s)) for p, s, e in spans]
 
 
 def grid_for(rows: int) -> int:

@@ -149,30 +149,35 @@ def clean_texts(
     kept_text: list[str] = []
     kept_raw: list[bytes | None] = []  # UTF-8 of kept_text when at hand
     fast = _already_clean(texts)
-    for i, t in enumerate(texts):
-        if fast[i]:
-            if isinstance(t, bytes):
-                raw: bytes | None = t
-                t = t.decode("ascii")
+    if all(fast):  # the usual batch: one comprehension instead of the general loop
+        kept = list(range(n))
+        kept_raw = [t if isinstance(t, bytes) else None for t in texts]
+        kept_text = [t.decode("ascii") if isinstance(t, bytes) else t for t in texts]
+    else:
+        for i, t in enumerate(texts):
+            if fast[i]:
+                if isinstance(t, bytes):
+                    raw: bytes | None = t
+                    t = t.decode("ascii")
+                else:
+                    raw = None
             else:
-                raw = None
-        else:
-            if isinstance(t, bytes):
-                decoded = decode_utf8(t)
-                if isinstance(decoded, Drop):
-                    out[i] = decoded
+                if isinstance(t, bytes):
+                    decoded = decode_utf8(t)
+                    if isinstance(decoded, Drop):
+                        out[i] = decoded
+                        continue
+                    t = decoded
+                t = normalize_text(t, rules)
+                if not t.strip():
+                    out[i] = Drop(
+                        "empty_text", "no text left after cleaning (empty or whitespace only)"
+                    )
                     continue
-                t = decoded
-            t = normalize_text(t, rules)
-            if not t.strip():
-                out[i] = Drop(
-                    "empty_text", "no text left after cleaning (empty or whitespace only)"
-                )
-                continue
-            raw = None
-        kept.append(i)
-        kept_text.append(t)
-        kept_raw.append(raw)
+                raw = None
+            kept.append(i)
+            kept_text.append(t)
+            kept_raw.append(raw)
     pii: list[dict[str, int]] = [{} for _ in kept]
     if rules.redact_pii and kept:
         for j, (t, counts) in redaction_edits(kept_text, rules.pii_kinds, kept_raw).items():
@@ -223,6 +228,8 @@ def _already_clean(texts: Sequence[str | bytes]) -> list[bool]:
     for pos in (bad_pos, dbl):
         if len(pos):
             ok[np.searchsorted(ends, pos, side="right")] = False
+    if len(idx) == n:  # every text went in: idx is 0..n-1
+        return ok.tolist()
     for k in np.flatnonzero(ok).tolist():
         flags[idx[k]] = True
     return flags

@@ -71,8 +71,7 @@ class WriteRange(beam.DoFn):
                 if len(ids) == 0:
                     continue
                 index[modality] = self.repo.put_blob(state.part_bytes(state.hash_rows(ids, h)))
-                rows, keys = state.band_table(ids, h, modality, self.config.dedup)
-                for k, t in sharded.split_by(rows, sharded.key_range(keys, self.parts)):
+                for k, t in state.band_parts(ids, h, modality, self.config.dedup, self.parts):
                     bands.append((m_i * self.parts + k, t))
         store.put(
             scratch.part(part),
@@ -106,9 +105,10 @@ class WriteBandParts(beam.DoFn):
 
 def _entries(kept: pa.Table, num_perm: int):
     """(modality, ids, hashes) of a range's kept text and image records."""
-    mods = np.asarray(kept.column("modality").to_pylist(), object)
+    mods = kept.column("modality")
     ids = ids_as_numpy(kept.column("record_id")).copy()
-    sigs = kept.column("sig").combine_chunks().values.to_numpy().reshape(-1, num_perm)
+    sig = kept.column("sig").combine_chunks()
+    sigs = sig.flatten().to_numpy().reshape(-1, num_perm)
     ph = kept.column("phash").to_numpy().astype(np.uint64)
-    t, i = mods == "text", mods == "image"
+    t, i = sharded._is(mods, "text"), sharded._is(mods, "image")
     return [("text", ids[t], sigs[t]), ("image", ids[i], ph[i])]
