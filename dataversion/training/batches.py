@@ -117,8 +117,19 @@ class BatchReader:
             self.table_bytes -= old.nbytes + (old_fblock.nbytes if old_fblock is not None else 0)
         return t, fblock
 
+    def release_before(self, position: int) -> None:
+        """Drop the gathered blocks no position >= `position` of this epoch reads (a worker's
+        positions only grow), so a worker holds the blocks of about one window, not the epoch's."""
+        until = self.order.shard_needed_until()
+        for s in [s for s in self.tables if until[s] <= position]:
+            t, fblock = self.tables.pop(s)
+            self.table_bytes -= t.nbytes + (fblock.nbytes if fblock is not None else 0)
+
     def batch(self, plan: order_mod.RankPlan, i: int) -> RawBatch:
-        flat = self.order.flat_at(plan.batch_positions(i))
+        positions = plan.batch_positions(i)
+        if len(positions):
+            self.release_before(int(positions.min()))
+        flat = self.order.flat_at(positions)
         shard, row = self.order.flat_to_shard_row(flat)
         uniq = np.unique(shard)
         fblock = None  # the batch's rows of the shards' features blocks, when features are joined
