@@ -53,6 +53,7 @@ class BatchReader:
         self.block_rank = {b: i for i, b in enumerate(self.block_order)}
         self._groups: OrderedDict[int, list] = OrderedDict()
         self._files: OrderedDict[str, object] = OrderedDict()  # open Parquet files of verified shard bytes
+        self._decoded: OrderedDict[str, pa.Table] = OrderedDict()  # memory-mapped decoded shards (tier.decoded)
         self._queued: set[str] = set()
         self.prefetcher = Prefetcher(ds.tier, self.store, [], ds.prefetch) if ds.prefetch > 0 and self.block_order else None
 
@@ -75,10 +76,28 @@ class BatchReader:
         return hit
 
     def _read_group(self, group, cols: list[str]) -> pa.Table:
-        """A block's rows of one shard: the tier's verified bytes, only the row groups that
-        hold them decoded (a shard serves several blocks; none decodes it whole)."""
+        """A block's rows of one shard, from the tier's verified copy.
+
+        Where the tier keeps decoded copies (the local cache), the shard's memory-mapped
+        Arrow sidecar: decoded once per machine, its pages shared by every worker, and a
+        block's contiguous rows are a zero-copy slice of it. Otherwise the tier's verified
+        bytes, only the row groups that hold the rows decoded (a shard serves several
+        blocks; none decodes it whole)."""
         import pyarrow.parquet as pq
 
+        decoded = self._decoded.get(group.shard)
+        if decoded is None and group.shard not in self._files:
+            decoded = self.ds.tier.decoded(self.store, group.shard)
+            if decoded is not None:
+                self._decoded[group.shard] = decoded
+                while len(self._decoded) > 16:
+                    self._decoded.popitem(last=False)
+        if decoded is not None:
+            rows = np.asarray(group.rows, dtype=np.int64)
+            t = decoded.select(cols)
+            if len(rows) and (np.diff(rows) == 1).all():  # a range of rows: no copy
+                return t.slice(int(rows[0]), len(rows))
+            return t.take(pa.array(rows))
         pf = self._files.get(group.shard)
         if pf is None:
             pf = pq.ParquetFile(pa.BufferReader(self.ds.tier.read(self.store, group.shard)))
