@@ -59,6 +59,14 @@ class ReadTier:
         machine's processes, verified), or None when the tier keeps none: read its bytes."""
         return None
 
+    def get_blob(self, name: str) -> bytes | None:
+        """A small object this tier keeps beside the shards (`put_blob`), or None. The tier
+        does not vouch for it: callers check what it holds (tree nodes against their ids)."""
+        return None
+
+    def put_blob(self, name: str, data: bytes) -> None:
+        """Keep `data` under `name` (a tier without local storage keeps nothing)."""
+
     def read_table(self, store: Any, shard_id: str) -> pa.Table:
         """The shard decoded (all rows, all columns, one chunk per column)."""
         return decode_shard(self.read(store, shard_id), shard_id).combine_chunks()

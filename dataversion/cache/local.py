@@ -202,6 +202,7 @@ class LocalDiskCache(ReadTier):
                 with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, decoded.schema) as w:
                     w.write_table(decoded, max_chunksize=max(1, decoded.num_rows))
                 del decoded
+                pa.default_memory_pool().release_unused()  # the decode's freed pages, back to the OS
                 with pa.memory_map(tmp) as written:
                     digest = object_id(memoryview(written.read_buffer()))
                 # No fsync: every copy is verified against its checksum before use, so one a
@@ -213,6 +214,25 @@ class LocalDiskCache(ReadTier):
                     os.unlink(tmp)
                 raise
         self.evict(keep=shard_id)
+
+    # -- blobs -----------------------------------------------------------------------------
+    # Small objects beside the shards (the loader's tree-node bundles, `training.nodes`),
+    # evicted with them; their users check what they hold, so they carry no checksum.
+    def _blob(self, name: str) -> str:
+        return os.path.join(self.root, name[:2], name)
+
+    def get_blob(self, name: str) -> bytes | None:
+        path = self._blob(name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            os.utime(path)
+        except FileNotFoundError:
+            return None
+        return data
+
+    def put_blob(self, name: str, data: bytes) -> None:
+        write_atomic(self._blob(name), data, fsync=False)  # no fsync: checked by its users
 
     def _fill(self, store: Any, shard_id: str, fetch=None) -> bool:
         """Download a shard into the cache; one process per shard at a time."""
@@ -236,7 +256,7 @@ class LocalDiskCache(ReadTier):
             if not sub.is_dir() or sub.name == "locks":
                 continue
             for e in os.scandir(sub.path):
-                if e.name.endswith((".parquet", ".arrow")) and not e.name.startswith("."):
+                if e.name.endswith((".parquet", ".arrow", ".nodes")) and not e.name.startswith("."):
                     try:
                         st = e.stat()
                     except FileNotFoundError:

@@ -18,8 +18,9 @@ import pyarrow as pa
 from ..cache import Prefetcher
 from ..records import ids_as_numpy
 from ..shards import rows_of_row_groups
+from . import nodes as nodes_mod
 from . import order as order_mod
-from .blocks import read_block
+from .blocks import indices, read_block
 
 if TYPE_CHECKING:
     from .dataset import SnapshotDataset
@@ -49,6 +50,7 @@ class BatchReader:
         self.table_bytes = 0
         self.read_cols = ["record_id", *ds.columns]
         self.offsets = order.manifest_offsets
+        self.content_root = self.repo.root_of(ds.commit_id)
         self.block_order = order.shards_from(ds.position)  # blocks in the order they are needed
         self.block_rank = {b: i for i, b in enumerate(self.block_order)}
         self._groups: OrderedDict[int, list] = OrderedDict()
@@ -65,11 +67,24 @@ class BatchReader:
         return self._shard(s)[0]
 
     def _block_groups(self, b: int) -> list:
-        """Where block b's records lie (the checked packing's index over the block's range)."""
+        """Where block b's records lie (the checked packing's index over the block's range).
+
+        The nodes both walks need come from the tier's bundle for this block when there is
+        one (each checked against its id: `nodes`), else from the store, one read per node;
+        the first process to walk a block leaves the bundle for the next."""
         hit = self._groups.get(b)
         if hit is None:
-            hit = self.repo.locate(self.ds.commit_id, ranks=(int(self.offsets[b]), int(self.offsets[b + 1])),
+            start, stop = int(self.offsets[b]), int(self.offsets[b + 1])
+            name = nodes_mod.bundle_name(self.content_root, self.ds.packing.index, start, stop)
+            data = self.ds.tier.get_blob(name)
+            if data is not None:
+                nodes_mod.load_bundle(self.store, data)
+            hit = self.repo.locate(self.ds.commit_id, ranks=(start, stop),
                                    packing=self.ds.packing, with_erased=True)  # positions hold
+            if data is None:
+                walked = (nodes_mod.range_node_ids(self.store, self.content_root, start, stop)
+                          + nodes_mod.range_node_ids(self.store, self.ds.packing.index, start, stop))
+                self.ds.tier.put_blob(name, nodes_mod.encode_bundle(self.store, walked))
             self._groups[b] = hit
             while len(self._groups) > 8:
                 self._groups.popitem(last=False)
@@ -97,7 +112,7 @@ class BatchReader:
             t = decoded.select(cols)
             if len(rows) and (np.diff(rows) == 1).all():  # a range of rows: no copy
                 return t.slice(int(rows[0]), len(rows))
-            return t.take(pa.array(rows))
+            return t.take(indices(rows))
         pf = self._files.get(group.shard)
         if pf is None:
             pf = pq.ParquetFile(pa.BufferReader(self.ds.tier.read(self.store, group.shard)))
@@ -154,20 +169,20 @@ class BatchReader:
         fblock = None  # the batch's rows of the shards' features blocks, when features are joined
         if len(uniq) == 1:
             t, shard_fblock = self._shard(int(uniq[0]))
-            table = t.take(pa.array(row))
+            table = t.take(indices(row))
             if shard_fblock is not None:
                 fblock = np.take(shard_fblock, row, axis=0)
         else:
             tables = {int(s): self._shard(int(s)) for s in uniq}
             perm = np.argsort(shard, kind="stable")
-            parts = [tables[int(s)][0].take(pa.array(row[shard == s])) for s in uniq]
+            parts = [tables[int(s)][0].take(indices(row[shard == s])) for s in uniq]
             inverse = np.empty_like(perm)
             inverse[perm] = np.arange(len(perm))
             if self.features is not None:
                 fparts = [(tables[int(s)][1], row[shard == s]) for s in uniq]
                 fblock = np.take(np.concatenate([np.take(b, r, axis=0) for b, r in fparts if b is not None]),
                                  inverse, axis=0)
-            table = pa.concat_tables(parts).combine_chunks().take(pa.array(inverse))
+            table = pa.concat_tables(parts).combine_chunks().take(indices(inverse))
         if self.ds.packing.erased:  # an erased sample keeps its position and is skipped:
             keep = ~np.isin(ids_as_numpy(table.column("record_id")), _erased(self.ds.packing))  # a batch may be shorter
             if not keep.all():
