@@ -49,6 +49,24 @@ class ReadTier:
         """Make the shard local/cached without reading it; True if it had to be fetched."""
         return False
 
+    def prepare(self, store: Any, shard_id: str) -> None:
+        """Make the shard ready to read (what the prefetcher calls ahead of the reader):
+        fetched, and for a tier that keeps decoded copies, decoded."""
+        self.ensure(store, shard_id)
+
+    def decoded(self, store: Any, shard_id: str) -> pa.Table | None:
+        """The shard decoded from a copy this tier keeps (memory-mapped, shared by the
+        machine's processes, verified), or None when the tier keeps none: read its bytes."""
+        return None
+
+    def get_blob(self, name: str) -> bytes | None:
+        """A small object this tier keeps beside the shards (`put_blob`), or None. The tier
+        does not vouch for it: callers check what it holds (tree nodes against their ids)."""
+        return None
+
+    def put_blob(self, name: str, data: bytes) -> None:
+        """Keep `data` under `name` (a tier without local storage keeps nothing)."""
+
     def read_table(self, store: Any, shard_id: str) -> pa.Table:
         """The shard decoded (all rows, all columns, one chunk per column)."""
         return decode_shard(self.read(store, shard_id), shard_id).combine_chunks()

@@ -14,14 +14,17 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from filelock import FileLock
 
+from ..errors import CorruptObjectError
 from ..hashing import object_id
 from ..shards import decode_shard, shard_key
-from ..stores.atomic import write_atomic
+from ..stores.atomic import TMP_PREFIX, move_atomic, write_atomic
 from .base import ReadTier, StoreRead, fetch_verified
 
 log = logging.getLogger(__name__)
@@ -158,25 +161,78 @@ class LocalDiskCache(ReadTier):
 
     def read_table(self, store: Any, shard_id: str) -> pa.Table:
         table = self._open_sidecar(shard_id)
-        if table is not None:
-            return table
-        with self._lock(shard_id + ".arrow"):
+        if table is None:
+            self._build_sidecar(store, shard_id)
             table = self._open_sidecar(shard_id)
-            if table is not None:
-                return table
-            decoded = decode_shard(self.read(store, shard_id), shard_id).combine_chunks()
-            path = self._sidecar(shard_id)
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_file(sink, decoded.schema) as w:
-                w.write_table(decoded)
-            data = sink.getvalue()
-            # No fsync: every copy is verified against its checksum before use, so one a
-            # power cut damaged is decoded again, never served.
-            write_atomic(path + ".sum", object_id(memoryview(data)).encode(), fsync=False)
-            write_atomic(path, data, fsync=False)
+        if table is None:  # evicted between build and open (cache far too small): decode here
+            table = decode_shard(self.read(store, shard_id), shard_id).combine_chunks()
+        return table
+
+    def decoded(self, store: Any, shard_id: str) -> pa.Table | None:
+        return self.read_table(store, shard_id)
+
+    def prepare(self, store: Any, shard_id: str) -> None:
+        self.ensure(store, shard_id)
+        if not os.path.isfile(self._sidecar(shard_id) + ".sum"):
+            self._build_sidecar(store, shard_id)
+
+    def _build_sidecar(self, store: Any, shard_id: str) -> None:
+        """Decode the shard's verified bytes into its Arrow sidecar, once per machine.
+
+        One record batch (a chunked table would make every batch's `take` ~15x slower),
+        written straight to a temporary file and renamed into place: the process holds the
+        decoded shard once, never a second serialized copy. Decoding is single-threaded:
+        Arrow's per-thread heaps kept ~50 MB per read in each worker."""
+        path = self._sidecar(shard_id)
+        with self._lock(shard_id + ".arrow"):
+            if os.path.isfile(path) and os.path.isfile(path + ".sum"):
+                return  # another process built it while we waited
+            try:
+                pf = pq.ParquetFile(pa.BufferReader(self.read(store, shard_id)))
+                decoded = pf.read(use_threads=False).combine_chunks()
+            except (pa.ArrowInvalid, OSError) as e:
+                if isinstance(e, FileNotFoundError):
+                    raise
+                raise CorruptObjectError(f"shard {shard_id} is not a readable Parquet file: {e}") from e
+            directory = os.path.dirname(path)
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{shard_id}.arrow-", dir=directory)
+            os.close(fd)
+            try:
+                with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, decoded.schema) as w:
+                    w.write_table(decoded, max_chunksize=max(1, decoded.num_rows))
+                del decoded
+                pa.default_memory_pool().release_unused()  # the decode's freed pages, back to the OS
+                with pa.memory_map(tmp) as written:
+                    digest = object_id(memoryview(written.read_buffer()))
+                # No fsync: every copy is verified against its checksum before use, so one a
+                # power cut damaged is decoded again, never served.
+                write_atomic(path + ".sum", digest.encode(), fsync=False)
+                move_atomic(tmp, path, fsync=False)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
         self.evict(keep=shard_id)
-        table = self._open_sidecar(shard_id)
-        return table if table is not None else decoded
+
+    # -- blobs -----------------------------------------------------------------------------
+    # Small objects beside the shards (the loader's tree-node bundles, `training.nodes`),
+    # evicted with them; their users check what they hold, so they carry no checksum.
+    def _blob(self, name: str) -> str:
+        return os.path.join(self.root, name[:2], name)
+
+    def get_blob(self, name: str) -> bytes | None:
+        path = self._blob(name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            os.utime(path)
+        except FileNotFoundError:
+            return None
+        return data
+
+    def put_blob(self, name: str, data: bytes) -> None:
+        write_atomic(self._blob(name), data, fsync=False)  # no fsync: checked by its users
 
     def _fill(self, store: Any, shard_id: str, fetch=None) -> bool:
         """Download a shard into the cache; one process per shard at a time."""
@@ -200,7 +256,7 @@ class LocalDiskCache(ReadTier):
             if not sub.is_dir() or sub.name == "locks":
                 continue
             for e in os.scandir(sub.path):
-                if e.name.endswith((".parquet", ".arrow")) and not e.name.startswith("."):
+                if e.name.endswith((".parquet", ".arrow", ".nodes")) and not e.name.startswith("."):
                     try:
                         st = e.stat()
                     except FileNotFoundError:

@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 
 class Prefetcher:
-    """A background thread that brings the next shards of an order into the tier.
+    """A background thread that brings the next shards of an order into the tier (and, for
+    a tier that keeps decoded copies, decodes them: `ReadTier.prepare`).
 
     `advance(i)` says the reader is at index i of `shard_ids`; the thread keeps up to `depth`
     shards ahead fetched. A daemon thread: it dies with its process (no orphans).
@@ -57,6 +58,6 @@ class Prefetcher:
                 i = self._done
                 self._done += 1
             try:
-                self.tier.ensure(self.store, self.ids[i])
+                self.tier.prepare(self.store, self.ids[i])
             except Exception as e:  # noqa: BLE001 - the reader will hit (and report) it itself
                 log.debug("prefetch of %s failed: %s", self.ids[i], e)

@@ -18,8 +18,9 @@ import pyarrow as pa
 from ..cache import Prefetcher
 from ..records import ids_as_numpy
 from ..shards import rows_of_row_groups
+from . import nodes as nodes_mod
 from . import order as order_mod
-from .blocks import read_block
+from .blocks import indices, read_block
 
 if TYPE_CHECKING:
     from .dataset import SnapshotDataset
@@ -49,10 +50,12 @@ class BatchReader:
         self.table_bytes = 0
         self.read_cols = ["record_id", *ds.columns]
         self.offsets = order.manifest_offsets
+        self.content_root = self.repo.root_of(ds.commit_id)
         self.block_order = order.shards_from(ds.position)  # blocks in the order they are needed
         self.block_rank = {b: i for i, b in enumerate(self.block_order)}
         self._groups: OrderedDict[int, list] = OrderedDict()
         self._files: OrderedDict[str, object] = OrderedDict()  # open Parquet files of verified shard bytes
+        self._decoded: OrderedDict[str, pa.Table] = OrderedDict()  # memory-mapped decoded shards (tier.decoded)
         self._queued: set[str] = set()
         self.prefetcher = Prefetcher(ds.tier, self.store, [], ds.prefetch) if ds.prefetch > 0 and self.block_order else None
 
@@ -64,21 +67,52 @@ class BatchReader:
         return self._shard(s)[0]
 
     def _block_groups(self, b: int) -> list:
-        """Where block b's records lie (the checked packing's index over the block's range)."""
+        """Where block b's records lie (the checked packing's index over the block's range).
+
+        The nodes both walks need come from the tier's bundle for this block when there is
+        one (each checked against its id: `nodes`), else from the store, one read per node;
+        the first process to walk a block leaves the bundle for the next."""
         hit = self._groups.get(b)
         if hit is None:
-            hit = self.repo.locate(self.ds.commit_id, ranks=(int(self.offsets[b]), int(self.offsets[b + 1])),
+            start, stop = int(self.offsets[b]), int(self.offsets[b + 1])
+            name = nodes_mod.bundle_name(self.content_root, self.ds.packing.index, start, stop)
+            data = self.ds.tier.get_blob(name)
+            if data is not None:
+                nodes_mod.load_bundle(self.store, data)
+            hit = self.repo.locate(self.ds.commit_id, ranks=(start, stop),
                                    packing=self.ds.packing, with_erased=True)  # positions hold
+            if data is None:
+                walked = (nodes_mod.range_node_ids(self.store, self.content_root, start, stop)
+                          + nodes_mod.range_node_ids(self.store, self.ds.packing.index, start, stop))
+                self.ds.tier.put_blob(name, nodes_mod.encode_bundle(self.store, walked))
             self._groups[b] = hit
             while len(self._groups) > 8:
                 self._groups.popitem(last=False)
         return hit
 
     def _read_group(self, group, cols: list[str]) -> pa.Table:
-        """A block's rows of one shard: the tier's verified bytes, only the row groups that
-        hold them decoded (a shard serves several blocks; none decodes it whole)."""
+        """A block's rows of one shard, from the tier's verified copy.
+
+        Where the tier keeps decoded copies (the local cache), the shard's memory-mapped
+        Arrow sidecar: decoded once per machine, its pages shared by every worker, and a
+        block's contiguous rows are a zero-copy slice of it. Otherwise the tier's verified
+        bytes, only the row groups that hold the rows decoded (a shard serves several
+        blocks; none decodes it whole)."""
         import pyarrow.parquet as pq
 
+        decoded = self._decoded.get(group.shard)
+        if decoded is None and group.shard not in self._files:
+            decoded = self.ds.tier.decoded(self.store, group.shard)
+            if decoded is not None:
+                self._decoded[group.shard] = decoded
+                while len(self._decoded) > 16:
+                    self._decoded.popitem(last=False)
+        if decoded is not None:
+            rows = np.asarray(group.rows, dtype=np.int64)
+            t = decoded.select(cols)
+            if len(rows) and (np.diff(rows) == 1).all():  # a range of rows: no copy
+                return t.slice(int(rows[0]), len(rows))
+            return t.take(indices(rows))
         pf = self._files.get(group.shard)
         if pf is None:
             pf = pq.ParquetFile(pa.BufferReader(self.ds.tier.read(self.store, group.shard)))
@@ -117,27 +151,38 @@ class BatchReader:
             self.table_bytes -= old.nbytes + (old_fblock.nbytes if old_fblock is not None else 0)
         return t, fblock
 
+    def release_before(self, position: int) -> None:
+        """Drop the gathered blocks no position >= `position` of this epoch reads (a worker's
+        positions only grow), so a worker holds the blocks of about one window, not the epoch's."""
+        until = self.order.shard_needed_until()
+        for s in [s for s in self.tables if until[s] <= position]:
+            t, fblock = self.tables.pop(s)
+            self.table_bytes -= t.nbytes + (fblock.nbytes if fblock is not None else 0)
+
     def batch(self, plan: order_mod.RankPlan, i: int) -> RawBatch:
-        flat = self.order.flat_at(plan.batch_positions(i))
+        positions = plan.batch_positions(i)
+        if len(positions):
+            self.release_before(int(positions.min()))
+        flat = self.order.flat_at(positions)
         shard, row = self.order.flat_to_shard_row(flat)
         uniq = np.unique(shard)
         fblock = None  # the batch's rows of the shards' features blocks, when features are joined
         if len(uniq) == 1:
             t, shard_fblock = self._shard(int(uniq[0]))
-            table = t.take(pa.array(row))
+            table = t.take(indices(row))
             if shard_fblock is not None:
                 fblock = np.take(shard_fblock, row, axis=0)
         else:
             tables = {int(s): self._shard(int(s)) for s in uniq}
             perm = np.argsort(shard, kind="stable")
-            parts = [tables[int(s)][0].take(pa.array(row[shard == s])) for s in uniq]
+            parts = [tables[int(s)][0].take(indices(row[shard == s])) for s in uniq]
             inverse = np.empty_like(perm)
             inverse[perm] = np.arange(len(perm))
             if self.features is not None:
                 fparts = [(tables[int(s)][1], row[shard == s]) for s in uniq]
                 fblock = np.take(np.concatenate([np.take(b, r, axis=0) for b, r in fparts if b is not None]),
                                  inverse, axis=0)
-            table = pa.concat_tables(parts).combine_chunks().take(pa.array(inverse))
+            table = pa.concat_tables(parts).combine_chunks().take(indices(inverse))
         if self.ds.packing.erased:  # an erased sample keeps its position and is skipped:
             keep = ~np.isin(ids_as_numpy(table.column("record_id")), _erased(self.ds.packing))  # a batch may be shorter
             if not keep.all():

@@ -7,6 +7,7 @@ into a `Batch` and moves the state past it. Workers die with their parent
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,6 +30,9 @@ class _WorkerInit:
 
     def __call__(self, worker_id: int) -> None:
         die_with_parent(self.parent_pid)
+        # the objects inherited from the parent stay out of this worker's collections: a
+        # collection writes to every object it visits, copying the parent's pages (fork COW)
+        gc.freeze()
         # A SIGTERM to the process group is the trainer's to handle (PreemptionHandler):
         # a worker that died of it would fail the trainer's next step before it could save.
         quiet_worker_signals()

@@ -182,6 +182,18 @@ class EpochOrder:
         shard = np.searchsorted(moff, flat, side="right") - 1
         return shard, flat - moff[shard]
 
+    def shard_needed_until(self) -> np.ndarray:
+        """For each manifest shard, the first position from which no later position of the
+        epoch reads it: the start of the window after the one holding its last sample in the
+        shuffled concatenation. A reader past it (positions only grow) may release the shard."""
+        if "until" not in self._cache:
+            ends = np.empty(len(self.sizes), dtype=np.int64)
+            ends[self.shard_order] = self._concat_offsets[1:]
+            if self.shuffle:  # the window holding its last sample may place it anywhere in it
+                ends = (np.maximum(ends - 1, 0) // self.window + 1) * self.window
+            self._cache["until"] = ends
+        return self._cache["until"]
+
     def shards_from(self, position: int) -> list[int]:
         """Manifest shard indices in the order an epoch resumed at `position` first needs them."""
         if position >= self.num_samples:
