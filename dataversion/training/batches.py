@@ -18,7 +18,6 @@ import pyarrow as pa
 from ..cache import Prefetcher
 from ..records import ids_as_numpy
 from ..shards import rows_of_row_groups
-from . import nodes as nodes_mod
 from . import order as order_mod
 from .blocks import indices, read_block
 
@@ -67,24 +66,13 @@ class BatchReader:
         return self._shard(s)[0]
 
     def _block_groups(self, b: int) -> list:
-        """Where block b's records lie (the checked packing's index over the block's range).
-
-        The nodes both walks need come from the tier's bundle for this block when there is
-        one (each checked against its id: `nodes`), else from the store, one read per node;
-        the first process to walk a block leaves the bundle for the next."""
+        """Where block b's records lie (the checked packing's index over the block's range;
+        its nodes come from the node packs, one range read each on a local store)."""
         hit = self._groups.get(b)
         if hit is None:
             start, stop = int(self.offsets[b]), int(self.offsets[b + 1])
-            name = nodes_mod.bundle_name(self.content_root, self.ds.packing.index, start, stop)
-            data = self.ds.tier.get_blob(name)
-            if data is not None:
-                nodes_mod.load_bundle(self.store, data)
             hit = self.repo.locate(self.ds.commit_id, ranks=(start, stop),
                                    packing=self.ds.packing, with_erased=True)  # positions hold
-            if data is None:
-                walked = (nodes_mod.range_node_ids(self.store, self.content_root, start, stop)
-                          + nodes_mod.range_node_ids(self.store, self.ds.packing.index, start, stop))
-                self.ds.tier.put_blob(name, nodes_mod.encode_bundle(self.store, walked))
             self._groups[b] = hit
             while len(self._groups) > 8:
                 self._groups.popitem(last=False)
