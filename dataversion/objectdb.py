@@ -322,18 +322,19 @@ class ObjectDB:
             self._packings.put(packing.id, packing)
         out.append((commit_key(commit_id), commit.to_stored_bytes()))
         self._commits.put(commit_id, commit)
-        parent_chunk = (self._chunks.get(parent) or history.read_chunk(self.store, parent)) if parent else None
-        chunk = history.build_chunk(commit.summary(commit_id), parent_chunk, parent)
-        out.append((history.history_key(commit_id), chunk.to_bytes()))
-        self._chunks.put(commit_id, chunk)
+        out.append((history.history_key(commit_id), self._history_chunk(commit_id, commit, parent).to_bytes()))
         return commit_id, out
 
     def write_history(self, commit_id: str, commit: Commit, parent: str | None) -> None:
         """Store the history chunk that lets `log` read many commits per request."""
+        history.write_chunk(self.store, commit_id, self._history_chunk(commit_id, commit, parent))
+
+    def _history_chunk(self, commit_id: str, commit: Commit, parent: str | None) -> history.Chunk:
+        """The history chunk of a new commit (cached for its children's)."""
         parent_chunk = (self._chunks.get(parent) or history.read_chunk(self.store, parent)) if parent else None
         chunk = history.build_chunk(commit.summary(commit_id), parent_chunk, parent)
-        history.write_chunk(self.store, commit_id, chunk)
         self._chunks.put(commit_id, chunk)
+        return chunk
 
     def put_blob(self, data: bytes) -> str:
         """Store an attachment (rejects table, consumed-inputs list...) by content; returns its id."""

@@ -135,7 +135,7 @@ def entry_digests(table: pa.Table, payload: list[bytes] | None = None) -> np.nda
     payloads = iter(payload) if payload is not None else _payload_digests(table)
     b2 = hashlib.blake2b
     out = []
-    for i, ph in zip(range(n), payloads):
+    for i, ph in zip(range(n), payloads, strict=True):
         h = b2(pb[po[i] : po[i + 1]], digest_size=16)
         h.update(ph)
         out.append(h.digest())

@@ -39,7 +39,7 @@ import struct
 import threading
 from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -604,11 +604,12 @@ class TreeReader:
 class NodeBatch:
     """New nodes not stored yet, shared by the writers of one commit (content tree, packing
     index, shard table) so one `flush` stores them together: `nodes` in the order they were
-    built (children before parents) as (canonical bytes, child ids, child locations; None for
-    a child in this batch), and `roots`, the trees' roots, each also stored on its own."""
+    built (children before parents) as (canonical bytes, the parsed node, whose `locs` are
+    None for a child in this batch), and `roots`, the trees' roots, each also stored on its
+    own."""
 
     def __init__(self) -> None:
-        self.nodes: dict[str, tuple[bytes, tuple[str, ...], tuple[Loc | None, ...]]] = {}
+        self.nodes: dict[str, tuple[bytes, Node]] = {}
         self.roots: set[str] = set()
 
     def __bool__(self) -> bool:
@@ -632,14 +633,16 @@ class TreeWriter:
             return EMPTY_ROOT, 0
         data = encode_leaf(entries)
         nid = node_id_of(data)
-        self.pending.nodes.setdefault(nid, (data, (), ()))
+        self.pending.nodes.setdefault(nid, (data, Node(self.dtype, entries=np.frombuffer(data[2:], dtype=self.dtype))))
         return nid, len(entries)
 
     def _emit_inner(self, nibbles: list[int], children: list[str], counts: list[int],
                     locs: list[Loc | None]) -> tuple[str, int]:
         data = encode_inner(self.dtype, nibbles, children, counts)
         nid = node_id_of(data)
-        self.pending.nodes.setdefault(nid, (data, tuple(children), tuple(locs)))
+        node = Node(self.dtype, nibbles=tuple(nibbles), children=tuple(children), counts=tuple(counts),
+                    locs=tuple(locs))  # type: ignore[arg-type]
+        self.pending.nodes.setdefault(nid, (data, node))
         return nid, sum(counts)
 
     def _get(self, nid: str, loc: Loc | None) -> Node:
@@ -647,10 +650,7 @@ class TreeWriter:
         of the store."""
         held = self.pending.nodes.get(nid)
         if held is not None:
-            data, _, locs = held
-            node = decode_node(data, nid)
-            return node if node.is_leaf else Node(node.dtype, nibbles=node.nibbles, children=node.children,
-                                                  counts=node.counts, locs=locs)  # type: ignore[arg-type]
+            return held[1]
         return read_node(self.store, nid, loc)
 
     def _entries_of(self, nid: str, loc: Loc | None) -> np.ndarray:
@@ -692,7 +692,6 @@ class TreeWriter:
         size = 0
         OPEN = "\0open"  # the key of the pack being filled, until its bytes are complete
         packs: list[tuple[str, bytes]] = []
-        final: list[tuple[str, bytes, str]] = []  # (id, stored bytes, pack key)
 
         def close() -> None:
             nonlocal current, size
@@ -701,28 +700,27 @@ class TreeWriter:
             data = b"".join(d for _, d in current)
             key = pack_key(hashlib.sha256(data).hexdigest()[:32])
             packs.append((key, data))
-            for nid, d in current:
+            for nid, _ in current:
                 off, length = where[nid][1], where[nid][2]
                 where[nid] = (key, off, length)
-                final.append((nid, d, key))
             current, size = [], 0
 
-        def resolve(kids: tuple[str, ...], locs: tuple[Loc | None, ...]) -> list[Loc]:
-            return [where[c] if loc is None else loc for c, loc in zip(kids, locs)]
+        def resolve(node: Node) -> list[Loc]:
+            return [where[c] if loc is None else loc for c, loc in zip(node.children, node.locs)]
 
         # a root no other new node names is stored on its own only
-        named = {c for _, (_, kids, locs) in items for c, loc in zip(kids, locs) if loc is None}
-        for nid, (canon, kids, locs) in items:
+        named = {c for _, (_, node) in items for c, loc in zip(node.children, node.locs) if loc is None}
+        for nid, (canon, node) in items:
             if nid in batch_roots and nid not in named:
                 continue
-            if kids:
-                stored = canon + encode_hints(resolve(kids, locs), OPEN)
-            else:
+            if node.is_leaf:
                 stored = canon
+            else:
+                stored = canon + encode_hints(resolve(node), OPEN)
             if size and size + len(stored) > PACK_MAX:
                 close()
-                if kids:  # children that were in the pack just closed now have its name
-                    stored = canon + encode_hints(resolve(kids, locs), OPEN)
+                if not node.is_leaf:  # children that were in the pack just closed now have its name
+                    stored = canon + encode_hints(resolve(node), OPEN)
             where[nid] = (OPEN, size, len(stored))
             current.append((nid, stored))
             size += len(stored)
@@ -730,15 +728,13 @@ class TreeWriter:
         held = dict(items)
         own = []
         for r in roots:  # each root once more on its own, its hints naming packs explicitly
-            canon, kids, locs = held[r]
-            own.append((node_key(r), canon + encode_hints(resolve(kids, locs), None) if kids else canon))
+            canon, node = held[r]
+            own.append((node_key(r), canon if node.is_leaf else canon + encode_hints(resolve(node), None)))
         self.store.put_many(packs + own + (extra or []))
         self.nodes_written += len(items)
         self.bytes_written += sum(len(d) for _, d in packs) + sum(len(d) for _, d in own)
-        for nid, stored, key in final:
-            NODE_CACHE.put((self.store.url, nid), decode_node(stored, nid, key))
-        for key, stored in own:
-            NODE_CACHE.put((self.store.url, key[len(TREE_PREFIX):]), decode_node(stored, key[len(TREE_PREFIX):]))
+        for nid, (_, node) in items:  # cached as a reader would parse them: every location known
+            NODE_CACHE.put((self.store.url, nid), node if node.is_leaf else replace(node, locs=tuple(resolve(node))))
 
     def _root(self, root: str) -> str:
         if root != EMPTY_ROOT:
