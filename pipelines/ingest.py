@@ -408,7 +408,7 @@ def _parent_state(repo: Repo, parent, config: IngestConfig):
         run = write_run(
             repo,
             {"text": index.text_ids, "image": index.image_ids},
-            {"text": index.text_sigs, "image": index.image_phash.astype("uint64")},
+            {"text": index.text_sigs, "image": index.image_keys},
             rules,
         )
         state = BranchState(rules.index_params(), [run] if run["entries"] else [])

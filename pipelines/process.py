@@ -65,6 +65,8 @@ def candidate_schema(num_perm: int) -> pa.Schema:
                 "sig", pa.list_(pa.uint32(), num_perm)
             ),  # MinHash (text rows; zeros otherwise)
             pa.field("phash", pa.uint64()),  # pHash (image rows; 0 otherwise)
+            # 8x8 grey thumbnail of the near-dup rule (image rows; null otherwise)
+            pa.field("thumb", pa.binary()),
         ]
     )
 
@@ -105,7 +107,7 @@ class _Builder:
         self.texts: list[str] = []
         self.t_rows: list[tuple[str, int, str | None, str | None]] = []
         self.blobs: list[bytes] = []
-        self.b_rows: list[tuple[str, str, str | None, str | None, int]] = []
+        self.b_rows: list[tuple[str, str, str | None, str | None, int, bytes | None]] = []
         self.rejects: list[dict | None] = []
         self.inputs = 0
         # texts wait here and are cleaned as one batch (`clean_texts`) when the table is
@@ -181,7 +183,7 @@ class _Builder:
         data_arr = pa.array(self.blobs, pa.large_binary())
         ids = text_record_ids(text_arr) + binary_record_ids(data_arr)
         sigs = np.concatenate((sigs, np.zeros((n_b, num_perm), np.uint32)))
-        rows_meta = self.t_rows + [(k, 0, lab, me) for k, _, lab, me, _ in self.b_rows]
+        rows_meta = self.t_rows + [(k, 0, lab, me) for k, _, lab, me, _, _ in self.b_rows]
         keys, lines, labels, metas = (
             (list(c) for c in zip(*rows_meta)) if rows_meta else ([], [], [], [])
         )
@@ -201,6 +203,7 @@ class _Builder:
                 pa.array(lines, pa.int64()),
                 pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel(), pa.uint32()), num_perm),
                 pa.array([0] * n_t + [r[4] for r in self.b_rows], pa.uint64()),
+                pa.array([None] * n_t + [r[5] for r in self.b_rows], pa.binary()),
             ],
             schema=candidate_schema(num_perm),
         )
@@ -367,14 +370,16 @@ def _process_one(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig)
             b.reject(key, 0, res)
         else:
             b.blobs.append(data)
-            b.b_rows.append((key, "image", item.label, canonical_meta(res.meta()), res.phash))
+            b.b_rows.append(
+                (key, "image", item.label, canonical_meta(res.meta()), res.phash, res.thumb)
+            )
     elif modality == "audio":
         res = check_audio(data, config.audio)
         if isinstance(res, Drop):
             b.reject(key, 0, res)
         else:
             b.blobs.append(data)
-            b.b_rows.append((key, "audio", item.label, canonical_meta(res.meta()), 0))
+            b.b_rows.append((key, "audio", item.label, canonical_meta(res.meta()), 0, None))
     elif config.reject_binary:
         what = binary_kind(data[:SNIFF_BYTES])
         b.reject(
@@ -389,7 +394,7 @@ def _process_one(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig)
         )
     else:
         b.blobs.append(data)
-        b.b_rows.append((key, "binary", item.label, None, 0))
+        b.b_rows.append((key, "binary", item.label, None, 0, None))
 
 
 def _decompressed(key: str, data: bytes, config: IngestConfig) -> tuple[bytes, dict] | Drop:

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..config import DedupRules
 from .index import DedupIndex
-from .lsh import minhash_clusters, phash_clusters
+from .lsh import image_clusters, minhash_clusters
+from .phash import KEY_WORDS, as_image_keys, image_keys
 
 
 @dataclass
@@ -39,7 +40,8 @@ def decide_duplicates(
     rules: DedupRules,
 ) -> DedupDecision:
     """Decide every row. `sigs[i]` is row i's MinHash signature (meaningful for text rows),
-    `phash[i]` its pHash (image rows); `parent_contains(ids) -> mask` tests the parent's ids.
+    `phash[i]` its image key (image rows, `phash.image_keys`, or a bare pHash);
+    `parent_contains(ids) -> mask` tests the parent's ids.
     `priority`: lower is kept first (rank by object key, line)."""
     n = len(ids)
     keep = np.ones(n, bool)
@@ -67,9 +69,9 @@ def decide_duplicates(
             keys = sigs[rows] if len(rows) else np.empty((0, rules.num_perm), np.uint32)
             all_keys = np.concatenate((p_keys, keys)) if len(p_keys) else keys
         else:
-            p_ids, p_keys = parent_index.image_ids, parent_index.image_phash
-            keys = phash[rows].astype(np.uint64)
-            all_keys = np.concatenate((p_keys.astype(np.uint64), keys))
+            p_ids, p_keys = parent_index.image_ids, as_image_keys(parent_index.image_keys)
+            keys = as_image_keys(phash[rows]) if len(rows) else p_keys[:0]
+            all_keys = np.concatenate((p_keys, keys))
         n_p = len(p_ids)
         if len(rows) == 0 or len(rows) + n_p < 2:
             continue
@@ -83,8 +85,11 @@ def decide_duplicates(
                 max_window=rules.max_window,
             )
         else:
-            reps = phash_clusters(
-                all_keys, prio, max_distance=rules.phash_max_distance, max_window=rules.max_window
+            reps = image_clusters(
+                all_keys,
+                prio,
+                phash_max_distance=rules.phash_max_distance,
+                max_window=rules.max_window,
             )
         all_ids = np.concatenate((p_ids, ids[rows]))
         new_reps = reps[n_p:]
@@ -123,13 +128,16 @@ def decide_run(tables: list, parent_contains, parent_index: DedupIndex, rules: D
             if t.num_rows
             else np.empty((0, rules.num_perm), np.uint32)
         )
-        phash = t.column("phash").to_numpy().astype(np.uint64)
+        phash = image_keys(
+            t.column("phash").to_numpy().astype(np.uint64),
+            t.column("thumb").to_pylist() if "thumb" in t.column_names else None,
+        )
         sources = t.column("source").to_pylist()
     else:
         ids = np.empty(0, "S16")
         modality = np.empty(0, object)
         sigs = np.empty((0, rules.num_perm), np.uint32)
-        phash = np.empty(0, np.uint64)
+        phash = np.empty((0, KEY_WORDS), np.uint64)
         sources = []
     d = decide_duplicates(
         ids,

@@ -1,5 +1,6 @@
 """The near-duplicate index a commit carries, so the next run compares against the branch
-without recomputing: MinHash signatures of its text records and pHashes of its images.
+without recomputing: MinHash signatures of its text records and the keys of its images
+(`phash.image_keys`: pHash and 8x8 thumbnail).
 
 Stored as the commit attachment `dedup_index` (an uncompressed `.npz`: signatures are
 random bits and do not compress). It is cumulative: the parent's entries that are still
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import DedupRules
+from .phash import KEY_WORDS, as_image_keys, image_keys
 
 ATTACHMENT = "dedup_index"
 
@@ -26,7 +28,7 @@ class DedupIndex:
     text_ids: np.ndarray  # 'S16'
     text_sigs: np.ndarray  # uint32 [n, num_perm]
     image_ids: np.ndarray  # 'S16'
-    image_phash: np.ndarray  # uint64
+    image_keys: np.ndarray  # uint64 [n, phash.KEY_WORDS]
 
     @classmethod
     def empty(cls, rules: DedupRules) -> DedupIndex:
@@ -35,7 +37,7 @@ class DedupIndex:
             np.empty(0, "S16"),
             np.empty((0, rules.num_perm), np.uint32),
             np.empty(0, "S16"),
-            np.empty(0, np.uint64),
+            np.empty((0, KEY_WORDS), np.uint64),
         )
 
     def to_bytes(self) -> bytes:
@@ -50,7 +52,7 @@ class DedupIndex:
             image_ids=self.image_ids.view(np.uint8).reshape(-1, 16)
             if len(self.image_ids)
             else np.empty((0, 16), np.uint8),
-            image_phash=self.image_phash,
+            image_keys=self.image_keys,
         )
         return buf.getvalue()
 
@@ -62,7 +64,8 @@ class DedupIndex:
             np.ascontiguousarray(z["text_ids"]).view("S16").ravel(),
             z["text_sigs"],
             np.ascontiguousarray(z["image_ids"]).view("S16").ravel(),
-            z["image_phash"],
+            # an index written before image keys held a thumbnail: bare pHashes
+            as_image_keys(z["image_keys"] if "image_keys" in z.files else z["image_phash"]),
         )
 
     def restricted_to(self, live) -> DedupIndex:
@@ -70,16 +73,16 @@ class DedupIndex:
         t = live.contains(self.text_ids) if len(self.text_ids) else np.zeros(0, bool)
         i = live.contains(self.image_ids) if len(self.image_ids) else np.zeros(0, bool)
         return DedupIndex(
-            self.params, self.text_ids[t], self.text_sigs[t], self.image_ids[i], self.image_phash[i]
+            self.params, self.text_ids[t], self.text_sigs[t], self.image_ids[i], self.image_keys[i]
         )
 
-    def extended(self, text_ids, text_sigs, image_ids, image_phash) -> DedupIndex:
+    def extended(self, text_ids, text_sigs, image_ids, image_keys) -> DedupIndex:
         return DedupIndex(
             self.params,
             np.concatenate((self.text_ids, text_ids)),
             np.concatenate((self.text_sigs, text_sigs)) if len(text_sigs) else self.text_sigs,
             np.concatenate((self.image_ids, image_ids)),
-            np.concatenate((self.image_phash, np.asarray(image_phash, np.uint64))),
+            np.concatenate((self.image_keys, as_image_keys(image_keys))),
         )
 
 
@@ -108,14 +111,14 @@ def rebuild_index(repo, commit_id: str, rules: DedupRules) -> DedupIndex:
             info = check_image(table.column("data")[k].as_py(), ImageRules(max_pixels=1 << 62))
             if hasattr(info, "phash"):
                 i_ids.append(ids[k : k + 1])
-                i_ph.append(info.phash)
+                i_ph.append(image_keys([info.phash], [info.thumb]))
     empty = DedupIndex.empty(rules)
     return DedupIndex(
         rules.index_params(),
         np.concatenate(t_ids) if t_ids else empty.text_ids,
         np.concatenate(t_sigs) if t_sigs else empty.text_sigs,
         np.concatenate(i_ids) if i_ids else empty.image_ids,
-        np.array(i_ph, np.uint64),
+        np.concatenate(i_ph) if i_ph else empty.image_keys,
     )
 
 
@@ -141,7 +144,7 @@ class Membership:
 
 
 def scrub_index_bytes(data: bytes, erased_ids: np.ndarray) -> bytes | None:
-    """An erasure's rewrite of a stored index: the entries (signatures, pHashes) of
+    """An erasure's rewrite of a stored index: the entries (signatures, image keys) of
     `erased_ids` ('S16') removed; None when it holds none of them."""
     index = DedupIndex.from_bytes(data)
     t = np.isin(index.text_ids, erased_ids) if len(index.text_ids) else np.zeros(0, bool)
@@ -149,5 +152,9 @@ def scrub_index_bytes(data: bytes, erased_ids: np.ndarray) -> bytes | None:
     if not t.any() and not i.any():
         return None
     return DedupIndex(
-        index.params, index.text_ids[~t], index.text_sigs[~t], index.image_ids[~i], index.image_phash[~i]
+        index.params,
+        index.text_ids[~t],
+        index.text_sigs[~t],
+        index.image_ids[~i],
+        index.image_keys[~i],
     ).to_bytes()

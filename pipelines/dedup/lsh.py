@@ -175,3 +175,21 @@ def phash_clusters(
     pairs = candidate_pairs(phash_band_keys(hashes, max_distance), max_window)
     pairs = verify_phash_pairs(hashes, pairs, max_distance)
     return representatives(connected_components(n, pairs), priority)
+
+
+def image_clusters(
+    keys: np.ndarray, priority: np.ndarray, *, phash_max_distance: int, max_window: int = 32
+) -> np.ndarray:
+    """Representative row per row for image keys (`phash.image_keys`): LSH candidates on
+    `phash.image_band_keys`, verified by `phash.near_images` (the rule the sharded steps
+    apply), connected components."""
+    from .phash import as_image_keys, image_band_keys, near_images
+
+    n = len(keys)
+    if n == 0:
+        return np.empty(0, np.int64)
+    k = as_image_keys(keys)
+    pairs = candidate_pairs(image_band_keys(k, phash_max_distance), max_window)
+    if len(pairs):
+        pairs = pairs[near_images(k[pairs[:, 0]], k[pairs[:, 1]], phash_max_distance)[1]]
+    return representatives(connected_components(n, pairs), priority)

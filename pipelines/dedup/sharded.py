@@ -13,7 +13,7 @@ keyed by the shard of the next step.
     bucket_pairs      (per key range) members of a bucket, in source order, each paired
                       with the next `max_window` (the windows of `lsh.candidate_pairs`)
     attach_a/verify_b (per id range, twice) the pair's hashes joined on, then verified:
-                      estimated Jaccard (MinHash) or Hamming distance (pHash)
+                      estimated Jaccard (MinHash) or the image rule (`phash.near_images`)
     propagate         (per id range, one call per round) min-label propagation: every
                       node takes the smallest rank among its neighbours' labels
     final_similarity  (per id range of the representative) similarity to the kept record
@@ -38,7 +38,8 @@ import pyarrow.compute as pc
 from dataversion.records import RECORD_ID, ids_as_numpy, ids_to_array, ids_to_hex
 
 from ..config import POLICIES, DedupRules
-from .lsh import minhash_band_keys, phash_band_keys, popcount64
+from .lsh import minhash_band_keys
+from .phash import KEY_WORDS, as_image_keys, image_band_keys, image_keys, near_images
 
 __all__ = ["POLICIES", "run_local"]
 _MAX64 = (1 << 64) - 1
@@ -52,7 +53,9 @@ ROWS_SCHEMA = pa.schema(
         ("order", pa.binary()),  # source order: b"\x01" + key + b"\x00" + line (8 bytes BE)
         ("rank", pa.binary()),  # representative rule (see the module docstring)
         ("in_parent", pa.bool_()),
-        ("hash", pa.binary()),  # MinHash signature bytes (text) or pHash (8 bytes, image)
+        # MinHash signature bytes (text) or the image key (`phash.image_keys`: pHash,
+        # thumbnail flag, thumbnail: 80 bytes)
+        ("hash", pa.binary()),
     ]
 )
 DUPS_SCHEMA = pa.schema(
@@ -223,14 +226,16 @@ def _be64(values: np.ndarray) -> pa.Array:
 
 
 def _hash_column(candidates: pa.Table) -> pa.Array:
-    """Per row: the MinHash signature bytes (text), the pHash (image, native byte order),
-    empty otherwise."""
+    """Per row: the MinHash signature bytes (text), the image key (`phash.image_keys`,
+    native byte order), empty otherwise."""
     n = candidates.num_rows
     mods = candidates.column("modality")
     text, image = _is(mods, "text"), _is(mods, "image")
     sig = _single(candidates.column("sig"))
     sig_bytes = np.ascontiguousarray(sig.flatten().to_numpy()).view(np.uint8).reshape(n, -1)
-    width = np.where(text, sig_bytes.shape[1], np.where(image, 8, 0)).astype(np.int32)
+    width = np.where(text, sig_bytes.shape[1], np.where(image, 8 * KEY_WORDS, 0)).astype(
+        np.int32
+    )
     offsets = np.zeros(n + 1, np.int32)
     np.cumsum(width, out=offsets[1:])
     if text.all():
@@ -243,9 +248,16 @@ def _hash_column(candidates: pa.Table) -> pa.Array:
                 continue
             if rows is None:
                 ph = candidates.column("phash").to_numpy(zero_copy_only=False).astype(np.uint64)
-                rows = ph.view(np.uint8).reshape(n, 8)
+                thumbs = (
+                    candidates.column("thumb").take(pa.array(idx)).to_pylist()
+                    if "thumb" in candidates.column_names
+                    else None
+                )
+                rows = image_keys(ph[idx], thumbs).view(np.uint8).reshape(len(idx), -1)
+            else:
+                rows = rows[idx]
             w = rows.shape[1]
-            data[(offsets[idx][:, None] + np.arange(w)).ravel()] = rows[idx].ravel()
+            data[(offsets[idx][:, None] + np.arange(w)).ravel()] = rows.ravel()
     return pa.Array.from_buffers(
         pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(data))]
     )
@@ -331,26 +343,33 @@ BANDS_SCHEMA = pa.schema(
 
 
 def hash_matrix(table: pa.Table, modality: str, rules: DedupRules) -> np.ndarray:
-    """The `hash` column of rows of one modality: uint32 [n, num_perm] or uint64 [n]."""
+    """The `hash` column of rows of one modality: uint32 [n, num_perm] or image keys
+    uint64 [n, KEY_WORDS] (`phash.image_keys`; a bare 8-byte pHash has no thumbnail)."""
     col = table.column("hash").combine_chunks()
     n = len(col)
     if n == 0:
         return (
             np.empty((0, rules.num_perm), np.uint32)
             if modality == "text"
-            else np.empty(0, np.uint64)
+            else np.empty((0, KEY_WORDS), np.uint64)
         )
     offsets = np.frombuffer(col.buffers()[1], np.int32)[col.offset : col.offset + n + 1]
     buf = np.frombuffer(col.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
     if modality == "text":
         return buf.view(np.uint32).reshape(n, rules.num_perm)
-    return buf.view(np.uint64).reshape(n)
+    widths = np.diff(offsets)
+    if (widths == widths[0]).all():
+        return as_image_keys(buf.view(np.uint64).reshape(n, -1))
+    starts = (offsets[:-1] - offsets[0]).astype(np.int64)
+    return np.stack(
+        [as_image_keys(buf[s : s + w].view(np.uint64))[0] for s, w in zip(starts, widths)]
+    )
 
 
 def band_keys(hashes: np.ndarray, modality: str, rules: DedupRules) -> np.ndarray:
     if modality == "text":
         return minhash_band_keys(hashes, rules.bands)
-    return phash_band_keys(hashes, rules.phash_max_distance)
+    return image_band_keys(hashes, rules.phash_max_distance)
 
 
 def band_rows(nodes: pa.Table, rules: DedupRules, parts: int):
@@ -536,16 +555,17 @@ def attach_a(nodes: pa.Table, pairs: pa.Table, parts: int):
 
 
 def similarity(modality: str, ha: np.ndarray, hb: np.ndarray, rules: DedupRules) -> np.ndarray:
-    """Estimated Jaccard (MinHash rows) or 1 - Hamming / 64 (pHash)."""
-    if modality == "text":
-        return (ha == hb).mean(axis=1) if len(ha) else np.empty(0)
-    return 1.0 - popcount64(np.bitwise_xor(ha, hb)).astype(np.float64) / 64.0
+    """Estimated Jaccard (MinHash rows) or the image similarity of `phash.near_images`."""
+    return compare(modality, ha, hb, rules)[0]
 
 
-def is_near(modality: str, sim: np.ndarray, rules: DedupRules) -> np.ndarray:
+def compare(modality: str, ha: np.ndarray, hb: np.ndarray, rules: DedupRules):
+    """(similarity, near) of pairs of hashes, row by row: the one pairwise rule the
+    one-worker decision (`lsh`) applies too."""
     if modality == "text":
-        return sim >= rules.text_threshold - 1e-12
-    return np.rint((1.0 - sim) * 64) <= rules.phash_max_distance
+        sim = (ha == hb).mean(axis=1) if len(ha) else np.empty(0)
+        return sim, sim >= rules.text_threshold - 1e-12
+    return near_images(ha, hb, rules.phash_max_distance)
 
 
 def verify_b(nodes: pa.Table, attached: pa.Table, parent_hashes, rules: DedupRules) -> pa.Table:
@@ -584,8 +604,7 @@ def verify_b(nodes: pa.Table, attached: pa.Table, parent_hashes, rules: DedupRul
                 hb_bytes[r], rank_b[r] = h, k
         ha = hash_matrix(sub.select(["hash_a"]).rename_columns(["hash"]), modality, rules)
         hb = hash_matrix(pa.table({"hash": pa.array(hb_bytes, pa.binary())}), modality, rules)
-        sim = similarity(modality, ha, hb, rules)
-        ok = is_near(modality, sim, rules)
+        sim, ok = compare(modality, ha, hb, rules)
         if not ok.any():
             continue
         k = pa.array(np.flatnonzero(ok))
@@ -888,7 +907,7 @@ def decide_range(
 
 
 class IndexParent:
-    """The branch's dedup state read from a `DedupIndex` (ids, signatures, pHashes) and an
+    """The branch's dedup state read from a `DedupIndex` (ids, signatures, image keys) and an
     id membership test; answers what the sharded steps ask of the branch."""
 
     def __init__(self, index, contains, rules: DedupRules):
@@ -902,7 +921,7 @@ class IndexParent:
     def _arrays(self, modality: str):
         if modality == "text":
             return self.index.text_ids, self.index.text_sigs
-        return self.index.image_ids, self.index.image_phash.astype(np.uint64)
+        return self.index.image_ids, self.index.image_keys
 
     def band_rows(self, modality: str, part: int, parts: int) -> pa.Table | None:
         """The branch's band rows (band, key, record_id) whose key lies in range `part`."""

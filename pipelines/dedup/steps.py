@@ -17,7 +17,16 @@ from dataversion import Repo
 from ..config import IngestConfig
 from . import sharded
 
-DEDUP_KEY_COLUMNS = ["record_id", "modality", "source", "object_key", "line", "sig", "phash"]
+DEDUP_KEY_COLUMNS = [
+    "record_id",
+    "modality",
+    "source",
+    "object_key",
+    "line",
+    "sig",
+    "phash",
+    "thumb",
+]
 
 
 def dedup_keys(candidates):

@@ -19,7 +19,7 @@ from dataversion.errors import human_message
 from dataversion.sniff import IMAGE_FORMATS, sniff_format
 
 from ..config import ImageRules
-from ..dedup.phash import IMG_SIZE, phash_thumbnail, visible_gray
+from ..dedup.phash import IMG_SIZE, phash_thumbnail, thumbnail_bytes, visible_gray
 from . import Drop
 
 _ORIENTATION_TAG = 0x0112
@@ -52,13 +52,15 @@ def register_plugins() -> None:
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """A kept image: format, oriented size, EXIF orientation (1 = none), 64-bit pHash."""
+    """A kept image: format, oriented size, EXIF orientation (1 = none), 64-bit pHash and
+    the 8x8 grey thumbnail the near-duplicate rule compares (`pipelines.dedup.phash`)."""
 
     format: str
     width: int
     height: int
     orientation: int
     phash: int
+    thumb: bytes = b""
 
     def meta(self) -> dict:
         d = {"format": self.format, "width": self.width, "height": self.height}
@@ -116,6 +118,7 @@ def check_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageInfo | Dr
         if orientation != 1:
             gray = gray.transpose(getattr(Image.Transpose, _TRANSPOSE[orientation]))
         ph = phash_thumbnail(gray.resize((IMG_SIZE, IMG_SIZE), Image.Resampling.LANCZOS))
+        thumb = thumbnail_bytes(gray)
     except Exception as e:  # noqa: BLE001
         return Drop("corrupt_image", f"{fmt} decoded but cannot be converted: {human_message(e)}")
-    return ImageInfo(fmt, width, height, orientation, ph)
+    return ImageInfo(fmt, width, height, orientation, ph, thumb)

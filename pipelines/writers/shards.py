@@ -18,6 +18,7 @@ from dataversion.records import RECORD_SCHEMA, ids_as_numpy
 
 from ..config import IngestConfig
 from ..dedup import sharded, state
+from ..dedup.phash import image_keys
 from ..features import record_features, table_bytes
 from ..scratch import RunScratch
 
@@ -109,6 +110,9 @@ def _entries(kept: pa.Table, num_perm: int):
     ids = ids_as_numpy(kept.column("record_id")).copy()
     sig = kept.column("sig").combine_chunks()
     sigs = sig.flatten().to_numpy().reshape(-1, num_perm)
-    ph = kept.column("phash").to_numpy().astype(np.uint64)
+    ph = image_keys(
+        kept.column("phash").to_numpy().astype(np.uint64),
+        kept.column("thumb").to_pylist() if "thumb" in kept.column_names else None,
+    )
     t, i = sharded._is(mods, "text"), sharded._is(mods, "image")
     return [("text", ids[t], sigs[t]), ("image", ids[i], ph[i])]

@@ -174,7 +174,7 @@ def test_index_roundtrip():
         back.text_ids.tobytes() == idx.text_ids.tobytes()
         and back.image_ids.tobytes() == b"\x00" * 16
     )
-    assert back.text_sigs.shape == (1, 112) and back.image_phash.tolist() == [7]
+    assert back.text_sigs.shape == (1, 112) and back.image_keys[:, :2].tolist() == [[7, 0]]
 
 
 def test_phash_near_duplicates_resized_and_recompressed():

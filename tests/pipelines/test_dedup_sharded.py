@@ -13,6 +13,7 @@ from dataversion.records import ids_as_numpy, ids_to_hex
 from pipelines.config import IngestConfig
 from pipelines.dedup.decide import decide_run
 from pipelines.dedup.index import DedupIndex
+from pipelines.dedup.phash import image_keys
 from pipelines.dedup.sharded import IndexParent, NotConverged, run_local
 from pipelines.dedup.steps import dedup_keys
 from pipelines.process import WorkItem, process_objects
@@ -134,7 +135,9 @@ def test_sharded_decisions_against_a_branch_equal_the_global_decision(vocab):
     ids = ids_as_numpy(kept1.column("record_id")).copy()
     mods = np.asarray(kept1.column("modality").to_pylist(), object)
     sigs = kept1.column("sig").combine_chunks().values.to_numpy().reshape(-1, rules.num_perm)
-    ph = kept1.column("phash").to_numpy().astype(np.uint64)
+    ph = image_keys(
+        kept1.column("phash").to_numpy().astype(np.uint64), kept1.column("thumb").to_pylist()
+    )
     t_, i_ = mods == "text", mods == "image"
     # the branch's index in id order: the order the sharded steps rank branch records in
     to, io = np.argsort(ids[t_]), np.argsort(ids[i_])
@@ -153,10 +156,16 @@ def test_sharded_decisions_against_a_branch_equal_the_global_decision(vocab):
             w[rng.randrange(len(w))] = "edited"
             data = " ".join(w).encode()
         second.append((WorkItem("b/from-a/" + item.key, "1-1", len(data)), data))
+    for i in (1, 3):  # resized JPEGs of the branch's images
+        data = png_bytes(90, 68, seed=21 * 10 + i, fmt="JPEG", quality=70)
+        second.append((WorkItem(f"b/img/resized-{i}.jpg", "1-1", len(data)), data))
     parent_ids = set(ids_to_hex(ids))
     _, dups, _ = _check_equal(_tables(second, config), index, contains, parent_ids, rules, 4)
     assert any(d["duplicate_of"] in parent_ids and d["kind"] == "near" for d in dups)
     assert any(d["duplicate_of"] in parent_ids and d["kind"] == "exact" for d in dups)
+    # resized copies of the branch's images are found through the branch's image keys
+    near_img = [d for d in dups if d["kind"] == "near" and "resized-" in d["source"]]
+    assert len(near_img) == 2 and all(d["duplicate_of"] in parent_ids for d in near_img)
 
 
 @pytest.mark.parametrize("policy", ["longest", "shortest"])
