@@ -26,6 +26,51 @@ TARGET_SHARD_BYTES = 32 * 1024 * 1024
 ROW_GROUP_ROWS = 4096
 
 
+@dataclass(frozen=True)
+class ShardEncoding:
+    """How a shard's columns are laid out in Parquet. Readers need none of it (Parquet records
+    each column chunk's codec), so it may change at any time; a shard's bytes, hence its name,
+    depend on it. Chosen by measurement (benchmarks/bench_encoding.py, figures in docs/
+    ARCHITECTURE.md): `text` is the payload of text records, `data` of images, audio and other
+    files (mostly compressed already), `metadata` the id and metadata columns."""
+
+    text_codec: str = "snappy"
+    text_level: int | None = None
+    data_codec: str = "snappy"
+    data_level: int | None = None
+    metadata_codec: str = "snappy"
+    metadata_level: int | None = None
+    row_group_rows: int = ROW_GROUP_ROWS
+    data_page_bytes: int = 1024 * 1024
+    dictionary: tuple[str, ...] = ("modality", "label")  # few distinct values; payloads are unique
+
+    def write_options(self, columns: list[str]) -> dict:
+        """Keyword arguments for `pq.write_table` of a table with `columns` (per-column codecs
+        and levels)."""
+        codecs, levels = {}, {}
+        for name in columns:
+            codec, level = (
+                (self.text_codec, self.text_level) if name == "text"
+                else (self.data_codec, self.data_level) if name == "data"
+                else (self.metadata_codec, self.metadata_level)
+            )
+            codecs[name] = codec
+            if level is not None:
+                levels[name] = level
+        return {
+            "compression": codecs,
+            "compression_level": levels or None,
+            "row_group_size": self.row_group_rows,
+            "data_page_size": self.data_page_bytes,
+            "use_dictionary": [c for c in self.dictionary if c in columns],
+            "write_statistics": ["record_id"],
+        }
+
+
+BEFORE_ENCODING = ShardEncoding()  # format 2 as first built: snappy everywhere
+SHARD_ENCODING = ShardEncoding()
+
+
 # The columns a shard entry's hash covers (record id + the metadata training sees).
 ENTRY_COLUMNS = ("record_id", "modality", "source", "label", "meta")
 
@@ -198,21 +243,15 @@ def encode_shard(table: pa.Table) -> EncodedShard:
     return EncodedShard(describe_shard(table, data), data)
 
 
-def parquet_bytes(table: pa.Table) -> pa.Buffer:
-    """The Parquet serialization of a sorted record slice, as a bytes-like Arrow buffer.
+def parquet_bytes(table: pa.Table, encoding: ShardEncoding | None = None) -> pa.Buffer:
+    """The Parquet serialization of a sorted record slice, as a bytes-like Arrow buffer, in
+    `encoding` (default: `SHARD_ENCODING`, read at call time).
 
     The sink is Arrow's own output stream, not a Python file object: writing to a Python
     object would take the GIL on every page and serialize the encoding threads.
     """
     buf = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        buf,
-        compression="snappy",
-        row_group_size=ROW_GROUP_ROWS,
-        use_dictionary=["modality", "label"],
-        write_statistics=["record_id"],
-    )
+    pq.write_table(table, buf, **(encoding or SHARD_ENCODING).write_options(table.column_names))
     return buf.getvalue()  # pa.Buffer: supports the buffer protocol (hashing, file writes)
 
 
