@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from .errors import CorruptObjectError
-from .hashing import DIGEST_MOD, digest_hex, object_id
+from .hashing import DEFAULT_ID_HASH, DIGEST_MOD, digest_hex, object_id
 from .objects import ShardRef
 from .records import binary_record_ids, id_bytes, ids_as_numpy, text_record_ids
 
@@ -344,8 +344,9 @@ def shard_counts(refs: list[ShardRef]) -> Counter[str]:
     return c
 
 
-def payload_mismatches(table) -> np.ndarray:
-    """Row indices whose payload does not hash to the record id (erased payloads excepted)."""
+def payload_mismatches(table, id_hash: str = DEFAULT_ID_HASH) -> np.ndarray:
+    """Row indices whose payload does not hash to the record id under `id_hash` (the
+    repository's record-id hash; erased payloads excepted)."""
     ids = ids_as_numpy(table.column("record_id"))
     is_text = pc.is_valid(table.column("text")).to_numpy(zero_copy_only=False)
     is_data = pc.is_valid(table.column("data")).to_numpy(zero_copy_only=False)
@@ -353,9 +354,9 @@ def payload_mismatches(table) -> np.ndarray:
     t_rows = np.flatnonzero(is_text)
     d_rows = np.flatnonzero(is_data & ~is_text)
     if len(t_rows):
-        actual[t_rows] = np.frombuffer(b"".join(text_record_ids(table.column("text").take(t_rows))), dtype="S16")
+        actual[t_rows] = np.frombuffer(b"".join(text_record_ids(table.column("text").take(t_rows), id_hash)), dtype="S16")
     if len(d_rows):
-        actual[d_rows] = np.frombuffer(b"".join(binary_record_ids(table.column("data").take(d_rows))), dtype="S16")
+        actual[d_rows] = np.frombuffer(b"".join(binary_record_ids(table.column("data").take(d_rows), id_hash)), dtype="S16")
     check = is_text | is_data
     return np.flatnonzero(check & (actual != ids))
 
