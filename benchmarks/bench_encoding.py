@@ -63,12 +63,14 @@ TEXT_CANDIDATES = {
     "zstd-5": ShardEncoding(text_codec="zstd", text_level=5, metadata_codec="zstd", metadata_level=5),
     "zstd-3 rg16k": ShardEncoding(text_codec="zstd", text_level=3, metadata_codec="zstd", metadata_level=3,
                                   row_group_rows=16384),
+    "chosen": shards.SHARD_ENCODING,
 }
 MEDIA_CANDIDATES = {
     "before (snappy)": shards.BEFORE_ENCODING,
     "data none": ShardEncoding(data_codec="none", metadata_codec="zstd", metadata_level=3),
     "data zstd-1": ShardEncoding(data_codec="zstd", data_level=1, metadata_codec="zstd", metadata_level=3),
     "data zstd-3": ShardEncoding(data_codec="zstd", data_level=3, metadata_codec="zstd", metadata_level=3),
+    "chosen": shards.SHARD_ENCODING,
 }
 
 

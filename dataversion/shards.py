@@ -40,6 +40,7 @@ class ShardEncoding:
     data_level: int | None = None
     metadata_codec: str = "snappy"
     metadata_level: int | None = None
+    id_codec: str = "snappy"  # record ids are hashes: no codec shrinks them
     row_group_rows: int = ROW_GROUP_ROWS
     data_page_bytes: int = 1024 * 1024
     dictionary: tuple[str, ...] = ("modality", "label")  # few distinct values; payloads are unique
@@ -52,6 +53,7 @@ class ShardEncoding:
             codec, level = (
                 (self.text_codec, self.text_level) if name == "text"
                 else (self.data_codec, self.data_level) if name == "data"
+                else (self.id_codec, None) if name == "record_id"
                 else (self.metadata_codec, self.metadata_level)
             )
             codecs[name] = codec
@@ -68,7 +70,16 @@ class ShardEncoding:
 
 
 BEFORE_ENCODING = ShardEncoding()  # format 2 as first built: snappy everywhere
-SHARD_ENCODING = ShardEncoding()
+# Measured (benchmarks/bench_encoding.py; docs/ARCHITECTURE.md "Shard encoding"): zstd level 2
+# is the smallest of the fast levels on random-word texts and 0.65x snappy's bytes on real prose
+# (level 3: 4% smaller on prose, 4% larger on random words, half the encode rate); images and
+# audio are compressed already: no codec writes and reads them fastest at +0.1% bytes.
+SHARD_ENCODING = ShardEncoding(
+    text_codec="zstd", text_level=2,
+    data_codec="none",
+    metadata_codec="zstd", metadata_level=2,
+    id_codec="none",
+)
 
 
 # The columns a shard entry's hash covers (record id + the metadata training sees).
