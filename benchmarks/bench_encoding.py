@@ -145,8 +145,9 @@ def dir_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
-def measure_candidate(table: pa.Table, enc: ShardEncoding, work: str, column: str) -> dict:
-    """Bytes, encode, pyarrow read, commit and loader-epoch rates of one encoding."""
+def measure_candidate(table: pa.Table, enc: ShardEncoding, work: str, column: str, full: bool = True) -> dict:
+    """Bytes, encode, pyarrow read, commit and loader-epoch rates of one encoding (without
+    `full`: bytes, encode and pyarrow read only)."""
     n = table.num_rows
     order, cuts = plan_shard_rows(table)
     parts = [table.take(pa.array(order[a:b])) for a, b in cuts]
@@ -159,6 +160,8 @@ def measure_candidate(table: pa.Table, enc: ShardEncoding, work: str, column: st
     t_read = time.perf_counter() - t0
     size = sum(len(b) for b in blobs)
     del blobs, parts
+    if not full:
+        return {"bytes": size, "encode": n / t_enc, "read": n / t_read, "commit": None, "loader": None}
 
     repo_dir = tempfile.mkdtemp(dir=work)
     saved = shards.SHARD_ENCODING
@@ -225,6 +228,10 @@ def fmt_rate(v: float | None) -> str:
     return "-" if v is None else f"{v:,.0f}"
 
 
+def ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:.2f}"
+
+
 def print_table(name: str, n: int, results: dict[str, dict], lance: dict | None, rounds: int) -> None:
     before = results["before (snappy)"]
     print(f"\n## {name}: {n:,} records, {before['raw'] / n:,.0f} B payload each (best of {rounds} interleaved rounds)")
@@ -235,8 +242,8 @@ def print_table(name: str, n: int, results: dict[str, dict], lance: dict | None,
         lx = f"{r['bytes'] / lance['bytes']:.2f}" if lance else "-"
         print(f"{cand:18s} {r['bytes'] / n:9.1f} {r['bytes'] / before['bytes']:8.2f} {lx:>8s} "
               f"{fmt_rate(r['encode']):>10s} {fmt_rate(r['read']):>10s} {fmt_rate(r['commit']):>10s} "
-              f"{r['commit'] / before['commit']:8.2f} {fmt_rate(r['loader']):>10s} "
-              f"{(r['loader'] / before['loader']) if r['loader'] else float('nan'):8.2f}")
+              f"{ratio(r['commit'], before['commit']):>8s} {fmt_rate(r['loader']):>10s} "
+              f"{ratio(r['loader'], before['loader']):>8s}")
     if lance:
         print("(Lance: write/s in encode and commit columns, its full to_table() read in pq read/s)")
 
@@ -256,6 +263,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--only", default="text,corpus,image,audio,wav,ids")
     ap.add_argument("--candidates", default="", help="comma-separated candidate names (default: all)")
+    ap.add_argument("--bytes-only", action="store_true", help="no commit and loader epoch (large --texts)")
     args = ap.parse_args()
     only = set(args.only.split(","))
     work = tempfile.mkdtemp(prefix="dv-bench-enc-")
@@ -288,7 +296,7 @@ def main() -> None:
             lance_runs: list[dict] = []
             for _ in range(args.rounds):
                 for cand, enc in cands.items():  # interleaved with Lance, round by round
-                    runs[cand].append(measure_candidate(table, enc, work, column))
+                    runs[cand].append(measure_candidate(table, enc, work, column, full=not args.bytes_only))
                 lr = measure_lance(table, work)
                 if lr:
                     lance_runs.append(lr)
