@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import xxhash
 
 from .errors import BadInputError
+from .hashing import DEFAULT_ID_HASH, ID_HASHES, id_hasher
 
 RECORD_ID = pa.binary(16)
 
@@ -33,21 +33,21 @@ METADATA_COLUMNS = ("modality", "source", "label", "meta")
 MODALITIES = ("text", "image", "audio", "binary")
 
 
-def text_record_ids(texts: pa.Array | pa.ChunkedArray) -> list[bytes]:
+def text_record_ids(texts: pa.Array | pa.ChunkedArray, id_hash: str = DEFAULT_ID_HASH) -> list[bytes]:
     """Record ids of a string column, hashing the UTF-8 bytes in place (no re-encoding)."""
-    return _hash_var_width(texts)
+    return _hash_var_width(texts, id_hasher(id_hash))
 
 
-def binary_record_ids(data: pa.Array | pa.ChunkedArray) -> list[bytes]:
+def binary_record_ids(data: pa.Array | pa.ChunkedArray, id_hash: str = DEFAULT_ID_HASH) -> list[bytes]:
     """Record ids of a binary column."""
-    return _hash_var_width(data)
+    return _hash_var_width(data, id_hasher(id_hash))
 
 
-def _hash_var_width(arr: pa.Array | pa.ChunkedArray) -> list[bytes]:
+def _hash_var_width(arr: pa.Array | pa.ChunkedArray, h) -> list[bytes]:
     if isinstance(arr, pa.ChunkedArray):
         out: list[bytes] = []
         for chunk in arr.chunks:
-            out.extend(_hash_var_width(chunk))
+            out.extend(_hash_var_width(chunk, h))
         return out
     if arr.null_count:
         raise BadInputError("a record payload is null")
@@ -60,7 +60,6 @@ def _hash_var_width(arr: pa.Array | pa.ChunkedArray) -> list[bytes]:
     bufs = arr.buffers()
     offsets = np.frombuffer(bufs[1], dtype=off_dtype)[arr.offset : arr.offset + len(arr) + 1].tolist()
     data = memoryview(bufs[2]) if bufs[2] is not None else memoryview(b"")
-    h = xxhash.xxh3_128_digest
     return [h(data[a:b]) for a, b in zip(offsets, offsets[1:])]
 
 
@@ -112,13 +111,15 @@ def make_text_records(
     sources: Sequence[str | None] | None = None,
     labels: Sequence[str | None] | None = None,
     metas: Sequence[str | None] | None = None,
+    id_hash: str = DEFAULT_ID_HASH,
 ) -> pa.Table:
-    """A record table of text records; ids computed from the texts."""
+    """A record table of text records; ids computed from the texts with `id_hash` (pass
+    the repository's `Repo.id_hash` for a repository that is not xxh3-128)."""
     text_arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, pa.large_string())
     if text_arr.type != pa.large_string():
         text_arr = text_arr.cast(pa.large_string())
     n = len(text_arr)
-    ids = text_record_ids(text_arr)
+    ids = text_record_ids(text_arr, id_hash)
     return pa.table(
         {
             "record_id": ids_to_array(ids),
@@ -140,11 +141,12 @@ def make_binary_records(
     sources: Sequence[str | None] | None = None,
     labels: Sequence[str | None] | None = None,
     metas: Sequence[str | None] | None = None,
+    id_hash: str = DEFAULT_ID_HASH,
 ) -> pa.Table:
-    """A record table of binary records (images, audio, other files)."""
+    """A record table of binary records (images, audio, other files); ids with `id_hash`."""
     data_arr = pa.array(payloads, pa.large_binary())
     n = len(data_arr)
-    ids = binary_record_ids(data_arr)
+    ids = binary_record_ids(data_arr, id_hash)
     return pa.table(
         {
             "record_id": ids_to_array(ids),
@@ -179,3 +181,38 @@ def conform(table: pa.Table) -> pa.Table:
     if out.column("record_id").null_count or out.column("modality").null_count:
         raise BadInputError("record_id and modality must not be null")
     return out
+
+
+ID_CHECK_ROWS = 8
+
+
+def check_ids_hash(table: pa.Table, id_hash: str, rows: int = ID_CHECK_ROWS) -> None:
+    """Refuse a record table whose ids were computed with another record-id hash than the
+    repository's `id_hash` (a caller that built records without knowing the repository's
+    choice, e.g. `make_text_records` with its default). Looks at the first `rows` rows that
+    carry a payload: cheap, and enough for a hash chosen per table; per-record integrity is
+    `verify`'s job. BadInputError naming both hashes; rows without payload are not checked."""
+    if table.num_rows == 0:
+        return
+    head = table.slice(0, min(table.num_rows, 4 * rows))
+    texts = head.column("text").to_pylist() if "text" in head.column_names else [None] * head.num_rows
+    datas = head.column("data").to_pylist() if "data" in head.column_names else [None] * head.num_rows
+    ids = ids_as_numpy(head.column("record_id"))
+    own = id_hasher(id_hash)
+    checked = 0
+    for i, (t, d) in enumerate(zip(texts, datas)):
+        payload = t.encode("utf-8") if t is not None else d
+        if payload is None:
+            continue
+        rid = id_bytes(ids, i)
+        if own(payload) != rid:
+            other = next((h for h in ID_HASHES if h != id_hash and id_hasher(h)(payload) == rid), None)
+            if other is not None or id_hash != DEFAULT_ID_HASH:
+                made = f"were computed with {other}" if other else f"are not {id_hash} of their payloads"
+                raise BadInputError(
+                    f"record ids {made}; this repository's record-id hash is {id_hash}",
+                    hint=f"pass id_hash={id_hash!r} where records are built, e.g. make_text_records(..., id_hash=repo.id_hash)",
+                )
+        checked += 1
+        if checked >= rows:
+            return

@@ -14,9 +14,9 @@ from typing import Any
 
 from . import writer
 from .errors import AmbiguousRefError, BadInputError, FormatError, NotFoundError
-from .hashing import canonical_json
+from .hashing import DEFAULT_ID_HASH, ID_HASHES, canonical_json, check_id_hash
 from .objectdb import ObjectDB, blob_key, commit_key
-from .objects import FORMAT_VERSION, utc_now
+from .objects import FORMAT_VERSION, ShardRef, utc_now
 from .porcelain import branches as _branches
 from .porcelain import checkout as _checkout
 from .porcelain import erase as _erase
@@ -24,7 +24,9 @@ from .porcelain import gc as _gc
 from .porcelain import history as _history
 from .porcelain import records as _records
 from .porcelain import verify as _verify
+from .records import check_ids_hash
 from .refs import HEADS, TAGS, Refs, validate_ref_name
+from .shards import TARGET_SHARD_BYTES
 from .stores import Store, normalize_url, open_store
 from .writer import DEFAULT_BRANCH, CommitResult
 
@@ -42,18 +44,32 @@ class Repo(ObjectDB):
     def __init__(self, store: Store):
         super().__init__(store)
         self.refs = Refs(store)
+        self._id_hash: str | None = None
 
     # ------------------------------------------------------------------ open / init
     @classmethod
-    def init(cls, url: str, *, create_bucket: bool = False, **store_options: Any) -> Repo:
+    def init(cls, url: str, *, create_bucket: bool = False, id_hash: str | None = None, **store_options: Any) -> Repo:
         """Create a repository (idempotent: an existing one is opened unchanged).
 
         A local directory is made as needed; an S3 bucket only with `create_bucket=True`
-        (NotFoundError "bucket B does not exist at ENDPOINT" otherwise)."""
+        (NotFoundError "bucket B does not exist at ENDPOINT" otherwise). `id_hash` is the
+        record-id hash (`hashing.ID_HASHES`, default xxh3-128), fixed for the repository's
+        life: asking an existing repository for another one is a BadInputError."""
+        if id_hash is not None:
+            check_id_hash(id_hash)
         store = open_store(normalize_url(url), create=True, create_bucket=create_bucket, **store_options)
-        config = {"format": FORMAT_VERSION, "default_branch": DEFAULT_BRANCH, "created": utc_now()}
+        config = {"format": FORMAT_VERSION, "default_branch": DEFAULT_BRANCH, "created": utc_now(),
+                  "id_hash": id_hash or DEFAULT_ID_HASH}
         store.put_if_absent(CONFIG_KEY, canonical_json(config))
-        return cls._checked(store, url)
+        repo = cls._checked(store, url)
+        if id_hash is not None and repo.id_hash != id_hash:
+            raise BadInputError(
+                f"the repository at {store.url} already exists with record-id hash {repo.id_hash}; "
+                f"it cannot become {id_hash}",
+                hint="record ids are hashes of every record's content: create a new repository "
+                f"with `dataversion init --id-hash {id_hash}` and add the data there",
+            )
+        return repo
 
     @classmethod
     def open(cls, url: str, *, any_format: bool = False, **store_options: Any) -> Repo:
@@ -70,21 +86,45 @@ class Repo(ObjectDB):
     @classmethod
     def _checked(cls, store: Store, url: str) -> Repo:
         repo = cls(store)
-        fmt = repo.format_version()
+        config = repo._config()
+        fmt = _format_of(config)
         if fmt != FORMAT_VERSION:
             raise FormatError(
                 f"the repository at {store.url} is in format {fmt}; this dataversion reads format {FORMAT_VERSION}",
                 hint=f"run `dataversion upgrade --repo {url}` to convert it in place" if fmt < FORMAT_VERSION
                 else "upgrade dataversion",
             )
+        repo._id_hash = repo._id_hash_of(config)  # an unknown one is refused here, not at a write
         return repo
+
+    def _config(self) -> dict[str, Any]:
+        try:
+            config = json.loads(self.store.get(CONFIG_KEY))
+        except ValueError:
+            return {}
+        return config if isinstance(config, dict) else {}
+
+    @property
+    def id_hash(self) -> str:
+        """The repository's record-id hash (config `id_hash`; xxh3-128 when absent, as in
+        every repository made before the option). FormatError for one this version lacks."""
+        if self._id_hash is None:
+            self._id_hash = self._id_hash_of(self._config())
+        return self._id_hash
+
+    def _id_hash_of(self, config: dict[str, Any]) -> str:
+        value = config.get("id_hash", DEFAULT_ID_HASH)
+        if value not in ID_HASHES:
+            raise FormatError(
+                f"the repository at {self.store.url} uses record-id hash {value!r}, "
+                f"which this dataversion does not know ({', '.join(ID_HASHES)})",
+                hint="upgrade dataversion",
+            )
+        return value
 
     def format_version(self) -> int:
         """The repository's format version (config.json)."""
-        try:
-            return int(json.loads(self.store.get(CONFIG_KEY)).get("format", 1))
-        except (ValueError, TypeError, AttributeError):
-            return 1
+        return _format_of(self._config())
 
     # ------------------------------------------------------------------ refs
     def branch_ref(self, branch: str) -> str:
@@ -153,7 +193,17 @@ class Repo(ObjectDB):
         return hits[0] if len(hits) == 1 else None
 
     # ------------------------------------------------------------------ the commit writer
-    commit = writer.commit
+    def commit(self, records: Any = None, *args: Any, **kwargs: Any) -> CommitResult:
+        """`writer.commit` (see `writer._write_commit`), refusing (BadInputError) a record
+        table whose ids were computed with another record-id hash than this repository's."""
+        if records is not None:
+            check_ids_hash(records, self.id_hash)
+        return writer.commit(self, records, *args, **kwargs)
+
+    def write_shards(self, table: Any, target_bytes: int = TARGET_SHARD_BYTES) -> list[ShardRef]:
+        """`ObjectDB.write_shards`, refusing ids of another record-id hash (as `commit`)."""
+        check_ids_hash(table, self.id_hash)
+        return super().write_shards(table, target_bytes)
 
     # ------------------------------------------------------------------ porcelain
     add, rm = _records.add, _records.rm
@@ -173,3 +223,10 @@ class Repo(ObjectDB):
         from .porcelain.repack import repack
 
         return repack(self, refs, **kwargs)
+
+
+def _format_of(config: dict[str, Any]) -> int:
+    try:
+        return int(config.get("format", 1))
+    except (ValueError, TypeError):
+        return 1

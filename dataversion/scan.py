@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from .compression import DecompressError, decompress_object, inner_name
 from .errors import BadInputError, StoreError, human_message
+from .hashing import DEFAULT_ID_HASH
 from .jsonl import LineReject, parse_jsonl
 from .records import RECORD_SCHEMA, binary_record_ids, ids_to_array, text_record_ids
 from .sniff import SNIFF_BYTES, sniff_modality
@@ -259,14 +260,16 @@ def scan_tree(
     progress=None,
     include_hidden: bool = False,
     max_file_bytes: int | None = None,
+    id_hash: str = DEFAULT_ID_HASH,
 ) -> ScanResult:
-    """Read every file under `paths` into one record table (not yet deduplicated).
+    """Read every file under `paths` into one record table (not yet deduplicated), record
+    ids computed with `id_hash` (the repository's).
 
     `Scanner` does the same batch by batch, in bounded memory; this is its whole result."""
     scanner = Scanner(paths, text_field=text_field, progress=progress, include_hidden=include_hidden,
-                      max_file_bytes=max_file_bytes)
+                      max_file_bytes=max_file_bytes, id_hash=id_hash)
     tables = list(scanner.batches())
-    table = pa.concat_tables(tables) if tables else _records_table([], [], [], [], [], [])
+    table = pa.concat_tables(tables) if tables else _records_table([], [], [], [], [], [], id_hash)
     return ScanResult(table, scanner.inputs, scanner.skipped)
 
 
@@ -283,10 +286,13 @@ class Scanner:
     while handling one file makes that file `internal_error`). Text files that are not valid
     UTF-8 are kept as binary records (nothing is lost). Raises StoreError when a file or
     directory cannot be read at all: that is a fault of the machine, not of the data.
+    Record ids are computed with `id_hash` (pass the repository's `Repo.id_hash`).
     """
 
     def __init__(self, paths: list[str], *, text_field: str = JSONL_TEXT_FIELD, progress=None,
-                 include_hidden: bool = False, max_file_bytes: int | None = None, batch_bytes: int | None = None):
+                 include_hidden: bool = False, max_file_bytes: int | None = None, batch_bytes: int | None = None,
+                 id_hash: str = DEFAULT_ID_HASH):
+        self.id_hash = id_hash
         self.paths, self.text_field, self.progress = paths, text_field, progress
         self.include_hidden, self.max_file_bytes = include_hidden, max_file_bytes
         self.batch_bytes = BATCH_BYTES if batch_bytes is None else batch_bytes
@@ -336,12 +342,12 @@ class Scanner:
                 continue
             held += len(data)
             if held >= self.batch_bytes:
-                yield _records_table(texts, t_src, t_meta, blobs, b_src, b_mod)
+                yield _records_table(texts, t_src, t_meta, blobs, b_src, b_mod, self.id_hash)
                 for x in lists[:-1]:
                     x.clear()
                 held = 0
         if texts or blobs:
-            yield _records_table(texts, t_src, t_meta, blobs, b_src, b_mod)
+            yield _records_table(texts, t_src, t_meta, blobs, b_src, b_mod, self.id_hash)
 
 
 def internal_error_message(e: BaseException) -> str:
@@ -398,11 +404,11 @@ def _scan_one(
     return 1
 
 
-def _records_table(texts, t_src, t_meta, blobs, b_src, b_mod) -> pa.Table:
+def _records_table(texts, t_src, t_meta, blobs, b_src, b_mod, id_hash: str) -> pa.Table:
     text_arr = pa.array(texts, pa.large_string())
     data_arr = pa.array(blobs, pa.large_binary())
     n_t, n_b = len(texts), len(blobs)
-    ids = text_record_ids(text_arr) + binary_record_ids(data_arr)
+    ids = text_record_ids(text_arr, id_hash) + binary_record_ids(data_arr, id_hash)
     return pa.table(
         {
             "record_id": ids_to_array(ids),

@@ -18,12 +18,68 @@ import pyarrow.parquet as pq
 import xxhash
 
 from .errors import CorruptObjectError
-from .hashing import DIGEST_MOD, digest_hex, object_id
+from .hashing import DEFAULT_ID_HASH, DIGEST_MOD, digest_hex, object_id
 from .objects import ShardRef
 from .records import binary_record_ids, id_bytes, ids_as_numpy, text_record_ids
 
 TARGET_SHARD_BYTES = 32 * 1024 * 1024
 ROW_GROUP_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class ShardEncoding:
+    """How a shard's columns are laid out in Parquet. Readers need none of it (Parquet records
+    each column chunk's codec), so it may change at any time; a shard's bytes, hence its name,
+    depend on it. Chosen by measurement (benchmarks/bench_encoding.py, figures in docs/
+    ARCHITECTURE.md): `text` is the payload of text records, `data` of images, audio and other
+    files (mostly compressed already), `metadata` the id and metadata columns."""
+
+    text_codec: str = "snappy"
+    text_level: int | None = None
+    data_codec: str = "snappy"
+    data_level: int | None = None
+    metadata_codec: str = "snappy"
+    metadata_level: int | None = None
+    id_codec: str = "snappy"  # record ids are hashes: no codec shrinks them
+    row_group_rows: int = ROW_GROUP_ROWS
+    data_page_bytes: int = 1024 * 1024
+    dictionary: tuple[str, ...] = ("modality", "label")  # few distinct values; payloads are unique
+
+    def write_options(self, columns: list[str]) -> dict:
+        """Keyword arguments for `pq.write_table` of a table with `columns` (per-column codecs
+        and levels)."""
+        codecs, levels = {}, {}
+        for name in columns:
+            codec, level = (
+                (self.text_codec, self.text_level) if name == "text"
+                else (self.data_codec, self.data_level) if name == "data"
+                else (self.id_codec, None) if name == "record_id"
+                else (self.metadata_codec, self.metadata_level)
+            )
+            codecs[name] = codec
+            if level is not None:
+                levels[name] = level
+        return {
+            "compression": codecs,
+            "compression_level": levels or None,
+            "row_group_size": self.row_group_rows,
+            "data_page_size": self.data_page_bytes,
+            "use_dictionary": [c for c in self.dictionary if c in columns],
+            "write_statistics": ["record_id"],
+        }
+
+
+BEFORE_ENCODING = ShardEncoding()  # format 2 as first built: snappy everywhere
+# Measured (benchmarks/bench_encoding.py; docs/ARCHITECTURE.md "Shard encoding"): zstd level 2
+# is the smallest of the fast levels on random-word texts and 0.65x snappy's bytes on real prose
+# (level 3: 4% smaller on prose, 4% larger on random words, half the encode rate); images and
+# audio are compressed already: no codec writes and reads them fastest at +0.1% bytes.
+SHARD_ENCODING = ShardEncoding(
+    text_codec="zstd", text_level=2,
+    data_codec="none",
+    metadata_codec="zstd", metadata_level=2,
+    id_codec="none",
+)
 
 
 # The columns a shard entry's hash covers (record id + the metadata training sees).
@@ -226,21 +282,15 @@ def encode_shard(table: pa.Table) -> EncodedShard:
     return EncodedShard(describe_shard(table, data), data)
 
 
-def parquet_bytes(table: pa.Table) -> pa.Buffer:
-    """The Parquet serialization of a sorted record slice, as a bytes-like Arrow buffer.
+def parquet_bytes(table: pa.Table, encoding: ShardEncoding | None = None) -> pa.Buffer:
+    """The Parquet serialization of a sorted record slice, as a bytes-like Arrow buffer, in
+    `encoding` (default: `SHARD_ENCODING`, read at call time).
 
     The sink is Arrow's own output stream, not a Python file object: writing to a Python
     object would take the GIL on every page and serialize the encoding threads.
     """
     buf = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        buf,
-        compression="snappy",
-        row_group_size=ROW_GROUP_ROWS,
-        use_dictionary=["modality", "label"],
-        write_statistics=["record_id"],
-    )
+    pq.write_table(table, buf, **(encoding or SHARD_ENCODING).write_options(table.column_names))
     return buf.getvalue()  # pa.Buffer: supports the buffer protocol (hashing, file writes)
 
 
@@ -333,8 +383,9 @@ def shard_counts(refs: list[ShardRef]) -> Counter[str]:
     return c
 
 
-def payload_mismatches(table) -> np.ndarray:
-    """Row indices whose payload does not hash to the record id (erased payloads excepted)."""
+def payload_mismatches(table, id_hash: str = DEFAULT_ID_HASH) -> np.ndarray:
+    """Row indices whose payload does not hash to the record id under `id_hash` (the
+    repository's record-id hash; erased payloads excepted)."""
     ids = ids_as_numpy(table.column("record_id"))
     is_text = pc.is_valid(table.column("text")).to_numpy(zero_copy_only=False)
     is_data = pc.is_valid(table.column("data")).to_numpy(zero_copy_only=False)
@@ -342,9 +393,9 @@ def payload_mismatches(table) -> np.ndarray:
     t_rows = np.flatnonzero(is_text)
     d_rows = np.flatnonzero(is_data & ~is_text)
     if len(t_rows):
-        actual[t_rows] = np.frombuffer(b"".join(text_record_ids(table.column("text").take(t_rows))), dtype="S16")
+        actual[t_rows] = np.frombuffer(b"".join(text_record_ids(table.column("text").take(t_rows), id_hash)), dtype="S16")
     if len(d_rows):
-        actual[d_rows] = np.frombuffer(b"".join(binary_record_ids(table.column("data").take(d_rows))), dtype="S16")
+        actual[d_rows] = np.frombuffer(b"".join(binary_record_ids(table.column("data").take(d_rows), id_hash)), dtype="S16")
     check = is_text | is_data
     return np.flatnonzero(check & (actual != ids))
 

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataversion.compression import DecompressError, decompress_object, inner_name
+from dataversion.hashing import DEFAULT_ID_HASH
 from dataversion.jsonl import LineReject, jsonl_lines, parse_line
 from dataversion.records import RECORD_SCHEMA, binary_record_ids, ids_to_array, text_record_ids
 from dataversion.scan import INTERNAL_ERROR, TOO_LARGE, internal_error_message
@@ -102,8 +103,9 @@ def line_source(key: str, line: int) -> str:
 
 
 class _Builder:
-    def __init__(self, config: IngestConfig):
+    def __init__(self, config: IngestConfig, id_hash: str = DEFAULT_ID_HASH):
         self.config = config
+        self.id_hash = id_hash  # the repository's record-id hash
         self.texts: list[str] = []
         self.t_rows: list[tuple[str, int, str | None, str | None]] = []
         self.blobs: list[bytes] = []
@@ -181,7 +183,7 @@ class _Builder:
         n_t, n_b = len(self.texts), len(self.blobs)
         text_arr = pa.array(self.texts, pa.large_string())
         data_arr = pa.array(self.blobs, pa.large_binary())
-        ids = text_record_ids(text_arr) + binary_record_ids(data_arr)
+        ids = text_record_ids(text_arr, self.id_hash) + binary_record_ids(data_arr, self.id_hash)
         sigs = np.concatenate((sigs, np.zeros((n_b, num_perm), np.uint32)))
         rows_meta = self.t_rows + [(k, 0, lab, me) for k, _, lab, me, _, _ in self.b_rows]
         keys, lines, labels, metas = (
@@ -210,20 +212,21 @@ class _Builder:
 
 
 def process_objects(
-    items: Sequence[tuple[WorkItem, bytes]], config: IngestConfig
+    items: Sequence[tuple[WorkItem, bytes]], config: IngestConfig, id_hash: str = DEFAULT_ID_HASH
 ) -> ProcessedBatch:
-    """Split, clean and featurize a batch of raw objects. Never raises: an exception while
+    """Split, clean and featurize a batch of raw objects; record ids with `id_hash` (the
+    repository's `Repo.id_hash`). Never raises: an exception while
     handling one object or line rejects that unit `internal_error`; one in a step of the
     whole batch reruns the batch object by object, so it lands on the object that caused it."""
     try:
-        return _process_batch(items, config)
+        return _process_batch(items, config, id_hash)
     except Exception as e:  # noqa: BLE001 - isolate the object that caused it
         if len(items) == 1:
-            b = _Builder(config)
+            b = _Builder(config, id_hash)
             b.inputs = 1
             b.reject(items[0][0].key, 0, internal_error(e))
             return ProcessedBatch(b.table(), b.rejects, b.inputs)
-        parts = [process_objects([it], config) for it in items]
+        parts = [process_objects([it], config, id_hash) for it in items]
         return ProcessedBatch(
             pa.concat_tables([p.candidates for p in parts]),
             [r for p in parts for r in p.rejects],
@@ -271,8 +274,8 @@ def _each_alone_on_error(batch_fn, values: list) -> list:
     return out
 
 
-def _process_batch(items: Sequence[tuple[WorkItem, bytes]], config: IngestConfig) -> ProcessedBatch:
-    b = _Builder(config)
+def _process_batch(items: Sequence[tuple[WorkItem, bytes]], config: IngestConfig, id_hash: str) -> ProcessedBatch:
+    b = _Builder(config, id_hash)
     for item, data in items:
         marks = (b.inputs, len(b.rejects), len(b.pending), len(b.blobs), len(b.b_rows))
         try:

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import click
 
+from ..hashing import ID_HASHES
 from .support import DataversionCommand, emit_json, json_option, progress_bar, repo_options
 
 
 @click.command("init", cls=DataversionCommand)
 @click.option("--create-bucket", is_flag=True, help="Create the S3 bucket if it does not exist.")
+@click.option("--id-hash", type=click.Choice(ID_HASHES), default=None,
+              help="Record-id hash, fixed for the repository's life: xxh3-128 (default, fast) or blake3 "
+              "(cryptographic: crafted inputs cannot collide ids; see the threat model).")
 @repo_options
-def init_command(repo, create_bucket):
-    """Create a repository (an existing one is left unchanged)."""
-    click.echo(f"initialized dataversion repository at {repo.init(create_bucket=create_bucket).url}")
+def init_command(repo, create_bucket, id_hash):
+    """Create a repository (an existing one is left unchanged; --id-hash must then match it)."""
+    r = repo.init(create_bucket=create_bucket, id_hash=id_hash)
+    click.echo(f"initialized dataversion repository at {r.url} (record ids: {r.id_hash})")
 
 
 @click.command("add", cls=DataversionCommand)

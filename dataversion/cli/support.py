@@ -156,11 +156,11 @@ class RepoLocation:
 
         return Repo.open(self.require_url(), any_format=any_format, **self.store_options())
 
-    def init(self, *, create_bucket: bool = False):
+    def init(self, *, create_bucket: bool = False, id_hash: str | None = None):
         """`Repo.init` of this location (an existing repository is opened unchanged)."""
         from ..repo import Repo
 
-        return Repo.init(self.require_url(), create_bucket=create_bucket, **self.store_options())
+        return Repo.init(self.require_url(), create_bucket=create_bucket, id_hash=id_hash, **self.store_options())
 
     def url_for_workers(self) -> str:
         """The URL, with the S3 flags exported to the environment variables they default from.

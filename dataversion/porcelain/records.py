@@ -36,7 +36,7 @@ def add(
 
     if not sync:
         return _add_streaming(repo, paths, branch=branch, message=message, text_field=text_field, progress=progress)
-    scan = scan_tree(paths, text_field=text_field, progress=progress)
+    scan = scan_tree(paths, text_field=text_field, progress=progress, id_hash=repo.id_hash)
     table = _reject_erased(repo, scan)
     remove_where = None
     if sync:
@@ -74,7 +74,7 @@ def _add_streaming(repo: Repo, paths: list[str], *, branch: str, message: str, t
     from ..inflight import InFlight
     from ..shards import entry_digests, first_occurrences
 
-    scanner = Scanner(paths, text_field=text_field, progress=progress)
+    scanner = Scanner(paths, text_field=text_field, progress=progress, id_hash=repo.id_hash)
     with InFlight(repo.store, f"add on {branch}"):
         parent = repo.branch_tip(branch)
         denied = denied_ids(repo.store)

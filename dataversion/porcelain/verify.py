@@ -247,7 +247,7 @@ def _verify_shard(repo: Repo, info, index: np.ndarray, content: np.ndarray, chec
         return str(e)
     if table.num_rows != info.rows:
         return f"shard {info.id} has {table.num_rows} rows, its packing says {info.rows}"
-    bad_payloads = payload_mismatches(table)
+    bad_payloads = payload_mismatches(table, repo.id_hash)
     checked["records"] += len(index)
     if len(bad_payloads):
         return f"shard {info.id}: {len(bad_payloads)} payload(s) do not hash to their record id, first at row {bad_payloads[0]}"

@@ -22,7 +22,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from dataversion import Repo
-from dataversion.hashing import canonical_json
+from dataversion.hashing import DEFAULT_ID_HASH, canonical_json
 
 from ..config import IngestConfig
 from ..dedup.state import part_bytes, read_part
@@ -91,7 +91,7 @@ class ReadAndProcess(beam.DoFn):
             mtimes = mtimes_of(items)
             denied = np.frombuffer(self.denied, dtype="S16") if self.denied else np.empty(0, "S16")
             n = 0
-            for table in chunked_process(self.source, items, self.config, audit):
+            for table in chunked_process(self.source, items, self.config, audit, self.repo.id_hash):
                 table, erased = reject_erased(table, denied)
                 audit["rejects"].extend(erased)
                 if not table.num_rows:
@@ -151,16 +151,16 @@ def read_item(source, item: WorkItem, config: IngestConfig) -> bytes | Drop:
         return internal_error(e)
 
 
-def chunked_process(source, items: list[WorkItem], config: IngestConfig, audit: dict):
-    """Read and process `items` in memory-bounded chunks; yields candidate tables and adds
-    every unit to `audit` (inputs, rejects)."""
+def chunked_process(source, items: list[WorkItem], config: IngestConfig, audit: dict, id_hash: str = DEFAULT_ID_HASH):
+    """Read and process `items` in memory-bounded chunks; yields candidate tables (record
+    ids with `id_hash`, the repository's) and adds every unit to `audit` (inputs, rejects)."""
     chunk: list[tuple[WorkItem, bytes]] = []
     chunk_bytes = chunk_pixels = 0
 
     def flush():
         nonlocal chunk, chunk_bytes, chunk_pixels
         if chunk:
-            out = process_objects(chunk, config)
+            out = process_objects(chunk, config, id_hash)
             audit["inputs"] += out.inputs
             audit["rejects"].extend(out.rejects)
             chunk, chunk_bytes, chunk_pixels = [], 0, 0

@@ -286,9 +286,9 @@ def test_a_worker_batch_is_processed_in_chunks_within_its_budgets(tmp_path, monk
     sizes = []
     real = read.process_objects
 
-    def spy(chunk, config):
+    def spy(chunk, config, *rest):
         sizes.append([item.key for item, _ in chunk])
-        return real(chunk, config)
+        return real(chunk, config, *rest)
 
     monkeypatch.setattr(read, "process_objects", spy)
     for i in range(4):

@@ -258,3 +258,26 @@ def test_the_driver_and_the_plain_steps_import_without_beam():
         "assert 'apache_beam' not in sys.modules, 'Beam was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_ingest_into_a_blake3_repository_computes_blake3_ids(tmp_path, vocab):
+    """The workers take the record-id hash from the repository they write to (`init --id-hash`)."""
+    import blake3
+
+    rng = random.Random(5)
+    docs = [words_doc(rng, vocab, 80) for _ in range(3)]
+    raw = tmp_path / "raw"
+    write_tree(raw, {**{f"t{i}.txt": d for i, d in enumerate(docs)}, "t0_copy.txt": docs[0],
+                     "img/1.png": png_bytes(64, 64, seed=4)})
+    url = "file://" + str(tmp_path / "repo")
+    repo = Repo.init(url, id_hash="blake3")
+    report = run_ingest(str(raw), url)
+    check_accounting(report)
+    assert (report.kept, report.duplicates) == (4, 1)
+    rows = [r for t in repo.read_rows(report.commit, ["text", "data"]) for r in t.to_pylist()]
+    assert len(rows) == 4
+    for r in rows:
+        payload = r["text"].encode() if r["text"] is not None else r["data"]
+        assert r["record_id"] == blake3.blake3(payload).digest(16)
+    assert repo.verify()["ok"]
+    assert run_ingest(str(raw), url).commit is None  # nothing new: membership by blake3 ids
