@@ -62,6 +62,8 @@ _HINT = struct.Struct("<BII")  # pack index, offset, length
 # Node ranges of one pack closer than this are read in one request: on a remote store a
 # request costs more than reading past a gap; a local store reads each range by pread.
 _COALESCE_GAP_REMOTE = 16 * 1024
+# a local read costs a syscall, and bytes between two nodes a memcpy: spans up to 4 KiB apart share one
+_COALESCE_GAP_LOCAL = 4 * 1024
 
 # Where a node is: (store key, offset, length); length -1 means the whole object.
 Loc = tuple[str, int, int]
@@ -267,7 +269,7 @@ def _read_nodes(store: Store, refs: list[tuple[str, Loc]], *, cached: bool = Tru
         else:
             by_pack[key].append((off, length, i))
     for key, items in by_pack.items():
-        gap = 0 if store.local_path(key) is not None else _COALESCE_GAP_REMOTE
+        gap = _COALESCE_GAP_LOCAL if store.local_path(key) is not None else _COALESCE_GAP_REMOTE
         jobs.extend((key, start, ln, members) for start, ln, members in _spans(items, gap))
 
     def run(job: tuple[str, int, int, list[tuple[int, int, int]]]) -> list[tuple[int, Node]]:
@@ -455,23 +457,33 @@ class TreeReader:
         return entries_in_order(tree, node_id, self.dtype)
 
     def entries_at(self, start: int, stop: int) -> np.ndarray:
-        """The entries of ranks [start, stop) in id order (reads only the nodes covering them)."""
+        """The entries of ranks [start, stop) in id order (reads only the nodes covering them).
+
+        Breadth-first: each level's covering nodes are asked for in one `_read_nodes` call,
+        so nodes stored side by side in a node pack come in one range read (a block of a
+        200k-record commit: ~10 reads, not one per leaf)."""
         if self.root == EMPTY_ROOT or stop <= start:
             return self._empty()
-        parts: list[np.ndarray] = []
-
-        def walk(nid: str, loc: Loc, offset: int) -> None:
-            node = self._node(nid, loc)
-            if node.is_leaf:
-                parts.append(node.entries[max(0, start - offset) : max(0, stop - offset)])
-                return
-            for (child, cloc), count in zip(node.kids(), node.counts):
-                if offset < stop and offset + count > start:
-                    walk(child, cloc, offset)
-                offset += count
-
-        walk(*self._root_ref(), 0)
-        return np.concatenate(parts) if parts else self._empty()
+        parts: list[tuple[int, np.ndarray]] = []
+        frontier: list[tuple[tuple[str, Loc], int]] = [(self._root_ref(), 0)]
+        while frontier:
+            nodes = self._nodes([ref for ref, _ in frontier])
+            nxt = []
+            for (_, offset), node in zip(frontier, nodes):
+                if node.is_leaf:
+                    parts.append((offset, node.entries[max(0, start - offset) : max(0, stop - offset)]))
+                    continue
+                for ref, count in zip(node.kids(), node.counts):
+                    if offset < stop and offset + count > start:
+                        nxt.append((ref, offset))
+                    offset += count
+            frontier = nxt
+        parts.sort(key=lambda p: p[0])
+        chunks = [e for _, e in parts if len(e)]
+        if not chunks:
+            return self._empty()
+        # one join of the bytes: np.concatenate promotes a structured dtype per array in Python
+        return np.frombuffer(bytearray().join([c.tobytes() for c in chunks]), self.dtype)
 
     def index_of(self, ids: np.ndarray) -> np.ndarray:
         """The rank (place in id order) of each of `ids`, -1 where the tree lacks it."""

@@ -49,10 +49,14 @@ class ReadTier:
         """Make the shard local/cached without reading it; True if it had to be fetched."""
         return False
 
-    def prepare(self, store: Any, shard_id: str) -> None:
+    def prepare(self, store: Any, shard_id: str, *, wait: bool = True) -> bool:
         """Make the shard ready to read (what the prefetcher calls ahead of the reader):
-        fetched, and for a tier that keeps decoded copies, decoded."""
+        fetched, and for a tier that keeps decoded copies, decoded. With `wait=False` a
+        shard another process is preparing right now is left to it (False): a prefetcher
+        moves on to the next shard instead of waiting, so the processes of a machine
+        prepare different shards at once. True when the shard is ready."""
         self.ensure(store, shard_id)
+        return True
 
     def decoded(self, store: Any, shard_id: str) -> pa.Table | None:
         """The shard decoded from a copy this tier keeps (memory-mapped, shared by the

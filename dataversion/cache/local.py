@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from ..errors import CorruptObjectError
 from ..hashing import object_id
@@ -73,6 +73,21 @@ class LocalDiskCache(ReadTier):
         """An exclusive lock shared by every process (and thread: one instance per use)."""
         return FileLock(os.path.join(self.root, "locks", name + ".lock"), poll_interval=_LOCK_POLL_S)
 
+    @contextlib.contextmanager
+    def _held(self, name: str, wait: bool):
+        """The lock `name` held for the block (True), or, with `wait=False` while another
+        process or thread holds it, nothing held (False)."""
+        lock = self._lock(name)
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
     def _bump(self, **deltas: int) -> None:
         """Add to the persisted counters (read-modify-write under the directory lock)."""
         with self._lock("_stats"):
@@ -125,12 +140,14 @@ class LocalDiskCache(ReadTier):
             return pa.py_buffer(fetch_verified(store, shard_id, fetch))
         return buf
 
-    def ensure(self, store: Any, shard_id: str, *, fetch=None) -> bool:
+    def ensure(self, store: Any, shard_id: str, *, fetch=None, wait: bool = True) -> bool | None:
+        """Fetch the shard into the cache unless it is there (or read in place); True when
+        fetched. With `wait=False`, None while another process is fetching it."""
         if fetch is None and store.local_path(shard_key(shard_id)) is not None:
             return False
         if self.contains(shard_id):
             return False
-        return self._fill(store, shard_id, fetch)
+        return self._fill(store, shard_id, fetch, wait)
 
     # -- decoded sidecars ----------------------------------------------------------------
     # Decoding Parquet costs more than everything else a worker does per epoch, and every
@@ -171,22 +188,27 @@ class LocalDiskCache(ReadTier):
     def decoded(self, store: Any, shard_id: str) -> pa.Table | None:
         return self.read_table(store, shard_id)
 
-    def prepare(self, store: Any, shard_id: str) -> None:
-        self.ensure(store, shard_id)
+    def prepare(self, store: Any, shard_id: str, *, wait: bool = True) -> bool:
+        if not self.contains(shard_id) and self.ensure(store, shard_id, wait=wait) is None:
+            return False  # another process is fetching it
         if not os.path.isfile(self._sidecar(shard_id) + ".sum"):
-            self._build_sidecar(store, shard_id)
+            return self._build_sidecar(store, shard_id, wait=wait)
+        return True
 
-    def _build_sidecar(self, store: Any, shard_id: str) -> None:
+    def _build_sidecar(self, store: Any, shard_id: str, *, wait: bool = True) -> bool:
         """Decode the shard's verified bytes into its Arrow sidecar, once per machine.
 
         One record batch (a chunked table would make every batch's `take` ~15x slower),
         written straight to a temporary file and renamed into place: the process holds the
         decoded shard once, never a second serialized copy. Decoding is single-threaded:
-        Arrow's per-thread heaps kept ~50 MB per read in each worker."""
+        Arrow's per-thread heaps kept ~50 MB per read in each worker. With `wait=False`,
+        False (nothing done) when another process is building it now."""
         path = self._sidecar(shard_id)
-        with self._lock(shard_id + ".arrow"):
+        with self._held(shard_id + ".arrow", wait) as held:
+            if not held:
+                return False
             if os.path.isfile(path) and os.path.isfile(path + ".sum"):
-                return  # another process built it while we waited
+                return True  # another process built it while we waited
             try:
                 pf = pq.ParquetFile(pa.BufferReader(self.read(store, shard_id)))
                 decoded = pf.read(use_threads=False).combine_chunks()
@@ -214,6 +236,7 @@ class LocalDiskCache(ReadTier):
                     os.unlink(tmp)
                 raise
         self.evict(keep=shard_id)
+        return True
 
     # -- blobs -----------------------------------------------------------------------------
     # Small objects beside the shards (the loader's tree-node bundles, `training.nodes`),
@@ -234,9 +257,12 @@ class LocalDiskCache(ReadTier):
     def put_blob(self, name: str, data: bytes) -> None:
         write_atomic(self._blob(name), data, fsync=False)  # no fsync: checked by its users
 
-    def _fill(self, store: Any, shard_id: str, fetch=None) -> bool:
-        """Download a shard into the cache; one process per shard at a time."""
-        with self._lock(shard_id):
+    def _fill(self, store: Any, shard_id: str, fetch=None, wait: bool = True) -> bool | None:
+        """Download a shard into the cache; one process per shard at a time. None (nothing
+        done) with `wait=False` while another process downloads it."""
+        with self._held(shard_id, wait) as held:
+            if not held:
+                return None
             if self.contains(shard_id):  # another process fetched it while we waited
                 self._bump(hits=1)
                 return False

@@ -58,6 +58,7 @@ class Prefetcher:
                 i = self._done
                 self._done += 1
             try:
-                self.tier.prepare(self.store, self.ids[i])
+                # a shard another process prepares now is left to it: prepare the next one
+                self.tier.prepare(self.store, self.ids[i], wait=False)
             except Exception as e:  # noqa: BLE001 - the reader will hit (and report) it itself
                 log.debug("prefetch of %s failed: %s", self.ids[i], e)

@@ -36,8 +36,22 @@ class _WorkerInit:
         # A SIGTERM to the process group is the trainer's to handle (PreemptionHandler):
         # a worker that died of it would fail the trainer's next step before it could save.
         quiet_worker_signals()
+        _worker_memory_pool()
         if self.user_fn is not None:
             self.user_fn(worker_id)
+
+
+def _worker_memory_pool() -> None:
+    """Arrow allocations of this worker from jemalloc, where pyarrow has it. A worker's
+    allocations are short-lived blocks and batches of varied sizes; mimalloc (pyarrow's
+    default) kept ~45 MB more of freed pages per worker than jemalloc in the loader benchmark
+    (peak PSS). The parent's pool is the user's business and stays as it is."""
+    import pyarrow as pa
+
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except (NotImplementedError, AttributeError):  # a pyarrow built without jemalloc
+        pass
 
 
 def _identity(x: Any) -> Any:

@@ -268,3 +268,21 @@ def _find(store, root, nid):
             nxt.extend(node.kids())
         frontier = nxt
     raise KeyError(nid)
+
+
+def test_entries_at_reads_a_level_at_a_time_not_a_leaf_at_a_time(store):
+    """A range's covering nodes of one level are asked for together, so nodes side by side
+    in the node pack come in one range read (the loader locates every block this way)."""
+    e = _entries(np.random.default_rng(9), 20000)
+    root = TreeWriter(store).build(e)
+    s = np.sort(e, order="id")
+    r = TreeReader(store, root)
+    NODE_CACHE.clear()
+    store.stats.clear()
+    got = r.entries_at(5000, 15000)
+    assert _same(got, s[5000:15000])
+    covering = 10000 // LEAF_MAX  # at least this many leaves hold the range
+    assert covering >= 20 and store.stats["GET"] <= 16  # one read per leaf before
+    NODE_CACHE.clear()
+    for a, b in [(0, 1), (19999, 20000), (0, 20000), (123, 4567)]:
+        assert _same(r.entries_at(a, b), s[a:b])

@@ -87,3 +87,48 @@ def test_a_damaged_decoded_copy_is_decoded_again_never_served(url, tmp_path, dam
     CountingCache.reads = 0
     assert _epoch(url, CountingCache(root), num_workers=0) == ref
     assert CountingCache.reads == 0
+
+
+def test_a_prefetcher_leaves_a_shard_another_process_decodes_and_takes_the_next(url, tmp_path):
+    """`prepare(wait=False)` (what the prefetcher calls) does not wait for a shard whose
+    decode another process holds: it reports it and does nothing, so the workers of a
+    machine decode different shards at once in a cold epoch instead of queueing on one."""
+    from filelock import FileLock
+
+    repo = Repo.open(url)
+    shards = [s.id for s in repo.shard_table(repo.read_packing(repo.resolve("main")))]
+    cache = LocalDiskCache(str(tmp_path / "cache"))
+    other = FileLock(os.path.join(cache.root, "locks", shards[0] + ".arrow.lock"))
+    with other:  # "another process" decoding shards[0]
+        assert cache.prepare(repo.store, shards[0], wait=False) is False
+        assert not os.path.exists(cache._sidecar(shards[0]))
+        assert cache.prepare(repo.store, shards[1], wait=False) is True
+        assert os.path.exists(cache._sidecar(shards[1]) + ".sum")
+    assert cache.prepare(repo.store, shards[0], wait=False) is True
+    assert cache.decoded(repo.store, shards[0]).num_rows > 0
+
+
+def _pool_of_worker(path_dir):
+    def init(worker_id):
+        import pyarrow as pa
+
+        with open(os.path.join(path_dir, f"w{worker_id}"), "w") as f:
+            f.write(pa.default_memory_pool().backend_name)
+    return init
+
+
+def test_workers_allocate_from_jemalloc_where_pyarrow_has_it(url, tmp_path):
+    """mimalloc (pyarrow's default) kept ~45 MB more freed pages per worker (peak PSS in
+    benchmarks/bench_loader.py); the parent's pool stays the user's."""
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow is built without jemalloc")
+    before = pa.default_memory_pool().backend_name
+    out = tmp_path / "pools"
+    out.mkdir()
+    loader = SnapshotLoader(url, batch_size=64, columns=["label"], num_workers=2,
+                            cache=LocalDiskCache(str(tmp_path / "cache")), worker_init_fn=_pool_of_worker(str(out)))
+    assert sum(len(b["label"]) for b in loader) == N
+    assert sorted(p.read_text() for p in out.iterdir()) == ["jemalloc", "jemalloc"]
+    assert pa.default_memory_pool().backend_name == before
