@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from dataversion import Repo
 from dataversion.records import make_text_records
+from dataversion.tree import NODE_CACHE
 
 
 def synthetic_texts(n: int, seed: int, size: int = 1000) -> pa.Array:
@@ -96,6 +97,7 @@ def main() -> None:
         inc_commit = res2.commit_id
 
         # 4. diff 1M vs +1% (fresh process state: no caches)
+        NODE_CACHE.clear()  # the tree nodes the commits just wrote
         fresh = Repo.open(f"file://{work}/repo")
         d, t_diff = timed(fresh.diff, full_commit, inc_commit)
         assert d["added"] == n // 100 and d["removed"] == 0, d
@@ -104,6 +106,7 @@ def main() -> None:
         )
 
         # 6. open an old commit and count its records
+        NODE_CACHE.clear()
         fresh = Repo.open(f"file://{work}/repo")
         t0 = time.perf_counter()
         count = fresh.read_commit(fresh.resolve(full_commit[:12])).records.count
@@ -130,6 +133,7 @@ def main() -> None:
         )
 
         # 5. log over 1000+ commits (fresh process state)
+        NODE_CACHE.clear()
         fresh = Repo.open(f"file://{work}/repo")
         log, t_log = timed(fresh.log, "main")
         rows.append(
