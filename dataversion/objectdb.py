@@ -37,6 +37,7 @@ from .shards import (
     TARGET_SHARD_BYTES,
     decode_shard,
     describe_shard,
+    indices,
     parquet_bytes,
     plan_shard_rows,
     rows_of_row_groups,
@@ -246,7 +247,7 @@ class ObjectDB:
         against the content tree. `record_id` is always the first column."""
         cols = ["record_id", *[c for c in columns if c != "record_id"]]
         for group in self.locate(commit_id) if groups is None else groups:
-            table = self.read_shard_columns(group.shard, cols).take(pa.array(group.rows))
+            table = self.read_shard_columns(group.shard, cols).take(indices(group.rows))
             self.check_rows(commit_id, group, ids_as_numpy(table.column("record_id")))
             yield table
 
@@ -392,7 +393,7 @@ class ObjectDB:
         from concurrent.futures import ThreadPoolExecutor
 
         def encode_and_store(rows: np.ndarray) -> tuple[ShardRef, int]:
-            part = table.take(pa.array(rows))
+            part = table.take(indices(rows))
             data = parquet_bytes(part)
             written = self._put_or_freshen(shard_key(object_id(data)), bytes(data))
             return describe_shard(part, data, digest=None), len(data) if written else 0

@@ -400,6 +400,13 @@ def payload_mismatches(table, id_hash: str = DEFAULT_ID_HASH) -> np.ndarray:
     return np.flatnonzero(check & (actual != ids))
 
 
+def indices(a: np.ndarray) -> pa.Array:
+    """Row numbers as an Arrow int64 array, for `take`. `pa.array(ndarray)` imports pandas
+    (pyarrow checks for pandas types): ~0.4 s and ~40 MB in a fresh process."""
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(a), [None, pa.py_buffer(a)])
+
+
 def rows_of_row_groups(pf: pq.ParquetFile, rows: np.ndarray, cols: list[str]) -> pa.Table:
     """`rows` (sorted) of a Parquet file, decoding only the row groups that hold them."""
     md = pf.metadata
@@ -410,4 +417,4 @@ def rows_of_row_groups(pf: pq.ParquetFile, rows: np.ndarray, cols: list[str]) ->
     sizes = starts[rgs + 1] - starts[rgs]
     base = np.zeros(len(starts), dtype=np.int64)
     base[rgs] = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    return table.take(pa.array(base[rg_of] + (rows - starts[rg_of])))
+    return table.take(indices(base[rg_of] + (rows - starts[rg_of])))

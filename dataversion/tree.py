@@ -59,6 +59,8 @@ PACK_PREFIX = "treepacks/"
 PACK_MAX = 1 << 30  # bytes of one node pack (offsets are u32); a bigger write starts another
 _STANDALONE = 255  # hint: the child is stored on its own as tree/<id>
 _HINT = struct.Struct("<BII")  # pack index, offset, length
+_HINT_ROW = np.dtype([("pack", "u1"), ("offset", "<u4"), ("length", "<u4")])  # _HINT, as rows
+_CHILD = np.dtype({"names": ["count"], "formats": ["<u8"], "offsets": [32], "itemsize": 40})  # child id, count
 # Node ranges of one pack closer than this are read in one request: on a remote store a
 # request costs more than reading past a gap; a local store reads each range by pread.
 _COALESCE_GAP_REMOTE = 16 * 1024
@@ -169,8 +171,9 @@ def decode_node(data: bytes, node_id: str = "?", own: str | None = None) -> Node
             if len(data) < canon:
                 raise ValueError("inner node length does not match its bitmap")
             body = data[4:canon]
-            children = tuple(body[40 * i : 40 * i + 32].hex() for i in range(k))
-            counts = tuple(int.from_bytes(body[40 * i + 32 : 40 * i + 40], "little") for i in range(k))
+            hexed = body.hex()  # one conversion, then slices: ~3x faster than k of them
+            children = tuple(hexed[80 * i : 80 * i + 64] for i in range(k))
+            counts = tuple(np.frombuffer(body, dtype=_CHILD)["count"].tolist()) if k else ()
             if len(data) == canon:  # no hints: every child is stored on its own
                 locs = tuple(standalone(c) for c in children)
             else:
@@ -187,11 +190,9 @@ def decode_node(data: bytes, node_id: str = "?", own: str | None = None) -> Node
                         raise ValueError("a node stored on its own names 'this pack'")
                     else:
                         names.append(own)
-                out = []
-                for i, child in enumerate(children):
-                    idx, off, length = _HINT.unpack_from(data, pos + _HINT.size * i)
-                    out.append(standalone(child) if idx == _STANDALONE else (names[idx], off, length))
-                locs = tuple(out)
+                hints = np.frombuffer(data, dtype=_HINT_ROW, count=k, offset=pos).tolist()
+                locs = tuple(standalone(child) if idx == _STANDALONE else (names[idx], off, length)
+                             for child, (idx, off, length) in zip(children, hints))
             return Node(dtype, nibbles=nibbles, children=children, counts=counts, locs=locs)
         raise ValueError(f"unknown node kind {kind!r}")
     except (IndexError, KeyError, ValueError, struct.error) as e:
@@ -242,15 +243,16 @@ def _check(data: bytes, node_id: str, where: str, own: str | None) -> Node:
 def _spans(items: list[tuple[int, int, int]], gap: int) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
     """(offset, length, index) ranges of one pack grouped into spans read in one request
     (ranges at most `gap` bytes apart share one)."""
-    items = sorted(items, key=lambda t: t[0])
-    spans: list[tuple[int, int, list[tuple[int, int, int]]]] = []
+    items = sorted(items)
+    spans: list[list] = []  # [start, length, members], extended in place
     for off, length, i in items:
         if spans and off <= spans[-1][0] + spans[-1][1] + gap:
-            start, ln, members = spans[-1]
-            spans[-1] = (start, max(ln, off + length - start), members + [(off, length, i)])
+            span = spans[-1]
+            span[1] = max(span[1], off + length - span[0])
+            span[2].append((off, length, i))
         else:
-            spans.append((off, length, [(off, length, i)]))
-    return spans
+            spans.append([off, length, [(off, length, i)]])
+    return [(start, ln, members) for start, ln, members in spans]
 
 
 def _read_nodes(store: Store, refs: list[tuple[str, Loc]], *, cached: bool = True) -> list[Node]:
@@ -372,6 +374,17 @@ def entries_in_order(nodes: dict[str, Node], root: str, dtype: np.dtype) -> np.n
     # one join of the leaves' bytes: np.concatenate promotes a structured dtype once per
     # array in Python, which costs more than the walk on a tree of thousands of leaves
     return np.frombuffer(bytearray().join([p.tobytes() for p in parts]), dtype) if parts else np.empty(0, dtype)
+
+
+def _entries_not_in(ea: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(entries of `ea` not in `eb`, entries of `eb` not in `ea`), whole entries compared.
+    Sets of the rows' bytes: a leaf pair holds ~100 entries, where `np.isin` on void rows
+    costs 2x more per call (a +1% diff of a 1M tree compares ~15,000 leaf pairs)."""
+    v = np.dtype((np.void, ea.dtype.itemsize))
+    la, lb = ea.view(v).tolist(), eb.view(v).tolist()
+    sa, sb = set(la), set(lb)
+    return (ea[np.fromiter((x not in sb for x in la), bool, len(la))],
+            eb[np.fromiter((x not in sa for x in lb), bool, len(lb))])
 
 
 class TreeReader:
@@ -521,34 +534,45 @@ class TreeReader:
         mine: list[np.ndarray] = []
         theirs: list[np.ndarray] = []
         other = TreeReader(self.store, other_root, self.dtype, cached=self.cached)
-
         empty = (EMPTY_ROOT, standalone(EMPTY_ROOT))
 
-        def walk(ra: tuple[str, Loc], rb: tuple[str, Loc]) -> None:
-            (a, la), (b, lb) = ra, rb
-            if a == b:
-                return
-            if a == EMPTY_ROOT or b == EMPTY_ROOT:
-                mine.append(self._gather(a, la))
-                theirs.append(other._gather(b, lb))
-                return
-            na, nb = self._nodes([ra, rb])
-            if na.is_leaf or nb.is_leaf:
-                ea, eb = self._gather(a, la), other._gather(b, lb)
-                ka = ea.view(np.dtype((np.void, ea.dtype.itemsize)))
-                kb = eb.view(np.dtype((np.void, eb.dtype.itemsize)))
-                mine.append(ea[~np.isin(ka, kb)])
-                theirs.append(eb[~np.isin(kb, ka)])
-                return
-            ca, cb = dict(zip(na.nibbles, na.kids())), dict(zip(nb.nibbles, nb.kids()))
-            for nib in range(16):
-                x, y = ca.get(nib, empty), cb.get(nib, empty)
-                if x[0] != y[0]:
-                    walk(x, y)
+        def entries(reader: TreeReader, ref: tuple[str, Loc], node: Node) -> np.ndarray:
+            return node.entries if node.is_leaf else reader._gather(*ref)
 
-        walk(self._root_ref(), other._root_ref())
-        cat = lambda ps: np.concatenate(ps) if ps else self._empty()  # noqa: E731
-        return cat(mine), cat(theirs)
+        # Breadth-first over the pairs of differing subtrees: each level's nodes of both
+        # trees are asked for in one `_read_nodes` call (nodes side by side in a node pack:
+        # one range read), so a change spread over many leaves costs a few reads per level.
+        frontier = [(self._root_ref(), other._root_ref())] if self.root != other_root else []
+        while frontier:
+            both = [(ra, rb) for ra, rb in frontier if ra[0] != EMPTY_ROOT and rb[0] != EMPTY_ROOT]
+            for ra, rb in frontier:
+                if ra[0] == EMPTY_ROOT or rb[0] == EMPTY_ROOT:
+                    mine.append(self._gather(*ra))
+                    theirs.append(other._gather(*rb))
+            read = self._nodes([r for pair in both for r in pair])
+            nxt = []
+            for k, (ra, rb) in enumerate(both):
+                na, nb = read[2 * k], read[2 * k + 1]
+                if na.is_leaf or nb.is_leaf:
+                    ea, eb = _entries_not_in(entries(self, ra, na), entries(other, rb, nb))
+                    mine.append(ea)
+                    theirs.append(eb)
+                    continue
+                ca, cb = dict(zip(na.nibbles, na.kids())), dict(zip(nb.nibbles, nb.kids()))
+                for nib in range(16):
+                    x, y = ca.get(nib, empty), cb.get(nib, empty)
+                    if x[0] != y[0]:
+                        nxt.append((x, y))
+            frontier = nxt
+
+        def in_order(parts: list[np.ndarray]) -> np.ndarray:
+            parts = [p for p in parts if len(p)]
+            if not parts:
+                return self._empty()
+            out = np.frombuffer(bytearray().join([p.tobytes() for p in parts]), self.dtype)
+            return out[np.argsort(out["id"], kind="stable")]  # subtrees were met level by level
+
+        return in_order(mine), in_order(theirs)
 
     def node_ids(self, skip: set[str] | None = None) -> list[str]:
         """Every node id this tree reaches, not descending into ids in `skip` (gc's visited

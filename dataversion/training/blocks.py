@@ -19,16 +19,9 @@ import numpy as np
 import pyarrow as pa
 
 from ..records import ids_as_numpy
-from ..shards import rows_of_row_groups  # noqa: F401 - re-exported for the batch reader
+from ..shards import indices, rows_of_row_groups  # noqa: F401 - re-exported for the batch reader
 
 BLOCK_RECORDS = 16384
-
-
-def indices(a: np.ndarray) -> pa.Array:
-    """Row numbers as an Arrow int64 array, for `take`. `pa.array(ndarray)` imports pandas
-    (pyarrow checks for pandas types): ~0.4 s and ~40 MB in every DataLoader worker."""
-    a = np.ascontiguousarray(a, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(a), [None, pa.py_buffer(a)])
 
 
 def block_sizes(repo: Any, commit_id: str, target: int = BLOCK_RECORDS) -> tuple[int, ...]:

@@ -286,3 +286,23 @@ def test_entries_at_reads_a_level_at_a_time_not_a_leaf_at_a_time(store):
     NODE_CACHE.clear()
     for a, b in [(0, 1), (19999, 20000), (0, 20000), (123, 4567)]:
         assert _same(r.entries_at(a, b), s[a:b])
+
+
+def test_diff_of_a_spread_change_reads_a_level_at_a_time(store):
+    """+1% of random ids touches most leaves; diff asks for each level's differing nodes of
+    both trees together (one range read per run of neighbours), not two reads per node pair."""
+    rng = np.random.default_rng(11)
+    e = _entries(rng, 20000)
+    w = TreeWriter(store)
+    root = w.build(e)
+    extra = _entries(rng, 200)
+    root2 = w.apply(root, extra, deletes=e["id"][:50])
+    NODE_CACHE.clear()
+    store.stats.clear()
+    mine, theirs = TreeReader(store, root2).diff(root)
+    assert _same(mine, np.sort(extra, order="id"))
+    assert _same(theirs, np.sort(e[:50], order="id"))
+    assert store.stats["GET"] <= 40  # one read per differing node before: 344
+    NODE_CACHE.clear()
+    a, b = TreeReader(store, root).diff(root2)
+    assert _same(a, theirs) and _same(b, mine)
