@@ -140,47 +140,24 @@ def epoch_rate(make_iter, n_expected: int) -> dict:
     }
 
 
-def bench_dataversion(url: str, n: int, workers: int, batch: int) -> dict:
+def _loader(url: str, workers: int, batch: int):
     from dataversion.torch import SnapshotLoader
 
-    def run():
-        loader = SnapshotLoader(
-            url,
-            ref="main",
-            batch_size=batch,
-            num_workers=workers,
-            shuffle=True,
-            seed=0,
-            columns=["text", "label"],
-        )
-        return iter(loader)
+    return SnapshotLoader(url, ref="main", batch_size=batch, num_workers=workers, shuffle=True,
+                          seed=0, columns=["text", "label"])
 
-    out = epoch_rate(run, n)
+
+def bench_dataversion(url: str, n: int, workers: int, batch: int) -> dict:
+    out = epoch_rate(lambda: iter(_loader(url, workers, batch)), n)
     # time to first batch, fresh vs resumed at 90% (construction included in both)
     t0 = time.perf_counter()
-    loader = SnapshotLoader(
-        url,
-        ref="main",
-        batch_size=batch,
-        num_workers=workers,
-        shuffle=True,
-        seed=0,
-        columns=["text", "label"],
-    )
+    loader = _loader(url, workers, batch)
     next(iter(loader))
     fresh = time.perf_counter() - t0
     state = loader.state_dict()
     state["position"] = int(n * 0.9)
     t0 = time.perf_counter()
-    loader = SnapshotLoader(
-        url,
-        ref="main",
-        batch_size=batch,
-        num_workers=workers,
-        shuffle=True,
-        seed=0,
-        columns=["text", "label"],
-    )
+    loader = _loader(url, workers, batch)
     loader.load_state_dict(state)
     next(iter(loader))
     resumed = time.perf_counter() - t0

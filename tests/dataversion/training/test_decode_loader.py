@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import signal
-import textwrap
 import warnings
 
 import numpy as np
@@ -26,6 +25,8 @@ from dataversion.torch import SnapshotDataset, SnapshotLoader, read_checkpoint  
 from dataversion.training.randomness import global_rng, sample_generator  # noqa: E402
 from dataversion.training.samples import DecodedBatch, collate  # noqa: E402
 from dataversion.training.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop  # noqa: E402
+
+from .scripts import resumable_trainer  # noqa: E402
 
 N_IMG = 60
 
@@ -263,32 +264,15 @@ def test_corrupt_record_skipped_and_counted(corrupt):
     assert ld.position == 30  # the skipped record counts as consumed: resume is unchanged
 
 
-TRAIN = textwrap.dedent(
-    """
-    import hashlib, os, sys, time
-    from dataversion.torch import SnapshotLoader, save_checkpoint, load_checkpoint
-    from dataversion.training.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop
-    url, ckpt, logpath = sys.argv[1:4]
-    nw = int(os.environ["NUM_WORKERS"])
-    delay = float(os.environ.get("STEP_DELAY", "0"))
-    aug = Compose([RandomResizedCrop(24, scale=(0.2, 1.0)), RandomHorizontalFlip()])
-    loader = SnapshotLoader(url, batch_size=4, num_workers=nw, window=16, decode=True, transform=aug)
-    step, start_epoch = 0, 0
-    if os.path.exists(ckpt):
-        state = load_checkpoint(ckpt, loader=loader)
-        step, start_epoch = state["trainer"]["step"], loader.epoch
-    log = open(logpath, "a", buffering=1)
-    for epoch in range(start_epoch, 2):
-        loader.set_epoch(epoch)
-        for batch in loader:
-            digest = hashlib.sha256(batch["image"].numpy().tobytes()).hexdigest()[:24]
-            log.write(f"{epoch} {digest} {','.join(r[:8] for r in batch['record_id'])}\\n")
-            step += 1
-            time.sleep(delay)
-            if step % 3 == 0:
-                save_checkpoint(ckpt, loader=loader, trainer={"step": step}, step=step)
-    log.write("DONE\\n")
-    """
+TRAIN = resumable_trainer(
+    imports="from dataversion.training.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop",
+    setup='aug = Compose([RandomResizedCrop(24, scale=(0.2, 1.0)), RandomHorizontalFlip()])',
+    loader='SnapshotLoader(url, batch_size=4, num_workers=int(os.environ["NUM_WORKERS"]), window=16, decode=True, transform=aug)',
+    log_line='f"{epoch} {hashlib.sha256(batch[\'image\'].numpy().tobytes()).hexdigest()[:24]} {\',\'.join(r[:8] for r in batch[\'record_id\'])}"',
+    after_step="""
+        if step % 3 == 0:
+            save_checkpoint(ckpt, loader=loader, trainer={"step": step}, step=step)
+    """,
 )
 
 

@@ -18,6 +18,8 @@ from dataversion.records import make_text_records  # noqa: E402
 from dataversion.torch import load_checkpoint, read_checkpoint  # noqa: E402
 from dataversion.training.preemption import PreemptionHandler, active_signals  # noqa: E402
 
+from .scripts import resumable_trainer  # noqa: E402
+
 N = 600
 
 
@@ -67,31 +69,17 @@ def test_inert_outside_the_main_thread():
     assert not out["g"].installed and signal.getsignal(signal.SIGTERM) is not out["g"]._on_signal
 
 
-TRAIN = textwrap.dedent(
-    """
-    import os, sys, time
-    from dataversion.torch import SnapshotLoader, save_checkpoint, load_checkpoint, PreemptionHandler
-    url, ckpt, logpath = sys.argv[1:4]
-    delay = float(os.environ.get("STEP_DELAY", "0"))
-    guard = PreemptionHandler()
-    loader = SnapshotLoader(url, batch_size=8, num_workers=2, window=100, columns=["text"])
-    step, start_epoch = 0, 0
-    if os.path.exists(ckpt):
-        state = load_checkpoint(ckpt, loader=loader)
-        step, start_epoch = state["trainer"]["step"], loader.epoch
-    log = open(logpath, "a", buffering=1)
-    for epoch in range(start_epoch, 2):
-        loader.set_epoch(epoch)
-        for batch in loader:
-            log.write(" ".join(batch["record_id"]) + "\\n")
-            step += 1
-            time.sleep(delay)
-            if guard.requested:
-                save_checkpoint(ckpt, loader=loader, trainer={"step": step}, run="preempt", step=step)
-                print(f"PREEMPTED {step}", flush=True)
-                sys.exit(0)
-    print("DONE", flush=True)
-    """
+TRAIN = resumable_trainer(
+    setup="guard = PreemptionHandler()",
+    loader='SnapshotLoader(url, batch_size=8, num_workers=2, window=100, columns=["text"])',
+    log_line='" ".join(batch["record_id"])',
+    after_step="""
+        if guard.requested:
+            save_checkpoint(ckpt, loader=loader, trainer={"step": step}, run="preempt", step=step)
+            print(f"PREEMPTED {step}", flush=True)
+            sys.exit(0)
+    """,
+    end='print("DONE", flush=True)',
 )
 
 

@@ -27,6 +27,8 @@ from dataversion.torch import (  # noqa: E402
     save_checkpoint,
 )
 
+from .scripts import resumable_trainer  # noqa: E402
+
 N = 1500
 WINDOW = 200
 
@@ -204,28 +206,13 @@ def test_corrupt_shard_names_the_shard(tmp_path):
     assert shard.id in str(e.value)
 
 
-TRAIN = textwrap.dedent(
-    """
-    import os, sys, time
-    from dataversion.torch import SnapshotLoader, save_checkpoint, load_checkpoint
-    url, ckpt, logpath = sys.argv[1:4]
-    delay = float(os.environ.get("STEP_DELAY", "0"))
-    loader = SnapshotLoader(url, batch_size=16, num_workers=2, window=200, columns=["text"])
-    step, start_epoch = 0, 0
-    if os.path.exists(ckpt):
-        state = load_checkpoint(ckpt, loader=loader)
-        step, start_epoch = state["trainer"]["step"], loader.epoch
-    log = open(logpath, "a", buffering=1)
-    for epoch in range(start_epoch, 2):
-        loader.set_epoch(epoch)
-        for batch in loader:
-            log.write(f"{epoch} {','.join(batch['record_id'])}\\n")
-            step += 1
-            time.sleep(delay)
-            if step % 5 == 0:
-                save_checkpoint(ckpt, loader=loader, trainer={"step": step}, step=step)
-    log.write("DONE\\n")
-    """
+TRAIN = resumable_trainer(
+    loader='SnapshotLoader(url, batch_size=16, num_workers=2, window=200, columns=["text"])',
+    log_line='f"{epoch} {\',\'.join(batch[\'record_id\'])}"',
+    after_step="""
+        if step % 5 == 0:
+            save_checkpoint(ckpt, loader=loader, trainer={"step": step}, step=step)
+    """,
 )
 
 
