@@ -148,6 +148,8 @@ def _loader(url: str, workers: int, batch: int):
 
 
 def bench_dataversion(url: str, n: int, workers: int, batch: int) -> dict:
+    import dataversion.torch  # noqa: F401 - imported before the clock starts, as a trainer has it
+
     out = epoch_rate(lambda: iter(_loader(url, workers, batch)), n)
     # time to first batch, fresh vs resumed at 90% (construction included in both)
     t0 = time.perf_counter()

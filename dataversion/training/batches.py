@@ -1,8 +1,9 @@
 """Batches built in one process: positions of the order -> (block, row) -> one Arrow `take`.
 
-`BatchReader` gathers each content block once (`blocks.read_block`: the block's rows from
-the shards its checked packing names, read through the read tier, next shards prefetched)
-and keeps a bounded set of gathered blocks; `RawBatch` is what a DataLoader worker sends (one
+`BatchReader` gathers each content block once (`blocks.read_block_parts`: the block's rows
+from the shards its checked packing names, read through the read tier, next shards
+prefetched; zero-copy slices of the memory-mapped decoded shards, never one copy of the
+block) and keeps a bounded set of gathered blocks; `RawBatch` is what a DataLoader worker sends (one
 Arrow record batch, pickled as whole buffers); `Batch` is what the training loop gets.
 Torch-free: the dataset and loader (`dataset`, `loader`) are the torch side.
 """
@@ -19,7 +20,7 @@ from ..cache import Prefetcher
 from ..records import ids_as_numpy
 from ..shards import rows_of_row_groups
 from . import order as order_mod
-from .blocks import indices, read_block
+from .blocks import Block, indices, read_block_parts, take_rows
 
 if TYPE_CHECKING:
     from .dataset import SnapshotDataset
@@ -43,8 +44,8 @@ class BatchReader:
         self.ds, self.order = ds, order
         self.repo = ds.open_repo()
         self.store = self.repo.store
-        # block -> (gathered table, its rows' features block (FeatureJoin.block_of) or None)
-        self.tables: OrderedDict[int, tuple[pa.Table, np.ndarray | None]] = OrderedDict()
+        # block -> (its gathered parts, its rows' features block (FeatureJoin.block_of) or None)
+        self.tables: OrderedDict[int, tuple[Block, np.ndarray | None]] = OrderedDict()
         self.features = ds._features
         self.table_bytes = 0
         self.read_cols = ["record_id", *ds.columns]
@@ -61,9 +62,6 @@ class BatchReader:
     def close(self) -> None:
         if self.prefetcher is not None:
             self.prefetcher.stop()
-
-    def _table(self, s: int) -> pa.Table:
-        return self._shard(s)[0]
 
     def _block_groups(self, b: int) -> list:
         """Where block b's records lie (the checked packing's index over the block's range;
@@ -119,19 +117,19 @@ class BatchReader:
             self._queued.update(new)
             self.prefetcher.extend(new)
 
-    def _shard(self, s: int) -> tuple[pa.Table, np.ndarray | None]:
+    def _shard(self, s: int) -> tuple[Block, np.ndarray | None]:
         hit = self.tables.get(s)
         if hit is not None:
             self.tables.move_to_end(s)
             return hit
         self._prefetch_after(s)
         groups = self._block_groups(s)
-        t = read_block(self.repo, self.ds.commit_id, int(self.offsets[s]), int(self.offsets[s + 1]),
-                       self.ds.columns, read_group=self._read_group, groups=groups)
-        # one join per decoded shard (id search + gather): batches then only index its block
+        t = read_block_parts(self.repo, self.ds.commit_id, int(self.offsets[s]), int(self.offsets[s + 1]),
+                             self.ds.columns, read_group=self._read_group, groups=groups)
+        # one join per block (id search + gather): batches then only index its rows
         fblock = None
         if self.features is not None:
-            fblock = self.features.block_of(self.features.rows_for(ids_as_numpy(t.column(0))))
+            fblock = self.features.block_of(self.features.rows_for(t.ids))
         self.tables[s] = (t, fblock)
         self.table_bytes += t.nbytes + (fblock.nbytes if fblock is not None else 0)
         while self.table_bytes > self.ds.decoded_cache_bytes and len(self.tables) > 1:
@@ -154,23 +152,16 @@ class BatchReader:
         flat = self.order.flat_at(positions)
         shard, row = self.order.flat_to_shard_row(flat)
         uniq = np.unique(shard)
-        fblock = None  # the batch's rows of the shards' features blocks, when features are joined
-        if len(uniq) == 1:
-            t, shard_fblock = self._shard(int(uniq[0]))
-            table = t.take(indices(row))
-            if shard_fblock is not None:
-                fblock = np.take(shard_fblock, row, axis=0)
-        else:
-            tables = {int(s): self._shard(int(s)) for s in uniq}
-            perm = np.argsort(shard, kind="stable")
-            parts = [tables[int(s)][0].take(indices(row[shard == s])) for s in uniq]
-            inverse = np.empty_like(perm)
-            inverse[perm] = np.arange(len(perm))
-            if self.features is not None:
-                fparts = [(tables[int(s)][1], row[shard == s]) for s in uniq]
-                fblock = np.take(np.concatenate([np.take(b, r, axis=0) for b, r in fparts if b is not None]),
-                                 inverse, axis=0)
-            table = pa.concat_tables(parts).combine_chunks().take(indices(inverse))
+        gathered = [self._shard(int(s)) for s in uniq]
+        which = np.searchsorted(uniq, shard)
+        table = take_rows([g[0] for g in gathered], which, row)
+        fblock = None  # the batch's rows of the blocks' features, when features are joined
+        if self.features is not None:
+            first = gathered[0][1]
+            fblock = np.empty((len(row), *first.shape[1:]), dtype=first.dtype)
+            for k, (_, block_features) in enumerate(gathered):
+                m = which == k
+                fblock[m] = np.take(block_features, row[m], axis=0)
         if self.ds.packing.erased:  # an erased sample keeps its position and is skipped:
             keep = ~np.isin(ids_as_numpy(table.column("record_id")), _erased(self.ds.packing))  # a batch may be shorter
             if not keep.all():
