@@ -1,6 +1,6 @@
 """Image and audio loading with decode + augmentation, side by side in one run (by hand).
 
-    .venv/bin/python benchmarks/bench_loader_media.py [--images 4000] [--clips 4000] [--workers 2] [--batch 128]
+    .venv/bin/python benchmarks/bench_loader_media.py [--images 4000] [--clips 4000] [--workers 2] [--batch 128] [--peer-python PY]
 
 Generates ImageNet-like JPEGs (sizes 320-640 px a side, smooth content + noise, quality 90,
 ~30-80 KB) and ~16 kHz mono FLAC clips (1-3 s), stores the same bytes for every loader, and
@@ -144,7 +144,8 @@ def epoch(make_iter, key: str, n_expected: int) -> dict:
     assert count >= n_expected * 0.99, (count, n_expected)
     return {"samples": count, "seconds": round(dt, 2), "samples_per_s": round(count / dt, 1),
             "first_batch_s": round(first or 0, 3), "peak_rss_mb": round(mem.peak / 2**20),
-            "peak_pss_mb": round(mem.peak_pss / 2**20)}
+            "peak_pss_mb": round(mem.peak_pss / 2**20), "peak_pss_parent_mb": round(mem.peak_pss_parent / 2**20),
+            "peak_pss_workers_mb": round(mem.peak_pss_children / 2**20)}
 
 
 def run_dataversion(url: str, kind: str, n: int, workers: int, batch: int, draft: bool = False) -> dict:
@@ -171,13 +172,14 @@ class _HFTransform:
         return {key: outs, "label": b["label"]}
 
 
-def run_hf(payloads: list[bytes], kind: str, tmp: str, n: int, workers: int, batch: int) -> dict:
+def run_hf(files: list[str], kind: str, tmp: str, n: int, workers: int, batch: int) -> dict:
     import datasets
     from torchdata.stateful_dataloader import StatefulDataLoader
 
     datasets.disable_progress_bars()
     path = os.path.join(tmp, f"hf-{kind}")
     if not os.path.exists(path):
+        payloads = [open(f, "rb").read() for f in files]
         feats = datasets.Features({"data": datasets.Value("binary"), "label": datasets.Value("int64")})
         datasets.Dataset.from_dict({"data": payloads, "label": [i % 10 for i in range(len(payloads))]},
                                    features=feats).save_to_disk(path)
@@ -283,6 +285,47 @@ def run_bare(files: list[str], kind: str, n: int, batch: int) -> dict:
 
 
 # --------------------------------------------------------------------------- main
+def _child(fn, args):
+    # a spawned child inherits "spawn" as its default start method; DataLoader workers of a
+    # trainer started from a shell fork (Linux's default), so start them that way here
+    import multiprocessing
+
+    multiprocessing.set_start_method("fork", force=True)
+    import torch
+
+    torch.set_num_threads(1)
+    return fn(*args)
+
+
+def _in_child(fn, *args, python: str | None = None) -> dict:
+    """fn(*args) in a fresh process: spawned from this interpreter, or run by `python`
+    (a peer's own environment: `--peer-python`), answering one JSON line."""
+    if python is None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(_child, fn, args).result()
+    import subprocess
+
+    spec = json.dumps({"fn": fn.__name__, "args": list(args)})
+    proc = subprocess.run([python, os.path.abspath(__file__), "--child", spec], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode != 0:
+        return {"skipped": f"{python} failed: {proc.stderr.strip().splitlines()[-1:]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _mosaic_python(args) -> str | None:
+    """MosaicML Streaming imports torchvision, which does not import beside the CPU torch of
+    our venv: with `--peer-python`, it runs in that interpreter's environment instead."""
+    try:
+        import streaming  # noqa: F401
+        return None
+    except Exception:  # noqa: BLE001 - any import failure: use the peer's environment if given
+        return args.peer_python
+
+
 def bench_kind(kind: str, payloads: list[bytes], tmp: str, args, results: dict) -> None:
     n = len(payloads)
     ext = ".jpg" if kind == "image" else ".flac"
@@ -298,15 +341,18 @@ def bench_kind(kind: str, payloads: list[bytes], tmp: str, args, results: dict) 
                           branch="main", message=kind)
     os.environ["DATAVERSION_CACHE_DIR"] = os.path.join(tmp, f"cache-{kind}")
     r: dict = {"records": n, "mean_kb": round(sum(map(len, payloads)) / n / 1024, 1)}
+    del payloads  # the loaders' processes read the files or the repository
     w, b = args.workers, args.batch
-    r["dataversion_cold"] = run_dataversion(url, kind, n, w, b)
+    # each epoch in a fresh process: no loader inherits another's imports and allocations,
+    # so the memory peaks are each loader's own (and none holds the generated payloads)
+    r["dataversion_cold"] = _in_child(run_dataversion, url, kind, n, w, b)
     runners = {
-        "dataversion": lambda: run_dataversion(url, kind, n, w, b),
-        **({"dataversion_draft_decode": lambda: run_dataversion(url, kind, n, w, b, draft=True)} if kind == "image" else {}),
-        "hf_datasets_stateful": lambda: run_hf(payloads, kind, tmp, n, w, b),
-        "litdata": lambda: run_litdata(files, kind, tmp, n, w, b),
-        "mosaicml_streaming": lambda: run_mosaic(files, kind, tmp, n, w, b),
-        "bare_loop_1_process": lambda: run_bare(files, kind, n, b),
+        "dataversion": lambda: _in_child(run_dataversion, url, kind, n, w, b),
+        **({"dataversion_draft_decode": lambda: _in_child(run_dataversion, url, kind, n, w, b, True)} if kind == "image" else {}),
+        "hf_datasets_stateful": lambda: _in_child(run_hf, files, kind, tmp, n, w, b),
+        "litdata": lambda: _in_child(run_litdata, files, kind, tmp, n, w, b),
+        "mosaicml_streaming": lambda: _in_child(run_mosaic, files, kind, tmp, n, w, b, python=_mosaic_python(args)),
+        "bare_loop_1_process": lambda: _in_child(run_bare, files, kind, n, b),
     }
     for name, fn in runners.items():
         try:
@@ -330,7 +376,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--only", choices=["image", "audio"], default=None)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--peer-python", default=None,
+                    help="a Python whose environment has mosaicml-streaming (it needs torchvision), for that peer")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:  # one loader's epoch for a parent run (`_in_child` with a peer's python)
+        spec = json.loads(args.child)
+        print(json.dumps(_child(globals()[spec["fn"]], spec["args"])))
+        return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -367,7 +420,8 @@ def main() -> None:
                 print(f"  {name:24s} skipped: {x['skipped']}")
             else:
                 print(f"  {name:24s} {x['samples_per_s']:>9,.1f} samples/s  first batch {x['first_batch_s']:.2f} s  "
-                      f"peak RSS {x['peak_rss_mb']} MB  PSS {x['peak_pss_mb']} MB")
+                      f"peak RSS {x['peak_rss_mb']} MB  PSS {x['peak_pss_mb']} MB"
+                      f" (parent {x['peak_pss_parent_mb']}, workers {x['peak_pss_workers_mb']})")
         print(f"  dataversion / fastest peer: {r.get('ratio_vs_fastest_peer')}x   "
               f"per core / bare loop: {r['ratio_per_core_vs_bare']}x")
 
