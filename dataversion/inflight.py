@@ -69,7 +69,9 @@ class InFlight:
     def _write(self) -> None:
         body = {"started": self.started, "heartbeat": time.time(), "what": self.what, "scratch": self.scratch,
                 "host": socket.gethostname(), "pid": os.getpid()}
-        self.store.put(self.key, canonical_json(body))
+        # a live process's marker: visible to a gc at once; after a power cut there is no
+        # process left to protect, so it need not survive one (`put_transient`)
+        self.store.put_transient(self.key, canonical_json(body))
 
     def __enter__(self) -> InFlight:
         self.started = time.time()

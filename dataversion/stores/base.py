@@ -45,6 +45,12 @@ class Store(ABC):
     def put(self, key: str, data: bytes) -> None:
         """Write (or overwrite) the object whole; readers never see a partial object."""
 
+    def put_transient(self, key: str, data: bytes) -> None:
+        """`put` of an object whose loss in a power cut harms nothing (the marker of a live
+        process: once the machine is down, the process is gone too). Whole and visible to
+        every reader when this returns; a store may skip making it durable."""
+        self.put(key, data)
+
     @abstractmethod
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create the object only if no object has that key. Returns False if one existed."""

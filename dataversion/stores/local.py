@@ -108,6 +108,16 @@ class LocalStore(Store):
         except OSError as e:
             raise StoreError(f"cannot write {key} in {self.url}: {e.strerror}") from e
 
+    def put_transient(self, key: str, data: bytes) -> None:
+        """Renamed into place whole, not fsynced (two fewer disk flushes per commit)."""
+        self.stats["PUT"] += 1
+        self.stats["PUT_BYTES"] += len(data)
+        path = self._path(key)
+        try:
+            move_atomic(self._write_temp_nosync(path, data, fsync=False), path, fsync=False)
+        except OSError as e:
+            raise StoreError(f"cannot write {key} in {self.url}: {e.strerror}") from e
+
     def put_file(self, key: str, path: str) -> None:
         with open(path, "rb") as f:
             self.put(key, f.read())
@@ -139,8 +149,14 @@ class LocalStore(Store):
         except OSError as e:
             raise StoreError(f"cannot write objects in {self.url}: {e.strerror}") from e
         if few:
-            for directory in {os.path.dirname(p) for _, p in temps}:
-                fsync_dir(directory)
+            directories = sorted({os.path.dirname(p) for _, p in temps})
+            if len(directories) > 1:  # the flushes of several directories overlap on the device
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    list(pool.map(fsync_dir, directories))
+            else:
+                fsync_dir(directories[0])
         else:
             _syncfs(self.root)
 

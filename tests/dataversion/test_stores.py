@@ -393,3 +393,37 @@ def test_local_store_rejects_keys_outside_the_root(tmp_path: Path, key: str, op:
 def test_local_store_without_create_needs_the_directory(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError):
         LocalStore(str(tmp_path / "absent"))
+
+
+def _fsynced_paths(monkeypatch) -> list[str]:
+    """Record the path of every fd os.fsync is called on (the real flush still happens)."""
+    seen: list[str] = []
+    real = os.fsync
+
+    def fsync(fd):
+        seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return seen
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fsynced files")
+def test_a_commit_flushes_what_must_survive_a_power_cut_and_not_its_inflight_marker(tmp_path, monkeypatch):
+    """The marker that keeps a concurrent gc off a running commit protects a live process:
+    it is visible at once (a gc reads it) and needs no disk flush. The commit's objects,
+    its packing pointer, ref and reflog are flushed before the commit returns."""
+    from dataversion import Repo
+    from dataversion.inflight import InFlight
+    from dataversion.records import make_text_records
+
+    repo = Repo.init(f"file://{tmp_path}/repo")
+    repo.commit(make_text_records(["base"]), message="base")
+    seen = _fsynced_paths(monkeypatch)
+    with InFlight(repo.store, "test") as marker:
+        assert repo.store.exists(marker.key)  # a gc sees it
+    repo.commit(make_text_records(["one", "two"]), message="two")
+    flushed = [os.path.relpath(p, tmp_path / "repo") for p in seen]
+    assert not [p for p in flushed if p.startswith("inflight")], flushed
+    for kind in ("shards", "tree", "commits", "history", "packing", "refs", "reflog"):
+        assert any(p.startswith(kind) for p in flushed), (kind, flushed)
