@@ -156,9 +156,17 @@ def _pages_of(fence: Fence, keys: np.ndarray) -> np.ndarray:
 
 
 def _runs(pages: np.ndarray) -> list[tuple[int, int]]:
-    """[first, last] of each run of consecutive pages."""
-    cut = np.flatnonzero(np.diff(pages) != 1) + 1
-    return [(int(r[0]), int(r[-1])) for r in np.split(pages, cut)]
+    """[first, last] of each run of consecutive pages (`pages` ascending, unique)."""
+    cut = np.flatnonzero(np.diff(pages) != 1)
+    first = pages[np.concatenate([[0], cut + 1])]
+    last = pages[np.concatenate([cut, [len(pages) - 1]])]
+    return list(zip(first.tolist(), last.tolist()))
+
+
+def _rows_of_pages(pages: np.ndarray, page_rows: int, n: int) -> np.ndarray:
+    """The row numbers (ascending) of `pages` (ascending, unique) of a part of `n` rows."""
+    rows = (pages[:, None] * page_rows + np.arange(page_rows)).ravel()
+    return rows[rows < n]
 
 
 class _Reader:
@@ -185,47 +193,51 @@ def rows_of_keys(store, store_key: str, fence: Fence, keys: np.ndarray) -> pa.Ta
     (uint64, sorted, unique), read by range from `store_key` and checked page by page.
     CorruptObjectError on any mismatch."""
     f = fence
-    q = keys[((keys >> np.uint64(32)) >= f.first[0]) & (keys <= f.last_key)] if f.rows else keys[:0]
+    top = keys >> np.uint64(32)
+    q = keys[(top >= f.first[0]) & (keys <= f.last_key)] if f.rows else keys[:0]
     if len(q) == 0:
         return BAND_SCHEMA.empty_table()
     r = _Reader(store, store_key, f)
-    hits, hit_pages = [], []
-    for p0, p1 in _runs(_pages_of(f, q)):
+    pages = _pages_of(f, q)
+    chunks = []
+    for p0, p1 in _runs(pages):
         a, b = r.rows(p0, p1)
         data = r.read(f.key_offset + 8 * a, 8 * (b - a))
         mv = memoryview(data)
         for p in range(p0, p1 + 1):
             s, e = r.rows(p, p)
             r.check(p, _key_hash(mv[8 * (s - a) : 8 * (e - a)]), f.key_hash)
-        got = np.frombuffer(data, np.uint64)
-        pos = np.flatnonzero(np.isin(got, q))
-        if len(pos):
-            hits.append((a + pos, got[pos]))
-            hit_pages.append(np.unique((a + pos) // f.page_rows))
-    if not hits:
+        chunks.append(data)
+    got = np.frombuffer(b"".join(chunks), np.uint64)
+    at = np.minimum(np.searchsorted(q, got), len(q) - 1)
+    hit = q[at] == got
+    if not hit.any():
         return BAND_SCHEMA.empty_table()
-    rows = np.concatenate([h for h, _ in hits])
-    key_col = np.concatenate([k for _, k in hits])
-    band_col = np.empty(len(rows), np.uint8)
-    id_col = np.empty(len(rows), f"S{ID_WIDTH}")
-    for p0, p1 in _runs(np.concatenate(hit_pages)):
+    rows = _rows_of_pages(pages, f.page_rows, f.rows)[hit]
+    key_col = got[hit]
+    hit_pages = np.unique(rows // f.page_rows)
+    bands, ids = [], []
+    for p0, p1 in _runs(hit_pages):
         a, b = r.rows(p0, p1)
         band = r.read(f.band_offset + a, b - a)
-        ids = r.read(f.id_offset + ID_WIDTH * a, ID_WIDTH * (b - a))
-        bv, iv = memoryview(band), memoryview(ids)
+        idb = r.read(f.id_offset + ID_WIDTH * a, ID_WIDTH * (b - a))
+        bv, iv = memoryview(band), memoryview(idb)
         for p in range(p0, p1 + 1):
             s, e = r.rows(p, p)
-            got = _rest_hash(bv[s - a : e - a], iv[ID_WIDTH * (s - a) : ID_WIDTH * (e - a)])
-            r.check(p, got, f.rest_hash)
-        sel = np.flatnonzero((rows >= a) & (rows < b))
-        band_col[sel] = np.frombuffer(band, np.uint8)[rows[sel] - a]
-        id_col[sel] = np.frombuffer(ids, f"S{ID_WIDTH}")[rows[sel] - a]
+            got_hash = _rest_hash(bv[s - a : e - a], iv[ID_WIDTH * (s - a) : ID_WIDTH * (e - a)])
+            r.check(p, got_hash, f.rest_hash)
+        bands.append(band)
+        ids.append(idb)
+    # where each hit row lies in the concatenated pages read
+    at = np.searchsorted(_rows_of_pages(hit_pages, f.page_rows, f.rows), rows)
+    band_col = np.frombuffer(b"".join(bands), np.uint8)[at]
+    id_col = np.frombuffer(b"".join(ids), np.uint8).reshape(-1, ID_WIDTH)[at]
     return pa.Table.from_arrays(
         [
             pa.array(band_col),
             pa.array(key_col),
             pa.FixedSizeBinaryArray.from_buffers(
-                RECORD_ID, len(id_col), [None, pa.py_buffer(id_col.tobytes())]
+                RECORD_ID, len(id_col), [None, pa.py_buffer(np.ascontiguousarray(id_col).tobytes())]
             ),
         ],
         schema=BAND_SCHEMA,

@@ -51,6 +51,10 @@ def test_one_percent_more_writes_about_one_percent_of_the_index(tmp_path, vocab)
     written = _sizes(repo, new) + len(repo.read_attachment(repo.resolve("main"), dstate.STATE))
     total = _sizes(repo, after.blobs())
     assert written / total <= 0.03, (written, total)
+    # the workers wrote a fence beside every band part (read by page by the next run)
+    for run in after.runs:
+        for modality, parts in run["bands"].items():
+            assert set(run["band_fences"][modality]) == set(parts)
     # every part is an attachment of the commit, so gc keeps it
     attachments = repo.read_commit(repo.resolve("main")).attachments
     assert all(attachments[dstate.PART_PREFIX + b] == b for b in after.blobs())
@@ -73,6 +77,9 @@ def test_runs_are_compacted_and_old_runs_still_match(tmp_path, vocab, monkeypatc
     st = _state(repo, "main")
     assert len(st.runs) <= 3 and any(run["level"] >= 1 for run in st.runs)
     assert st.entries == 13
+    for run in st.runs:  # a merged run's band parts are paged too
+        for modality, parts in run["bands"].items():
+            assert set(run["band_fences"][modality]) == set(parts)
     _write(raw, {"r9/near-first.txt": first.replace(first.split()[5], "qq", 1)})
     report = run_ingest(str(raw), url)
     assert report.duplicate_kinds == {"near": 1}
