@@ -89,6 +89,8 @@ class Fence:
             if meta["version"] != FENCE_VERSION or t.schema.remove_metadata() != _FENCE_SCHEMA:
                 raise ValueError(f"fence version {meta['version']}")
             cols = [t.column(c).to_numpy() for c in _FENCE_SCHEMA.names]
+            if meta["page_rows"] <= 0 or len(cols[0]) != -(-meta["rows"] // meta["page_rows"]):
+                raise ValueError("its pages do not cover its rows")
         except (KeyError, ValueError, pa.ArrowException) as e:
             raise CorruptObjectError(f"a band part's fence cannot be parsed: {e}") from e
         return cls(
