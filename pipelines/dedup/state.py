@@ -43,6 +43,8 @@ FANOUT = 8
 # entries (band rows or hashes) per part, about; a run's grid is a power of two
 PART_ROWS = 1 << 16
 MODALITIES = ("text", "image")
+# fence pages a StateParent keeps parsed (~12 bytes each in the fence, ~16 in memory)
+FENCE_CACHE_PAGES = 1 << 22
 
 
 def part_bytes(table: pa.Table) -> bytes:
@@ -289,9 +291,11 @@ class StateParent:
     def _fence(self, fence_id: str, blob: str) -> bandpages.Fence:
         f = self._fences.get(fence_id)
         if f is None:
-            if len(self._fences) > 4096:
+            f = bandpages.Fence.from_bytes(self.repo.read_blob(fence_id))
+            # bounded by pages (12 bytes each), not by fences: a run's parts can be large
+            if sum(len(x.first) for x in self._fences.values()) + len(f.first) > FENCE_CACHE_PAGES:
                 self._fences.clear()
-            f = self._fences[fence_id] = bandpages.Fence.from_bytes(self.repo.read_blob(fence_id))
+            self._fences[fence_id] = f
         if f.blob != blob:
             raise CorruptObjectError(f"fence {fence_id} names part {f.blob}, not {blob}")
         return f
