@@ -78,17 +78,26 @@ def _read(step: str, k) -> list:
     )
 
 
-def _note_read(name: str, nbytes: int) -> None:
-    """Record index bytes a task read from the store (summed by `_reads`)."""
+def _note_read(name: str, stats, before: tuple[int, int]) -> None:
+    """Record the index bytes and requests a task sent to the store since `before`
+    (summed by `_reads`: name -> bytes, name + "_gets" -> requests)."""
     (WORK / "reads").mkdir(exist_ok=True)
-    (WORK / "reads" / f"{name}-{os.getpid()}").write_text(str(nbytes))
+    got = (stats["GET_BYTES"] - before[0], stats["GET"] - before[1])
+    (WORK / "reads" / f"{name}-{os.getpid()}").write_text(f"{got[0]} {got[1]}")
 
 
 def _reads(work: Path) -> dict:
     out: dict = defaultdict(int)
     for f in (work / "reads").glob("*") if (work / "reads").exists() else []:
-        out[f.name.rsplit("-", 1)[0]] += int(f.read_text())
+        name = f.name.rsplit("-", 1)[0]
+        nbytes, gets = f.read_text().split()
+        out[name] += int(nbytes)
+        out[name + "_gets"] += int(gets)
     return out
+
+
+def _mark(stats) -> tuple[int, int]:
+    return stats["GET_BYTES"], stats["GET"]
 
 
 def _done(t0: float, extra=0) -> tuple[float, int, int]:
@@ -187,9 +196,9 @@ def task_buckets(k):
     new = sharded.concat(_read("bands", k), sharded.BANDS_SCHEMA)
     par = None
     if parent:
-        before = parent.repo.store.stats["GET_BYTES"]
+        before = _mark(parent.repo.store.stats)
         par = parent.band_rows("text", k, PARTS, new.column("key").to_numpy())
-        _note_read("bands", parent.repo.store.stats["GET_BYTES"] - before)
+        _note_read("bands", parent.repo.store.stats, before)
     pairs = sharded.bucket_pairs(new, par, RULES.max_window)
     n = _write(
         "pairs", sharded.split_by(pairs, sharded.id_range(sharded._ids(pairs, "a"), PARTS)), f"k{k}"
@@ -218,7 +227,7 @@ def task_verify(p):
 
     t0 = time.process_time()
     parent = _parent()
-    before = parent.repo.store.stats["GET_BYTES"] if parent else 0
+    before = _mark(parent.repo.store.stats) if parent else (0, 0)
     edges = sharded.verify_b(
         _nodes(p),
         sharded.concat(_read("att", p), sharded.ATTACHED_SCHEMA),
@@ -226,7 +235,7 @@ def task_verify(p):
         RULES,
     )
     if parent:
-        _note_read("hashes", parent.repo.store.stats["GET_BYTES"] - before)
+        _note_read("hashes", parent.repo.store.stats, before)
     return _done(t0, _write("directed", sharded.directed_edges(edges, PARTS), f"v{p}"))
 
 
@@ -274,7 +283,7 @@ def task_final(p):
 
     t0 = time.process_time()
     parent = _parent()
-    before = parent.repo.store.stats["GET_BYTES"] if parent else 0
+    before = _mark(parent.repo.store.stats) if parent else (0, 0)
     out = sharded.final_similarity(
         _nodes(p),
         sharded.concat(_read("members", p), sharded.FINAL_SCHEMA),
@@ -283,7 +292,7 @@ def task_final(p):
         PARTS,
     )
     if parent:
-        _note_read("hashes", parent.repo.store.stats["GET_BYTES"] - before)
+        _note_read("hashes", parent.repo.store.stats, before)
     return _done(t0, _write("near", out, f"f{p}"))
 
 
@@ -444,14 +453,22 @@ def main() -> None:
             for j in state_covering(k, parts, parts)
             if str(j) in run1["bands"]["text"]
         )
+        n_whole = sum(
+            str(j) in run1["bands"]["text"]
+            for k in range(parts)
+            for j in state_covering(k, parts, parts)
+        )
         bands = sum(len(repo.read_blob(b)) for b in run1["bands"]["text"].values())
         print(
             f"+1%: index bytes written {new_bytes + manifest:,} of {total:,} = "
             f"{(new_bytes + manifest) / total:.4f} (target <= 0.03)\n"
             f"+1%: index bytes read by the bucket step {reads['bands']:,} of {total:,} = "
-            f"{reads['bands'] / total:.4f} (band parts {bands:,}: {reads['bands'] / bands:.4f}; "
-            f"whole covering parts, as before fences: {whole:,} = {whole / total:.4f}); "
-            f"by verification (hash parts) {reads['hashes']:,} = {reads['hashes'] / total:.4f}"
+            f"{reads['bands'] / total:.4f} in {reads['bands_gets']:,} requests "
+            f"(band parts {bands:,}: {reads['bands'] / bands:.4f}; "
+            f"whole covering parts, as before fences: {whole:,} = {whole / total:.4f} in "
+            f"{n_whole} requests); "
+            f"by verification (hash parts) {reads['hashes']:,} = {reads['hashes'] / total:.4f} "
+            f"in {reads['hashes_gets']:,} requests"
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
