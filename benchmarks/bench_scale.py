@@ -10,7 +10,9 @@ writes its outputs keyed by the next step's shard. Printed: docs/s per core end 
 (clean + MinHash + every dedup step, CPU seconds of the tasks, imports excluded), the peak
 RSS of the largest task (and of an idle worker: the imports), the shuffle bytes per
 record, the index bytes per record, and a +1% run against the first run's stored state:
-the index bytes it writes over the branch's index bytes, and the bytes it reads.
+the index bytes it writes over the branch's index bytes, and the index bytes it reads (its
+bucket step: the fences and the pages of the band parts that can hold its new keys, beside
+what reading the covering band parts whole would read; verification: the hash parts).
 """
 
 from __future__ import annotations
@@ -74,6 +76,28 @@ def _read(step: str, k) -> list:
     return (
         [state.read_part(p.read_bytes()) for p in sorted(d.glob("*.arrow"))] if d.exists() else []
     )
+
+
+def _note_read(name: str, stats, before: tuple[int, int]) -> None:
+    """Record the index bytes and requests a task sent to the store since `before`
+    (summed by `_reads`: name -> bytes, name + "_gets" -> requests)."""
+    (WORK / "reads").mkdir(exist_ok=True)
+    got = (stats["GET_BYTES"] - before[0], stats["GET"] - before[1])
+    (WORK / "reads" / f"{name}-{os.getpid()}").write_text(f"{got[0]} {got[1]}")
+
+
+def _reads(work: Path) -> dict:
+    out: dict = defaultdict(int)
+    for f in (work / "reads").glob("*") if (work / "reads").exists() else []:
+        name = f.name.rsplit("-", 1)[0]
+        nbytes, gets = f.read_text().split()
+        out[name] += int(nbytes)
+        out[name + "_gets"] += int(gets)
+    return out
+
+
+def _mark(stats) -> tuple[int, int]:
+    return stats["GET_BYTES"], stats["GET"]
 
 
 def _done(t0: float, extra=0) -> tuple[float, int, int]:
@@ -169,10 +193,13 @@ def task_buckets(k):
 
     t0 = time.process_time()
     parent = _parent()
-    par = parent.band_rows("text", k, PARTS) if parent else None
-    pairs = sharded.bucket_pairs(
-        sharded.concat(_read("bands", k), sharded.BANDS_SCHEMA), par, RULES.max_window
-    )
+    new = sharded.concat(_read("bands", k), sharded.BANDS_SCHEMA)
+    par = None
+    if parent:
+        before = _mark(parent.repo.store.stats)
+        par = parent.band_rows("text", k, PARTS, new.column("key").to_numpy())
+        _note_read("bands", parent.repo.store.stats, before)
+    pairs = sharded.bucket_pairs(new, par, RULES.max_window)
     n = _write(
         "pairs", sharded.split_by(pairs, sharded.id_range(sharded._ids(pairs, "a"), PARTS)), f"k{k}"
     )
@@ -200,12 +227,15 @@ def task_verify(p):
 
     t0 = time.process_time()
     parent = _parent()
+    before = _mark(parent.repo.store.stats) if parent else (0, 0)
     edges = sharded.verify_b(
         _nodes(p),
         sharded.concat(_read("att", p), sharded.ATTACHED_SCHEMA),
         parent.hashes if parent else None,
         RULES,
     )
+    if parent:
+        _note_read("hashes", parent.repo.store.stats, before)
     return _done(t0, _write("directed", sharded.directed_edges(edges, PARTS), f"v{p}"))
 
 
@@ -253,6 +283,7 @@ def task_final(p):
 
     t0 = time.process_time()
     parent = _parent()
+    before = _mark(parent.repo.store.stats) if parent else (0, 0)
     out = sharded.final_similarity(
         _nodes(p),
         sharded.concat(_read("members", p), sharded.FINAL_SCHEMA),
@@ -260,6 +291,8 @@ def task_final(p):
         RULES,
         PARTS,
     )
+    if parent:
+        _note_read("hashes", parent.repo.store.stats, before)
     return _done(t0, _write("near", out, f"f{p}"))
 
 
@@ -300,11 +333,12 @@ def task_bandparts(k):
     ts = _read("keptbands", k)
     if not ts:
         return _done(t0)
-    data = state.part_bytes(state.sort_bands(pa.concat_tables(ts)))
-    blob = Repo.open("file://" + str(WORK.parent / "repo")).put_blob(data)
+    repo = Repo.open("file://" + str(WORK.parent / "repo"))
+    blob, fence = state.write_band_part(repo, state.sort_bands(pa.concat_tables(ts)))
     (WORK / "bandparts").mkdir(exist_ok=True)
-    (WORK / "bandparts" / f"{k}").write_text(blob)
-    return _done(t0, len(data))
+    (WORK / "bandparts" / f"{k}").write_text(f"{blob} {fence or ''}".strip())
+    size = sum(len(repo.read_blob(b)) for b in (blob, fence) if b)
+    return _done(t0, size)
 
 
 def task_idle(_):
@@ -366,8 +400,13 @@ def run_once(root: Path, run: int, docs: int, piece: int, parts: int, state_json
         a, b = f.read_text().split()
         kept, dups = kept + int(a), dups + int(b)
     hashparts = {int(f.name): f.read_text() for f in (work / "hashparts").glob("*")}
-    bandparts = {int(f.name): f.read_text() for f in (work / "bandparts").glob("*")}
-    return stats, kept, dups, hashparts, bandparts
+    bandparts, fences = {}, {}
+    for f in (work / "bandparts").glob("*"):
+        blob, *fence = f.read_text().split()
+        bandparts[int(f.name)] = blob
+        if fence:
+            fences[int(f.name)] = fence[0]
+    return stats, kept, dups, hashparts, (bandparts, fences), _reads(work)
 
 
 RULES_MAX_ROUNDS = 12
@@ -383,6 +422,7 @@ def main() -> None:
     from dataversion import Repo
     from pipelines.config import IngestConfig
     from pipelines.dedup.state import BranchState, run_from_parts
+    from pipelines.dedup.state import _covering as state_covering
 
     rules = IngestConfig().dedup
     root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -392,24 +432,43 @@ def main() -> None:
             f"# {platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}, "
             f"{args.docs:,} docs, {parts} ranges, pieces of {args.piece:,}"
         )
-        stats, kept, dups, hp, bp = run_once(root, 0, args.docs, args.piece, parts, None)
-        st = BranchState(
-            rules.index_params(), [run_from_parts({"text": hp}, {"text": bp}, parts, kept)]
-        )
+        stats, kept, dups, hp, (bp, bf), _ = run_once(root, 0, args.docs, args.piece, parts, None)
+        run1 = run_from_parts({"text": hp}, {"text": bp}, parts, kept, {"text": bf})
+        st = BranchState(rules.index_params(), [run1])
         base_index = sum(len(repo.read_blob(b)) for b in st.blobs())
         _report("first run", args.docs, stats, kept, dups, base_index)
         inc = max(1, args.docs // 100)
-        stats2, kept2, dups2, hp2, bp2 = run_once(
+        stats2, kept2, dups2, hp2, (bp2, bf2), reads = run_once(
             root, 1, inc, min(args.piece, inc), parts, st.to_bytes()
         )
-        run2 = run_from_parts({"text": hp2}, {"text": bp2}, parts, kept2)
+        run2 = run_from_parts({"text": hp2}, {"text": bp2}, parts, kept2, {"text": bf2})
         new_bytes = sum(len(repo.read_blob(b)) for b in BranchState(st.params, [run2]).blobs())
         manifest = len(BranchState(st.params, st.runs + [run2]).to_bytes())
         _report("+1% run against the stored state", inc, stats2, kept2, dups2, new_bytes)
+        total = base_index + new_bytes
+        # what the bucket step read before fences: every covering band part, whole
+        whole = sum(
+            len(repo.read_blob(run1["bands"]["text"][str(j)]))
+            for k in range(parts)
+            for j in state_covering(k, parts, parts)
+            if str(j) in run1["bands"]["text"]
+        )
+        n_whole = sum(
+            str(j) in run1["bands"]["text"]
+            for k in range(parts)
+            for j in state_covering(k, parts, parts)
+        )
+        bands = sum(len(repo.read_blob(b)) for b in run1["bands"]["text"].values())
         print(
-            f"+1%: index bytes written {new_bytes + manifest:,} of {base_index + new_bytes:,} = "
-            f"{(new_bytes + manifest) / (base_index + new_bytes):.4f} (target <= 0.03); "
-            f"read: every band part overlapping its key ranges ({base_index:,} bytes at most)"
+            f"+1%: index bytes written {new_bytes + manifest:,} of {total:,} = "
+            f"{(new_bytes + manifest) / total:.4f} (target <= 0.03)\n"
+            f"+1%: index bytes read by the bucket step {reads['bands']:,} of {total:,} = "
+            f"{reads['bands'] / total:.4f} in {reads['bands_gets']:,} requests "
+            f"(band parts {bands:,}: {reads['bands'] / bands:.4f}; "
+            f"whole covering parts, as before fences: {whole:,} = {whole / total:.4f} in "
+            f"{n_whole} requests); "
+            f"by verification (hash parts) {reads['hashes']:,} = {reads['hashes'] / total:.4f} "
+            f"in {reads['hashes_gets']:,} requests"
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)

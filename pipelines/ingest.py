@@ -427,13 +427,15 @@ def _branch_state(repo: Repo, scratch: RunScratch, config: IngestConfig, parts: 
         for modality, blob in p.get("index", {}).items():
             hash_parts.setdefault(modality, {})[i] = blob
     band_parts: dict = {}
+    band_fences: dict = {}
     for info in store.list(scratch.index):
         d = json.loads(store.get(info.key))
         band_parts.setdefault(d["modality"], {})[d["part"]] = d["blob"]
+        band_fences.setdefault(d["modality"], {})[d["part"]] = d.get("fence")
     entries = sum(p["kept"] for p in parts.values() if p.get("index"))
     runs = list(parent_state.runs)
     if band_parts:
-        runs.append(run_from_parts(hash_parts, band_parts, grid, entries))
+        runs.append(run_from_parts(hash_parts, band_parts, grid, entries, band_fences))
     return compact(repo, BranchState(parent_state.params, runs), config.dedup)
 
 

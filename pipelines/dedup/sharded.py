@@ -923,13 +923,16 @@ class IndexParent:
             return self.index.text_ids, self.index.text_sigs
         return self.index.image_ids, self.index.image_keys
 
-    def band_rows(self, modality: str, part: int, parts: int) -> pa.Table | None:
-        """The branch's band rows (band, key, record_id) whose key lies in range `part`."""
+    def band_rows(
+        self, modality: str, part: int, parts: int, keys: np.ndarray | None = None
+    ) -> pa.Table | None:
+        """The branch's band rows (band, key, record_id) whose key lies in range `part`
+        (and, given `keys`, is one of them)."""
         if modality not in self._bands:
             ids, h = self._arrays(modality)
-            keys = band_keys(h, modality, self.rules) if len(ids) else np.empty((0, 1), np.uint64)
-            n, b = keys.shape
-            flat = keys.ravel()
+            bk = band_keys(h, modality, self.rules) if len(ids) else np.empty((0, 1), np.uint64)
+            n, b = bk.shape
+            flat = bk.ravel()
             self._bands[modality] = (
                 np.tile(np.arange(b, dtype=np.uint8), n),
                 flat,
@@ -937,8 +940,10 @@ class IndexParent:
                 key_range(flat, parts),
             )
         band, key, ids, rng = self._bands[modality]
-        sel = rng == part
-        if not sel.any():
+        sel = np.flatnonzero(rng == part)
+        if keys is not None:
+            sel = sel[np.isin(key[sel], keys)]
+        if not len(sel):
             return None
         return pa.Table.from_arrays(
             [pa.array(band[sel]), pa.array(key[sel]), _id_col(ids[sel])],
@@ -992,8 +997,11 @@ def run_local(tables, parent: IndexParent, rules: DedupRules, parts: int, mtimes
     pairs_by = defaultdict(list)
     for k, ts in bands.items():
         modality, part = ("text", k) if k < parts else ("image", k - parts)
+        new = concat(ts, BANDS_SCHEMA)
         pairs = bucket_pairs(
-            concat(ts, BANDS_SCHEMA), parent.band_rows(modality, part, parts), rules.max_window
+            new,
+            parent.band_rows(modality, part, parts, new.column("key").to_numpy()),
+            rules.max_window,
         )
         for p, sub in split_by(pairs, id_range(_ids(pairs, "a"), parts)):
             pairs_by[p].append(sub)

@@ -10,10 +10,15 @@ runs). Each ingest adds one run holding its kept records' entries, in two partit
 
 Every part is one blob (named by the hash of its bytes) and one attachment of every commit
 that uses it (`dedup_state/<blob id>`), so `gc` keeps it and a commit that adds nothing to
-it shares it with its parent. When more than `FANOUT` runs share a level, they are merged
-into one run of the next level (writes amortize to O(log_FANOUT N) per entry; a +1% run
-onto a big branch writes ~1% of the index). Entries of records the branch no longer holds
-are filtered when read, by the branch membership test.
+it shares it with its parent. A band part has a *fence* beside it (`bandpages`: a blob,
+attachment alike, named in the run's `band_fences`), so that a bucket step reads only the
+pages of the part that can hold one of its new keys, each checked by its checksum; a part
+without a fence (written before fences, or rewritten by an erasure) is read whole.
+
+When more than `FANOUT` runs share a level, they are merged into one run of the next level
+(writes amortize to O(log_FANOUT N) per entry; a +1% run onto a big branch writes ~1% of
+the index). Entries of records the branch no longer holds are filtered when read, by the
+branch membership test.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from dataversion.errors import CorruptObjectError
 from dataversion.hashing import canonical_json
+from dataversion.objectdb import blob_key
 
 from ..config import DedupRules
-from . import sharded
+from . import bandpages, sharded
 
 STATE = "dedup_state"
 PART_PREFIX = "dedup_state/"
@@ -36,6 +43,8 @@ FANOUT = 8
 # entries (band rows or hashes) per part, about; a run's grid is a power of two
 PART_ROWS = 1 << 16
 MODALITIES = ("text", "image")
+# fence pages a StateParent keeps parsed (~12 bytes each in the fence, ~16 in memory)
+FENCE_CACHE_PAGES = 1 << 22
 
 
 def part_bytes(table: pa.Table) -> bytes:
@@ -43,6 +52,15 @@ def part_bytes(table: pa.Table) -> bytes:
     with pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
     return sink.getvalue()
+
+
+def write_band_part(repo, rows: pa.Table) -> tuple[str, str | None]:
+    """Store band rows (sorted: `sort_bands`) as a part and its fence; (part id, fence id,
+    None when the rows cannot be paged)."""
+    data = part_bytes(rows.combine_chunks())
+    blob = repo.put_blob(data)
+    fence = bandpages.fence_bytes(blob, data)
+    return blob, (repo.put_blob(fence) if fence is not None else None)
 
 
 def read_part(data: bytes) -> pa.Table:
@@ -122,8 +140,8 @@ class BranchState:
     def blobs(self) -> list[str]:
         out = []
         for run in self.runs:
-            for kind in ("bands", "hashes"):
-                for parts in run[kind].values():
+            for kind in ("bands", "hashes", "band_fences"):
+                for parts in run.get(kind, {}).values():
                     out.extend(parts.values())
         return sorted(set(out))
 
@@ -157,10 +175,13 @@ def write_run(repo, ids: dict, hashes: dict, rules: DedupRules, level: int = 0) 
         h = hashes[modality]
         band, keys = band_table(mid, h, modality, rules)
         grid = grid_for(len(keys))
-        run["bands"][modality] = {
-            str(k): repo.put_blob(part_bytes(sort_bands(t)))
-            for k, t in sharded.split_by(band, sharded.key_range(keys, grid))
-        }
+        blobs, fences = {}, {}
+        for k, t in sharded.split_by(band, sharded.key_range(keys, grid)):
+            blobs[str(k)], fence = write_band_part(repo, sort_bands(t))
+            if fence is not None:
+                fences[str(k)] = fence
+        run["bands"][modality] = blobs
+        run.setdefault("band_fences", {})[modality] = fences
         run["bands_grid"] = {**run.get("bands_grid", {}), modality: grid}
         hgrid = grid_for(len(mid))
         ht = hash_rows(mid, h)
@@ -172,10 +193,13 @@ def write_run(repo, ids: dict, hashes: dict, rules: DedupRules, level: int = 0) 
     return run
 
 
-def run_from_parts(hash_parts: dict, band_parts: dict, grid: int, entries: int) -> dict:
+def run_from_parts(
+    hash_parts: dict, band_parts: dict, grid: int, entries: int, band_fences: dict | None = None
+) -> dict:
     """A run whose parts the pipeline's workers wrote on the run's own grid (`grid` id
-    ranges and key ranges): {modality: {part: blob id}} each."""
-    return {
+    ranges and key ranges): {modality: {part: blob id}} each (`band_fences`: the fences of
+    the band parts, as `write_band_part` returns them)."""
+    run = {
         "level": 0,
         "entries": entries,
         "bands": {m: {str(k): b for k, b in sorted(v.items())} for m, v in band_parts.items() if v},
@@ -185,6 +209,14 @@ def run_from_parts(hash_parts: dict, band_parts: dict, grid: int, entries: int) 
         "bands_grid": {m: grid for m, v in band_parts.items() if v},
         "hashes_grid": {m: grid for m, v in hash_parts.items() if v},
     }
+    fences = {
+        m: {str(k): f for k, f in sorted(v.items()) if f}
+        for m, v in (band_fences or {}).items()
+        if m in run["bands"]
+    }
+    if any(fences.values()):
+        run["band_fences"] = {m: v for m, v in fences.items() if v}
+    return run
 
 
 def _covering(part: int, parts: int, grid: int) -> list[int]:
@@ -243,6 +275,7 @@ class StateParent:
     def __init__(self, repo, state: BranchState, contains, rules: DedupRules):
         self.repo, self.state, self._contains, self.rules = repo, state, contains, rules
         self._cache: dict[str, pa.Table] = {}
+        self._fences: dict[str, bandpages.Fence] = {}
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         return self._contains(ids) if self._contains is not None else np.zeros(len(ids), bool)
@@ -255,19 +288,53 @@ class StateParent:
             t = self._cache[blob] = read_part(self.repo.read_blob(blob))
         return t
 
-    def band_rows(self, modality: str, part: int, parts: int) -> pa.Table | None:
+    def _fence(self, fence_id: str, blob: str) -> bandpages.Fence:
+        f = self._fences.get(fence_id)
+        if f is None:
+            f = bandpages.Fence.from_bytes(self.repo.read_blob(fence_id))
+            # bounded by pages (12 bytes each), not by fences: a run's parts can be large
+            if sum(len(x.first) for x in self._fences.values()) + len(f.first) > FENCE_CACHE_PAGES:
+                self._fences.clear()
+            self._fences[fence_id] = f
+        if f.blob != blob:
+            raise CorruptObjectError(f"fence {fence_id} names part {f.blob}, not {blob}")
+        return f
+
+    def band_rows(
+        self, modality: str, part: int, parts: int, keys: np.ndarray | None = None
+    ) -> pa.Table | None:
+        """The branch's band rows (band, key, record_id) whose key lies in range `part` of
+        `parts` and, given `keys` (the run's new band keys of that range), is one of them:
+        only the pages of a fenced part that can hold one are read (checked page by page,
+        CorruptObjectError on a mismatch); a part without a fence is read whole."""
+        want = None
+        if keys is not None:
+            want = np.unique(np.asarray(keys, np.uint64))
+            want = want[sharded.key_range(want, parts) == part]
+            if len(want) == 0:
+                return None
         tables = []
         for run in self.state.runs:
             blobs = run["bands"].get(modality)
             if not blobs:
                 continue
+            fences = run.get("band_fences", {}).get(modality, {})
             grid = run["bands_grid"][modality]
             for j in _covering(part, parts, grid):
                 b = blobs.get(str(j))
-                if b:
-                    t = self._part(b)
-                    keys = t.column("key").to_numpy()
-                    tables.append(t.filter(pa.array(sharded.key_range(keys, parts) == part)))
+                if not b:
+                    continue
+                fence = fences.get(str(j)) if want is not None else None
+                if fence:
+                    f = self._fence(fence, b)
+                    tables.append(bandpages.rows_of_keys(self.repo.store, blob_key(b), f, want))
+                    continue
+                t = self._part(b)
+                got = t.column("key").to_numpy()
+                sel = sharded.key_range(got, parts) == part
+                if want is not None:
+                    sel &= np.isin(got, want)
+                tables.append(t.filter(pa.array(sel)))
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return None
@@ -310,6 +377,8 @@ def scrub_part_bytes(data: bytes, erased_ids: np.ndarray) -> bytes | None:
     """An erasure's rewrite of one state part (band rows or hashes): the rows of
     `erased_ids` ('S16') removed; None when it holds none of them."""
     t = read_part(data)
+    if "record_id" not in t.column_names:
+        return None  # a band part's fence: names no record
     ids = sharded._ids(t)
     drop = np.isin(ids, erased_ids)
     if not drop.any():
@@ -318,14 +387,18 @@ def scrub_part_bytes(data: bytes, erased_ids: np.ndarray) -> bytes | None:
 
 
 def rename_parts(data: bytes, renamed: dict[str, str]) -> bytes | None:
-    """A state manifest naming the rewritten parts (old blob id -> new); None if unchanged."""
+    """A state manifest naming the rewritten parts (old blob id -> new); None if unchanged.
+    A rewritten band part loses its fence (the fence names the old bytes): it is read whole
+    until a compaction writes it again."""
     state = BranchState.from_bytes(data)
     changed = False
     for run in state.runs:
         for kind in ("bands", "hashes"):
-            for parts in run[kind].values():
+            for modality, parts in run[kind].items():
                 for k, b in list(parts.items()):
                     if b in renamed:
                         parts[k] = renamed[b]
                         changed = True
+                        if kind == "bands":
+                            run.get("band_fences", {}).get(modality, {}).pop(k, None)
     return state.to_bytes() if changed else None

@@ -123,9 +123,11 @@ class BucketPairs(_BranchStep):
         key, tables = element
         modality, part = ("text", key) if key < self.parts else ("image", key - self.parts)
         branch = self.branch()
+        new = sharded.concat(list(tables), sharded.BANDS_SCHEMA)
         pairs = sharded.bucket_pairs(
-            sharded.concat(list(tables), sharded.BANDS_SCHEMA),
-            branch.band_rows(modality, part, self.parts),
+            new,
+            # only the branch's rows of the run's keys: read in proportion to the run
+            branch.band_rows(modality, part, self.parts, new.column("key").to_numpy()),
             self.config.dedup.max_window,
         )
         ids = sharded._ids(pairs, "a")

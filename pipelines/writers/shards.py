@@ -84,8 +84,8 @@ class WriteRange(beam.DoFn):
 
 
 class WriteBandParts(beam.DoFn):
-    """(modality x key range, [band rows]) -> the run's band part (a blob), named in
-    `index/bands-<key>.json` under the scratch prefix."""
+    """(modality x key range, [band rows]) -> the run's band part and its fence (blobs),
+    named in `index/bands-<key>.json` under the scratch prefix."""
 
     def __init__(self, repo_url: str, scratch: str, parts: int):
         self.repo_url, self.scratch, self.parts = repo_url, scratch, parts
@@ -97,10 +97,10 @@ class WriteBandParts(beam.DoFn):
         key, tables = element
         rows = state.sort_bands(pa.concat_tables(list(tables)))
         modality, part = state.MODALITIES[key // self.parts], key % self.parts
-        blob = self.repo.put_blob(state.part_bytes(rows))
+        blob, fence = state.write_band_part(self.repo, rows)
         self.repo.store.put(
             RunScratch(self.scratch).band_part(key),
-            canonical_json({"modality": modality, "part": part, "blob": blob}),
+            canonical_json({"modality": modality, "part": part, "blob": blob, "fence": fence}),
         )
 
 
