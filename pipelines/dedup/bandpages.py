@@ -165,6 +165,28 @@ def _runs(pages: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(first.tolist(), last.tolist()))
 
 
+# On a remote store each run of pages is one request: past this many runs per read of a
+# part, the smallest gaps between runs are read through (bytes of pages nobody asked for,
+# checked like the rest) so a part costs at most this many requests per phase. A local
+# store reads each run with one pread: no bound.
+MAX_RUNS_REMOTE = 16
+
+
+def _bounded(pages: np.ndarray, max_runs: int | None) -> np.ndarray:
+    """`pages` (ascending, unique) with the gaps between its runs filled until at most
+    `max_runs` runs remain: the largest gaps stay unread."""
+    if max_runs is None or len(pages) < 2:
+        return pages
+    gaps = np.diff(pages) - 1
+    cut = np.flatnonzero(gaps > 0)
+    if len(cut) < max_runs:
+        return pages
+    keep = cut[np.argsort(gaps[cut], kind="stable")[len(cut) - (max_runs - 1):]] if max_runs > 1 else cut[:0]
+    fill = np.setdiff1d(cut, keep)
+    extra = [np.arange(pages[i] + 1, pages[i + 1]) for i in fill.tolist()]
+    return np.union1d(pages, np.concatenate(extra)) if extra else pages
+
+
 def _rows_of_pages(pages: np.ndarray, page_rows: int, n: int) -> np.ndarray:
     """The row numbers (ascending) of `pages` (ascending, unique) of a part of `n` rows."""
     rows = (pages[:, None] * page_rows + np.arange(page_rows)).ravel()
@@ -200,7 +222,8 @@ def rows_of_keys(store, store_key: str, fence: Fence, keys: np.ndarray) -> pa.Ta
     if len(q) == 0:
         return BAND_SCHEMA.empty_table()
     r = _Reader(store, store_key, f)
-    pages = _pages_of(f, q)
+    max_runs = None if store.local_path(store_key) is not None else MAX_RUNS_REMOTE
+    pages = _bounded(_pages_of(f, q), max_runs)
     chunks = []
     for p0, p1 in _runs(pages):
         a, b = r.rows(p0, p1)
@@ -217,7 +240,7 @@ def rows_of_keys(store, store_key: str, fence: Fence, keys: np.ndarray) -> pa.Ta
         return BAND_SCHEMA.empty_table()
     rows = _rows_of_pages(pages, f.page_rows, f.rows)[hit]
     key_col = got[hit]
-    hit_pages = np.unique(rows // f.page_rows)
+    hit_pages = _bounded(np.unique(rows // f.page_rows), max_runs)
     bands, ids = [], []
     for p0, p1 in _runs(hit_pages):
         a, b = r.rows(p0, p1)

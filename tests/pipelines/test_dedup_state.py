@@ -280,3 +280,24 @@ def test_parts_without_fences_read_whole_with_the_same_rows(tmp_path):
     assert set(run["band_fences"]["text"]) == set(st.runs[0]["band_fences"]["text"]) - {"0"}
     fence = repo.read_blob(st.runs[0]["band_fences"]["text"]["0"])
     assert dstate.scrub_part_bytes(fence, np.array([b"x" * 16], "S16")) is None
+
+
+def test_on_a_remote_store_a_part_costs_a_bounded_number_of_requests(tmp_path, monkeypatch):
+    """Each run of pages is a request on S3: at +1% new keys a part's pages come in ~1,000
+    runs, so the reader reads through the smallest gaps, at most MAX_RUNS_REMOTE runs per
+    phase (keys; band and ids: 16), with the same rows and every page still checked."""
+    import numpy as np
+
+    repo, rules, st, rng = _paged_branch(tmp_path)
+    run = st.runs[0]
+    n_parts = len(run["bands"]["text"])
+    all_keys = np.concatenate([dstate.read_part(repo.read_blob(b)).column("key").to_numpy()
+                               for b in run["bands"]["text"].values()])
+    keys = _new_keys(all_keys, rng, 1_900, 100)
+    local = dstate.StateParent(repo, st, None, rules).band_rows("text", 0, 1, keys)
+    monkeypatch.setattr(type(repo.store), "local_path", lambda self, key: None)  # reads as S3 would
+    before = repo.store.stats["GET"]
+    remote = dstate.StateParent(repo, st, None, rules).band_rows("text", 0, 1, keys)
+    requests = repo.store.stats["GET"] - before
+    assert _sorted_rows(remote).equals(_sorted_rows(local))
+    assert requests <= n_parts * (1 + 3 * 16), (requests, n_parts)  # a fence, then <= 16 runs of each
