@@ -308,9 +308,9 @@ def _in_child(fn, *args, python: str | None = None) -> dict:
             return pool.submit(_child, fn, args).result()
     import subprocess
 
-    spec = json.dumps({"fn": fn.__name__, "args": list(args)})
-    proc = subprocess.run([python, os.path.abspath(__file__), "--child", spec], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    spec = json.dumps({"fn": fn.__name__, "args": list(args)})  # on stdin: thousands of paths
+    proc = subprocess.run([python, os.path.abspath(__file__), "--child", "-"], input=spec, capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode != 0:
         return {"skipped": f"{python} failed: {proc.stderr.strip().splitlines()[-1:]}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -381,7 +381,7 @@ def main() -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:  # one loader's epoch for a parent run (`_in_child` with a peer's python)
-        spec = json.loads(args.child)
+        spec = json.loads(sys.stdin.read() if args.child == "-" else args.child)
         print(json.dumps(_child(globals()[spec["fn"]], spec["args"])))
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
