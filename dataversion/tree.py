@@ -64,8 +64,6 @@ _CHILD = np.dtype({"names": ["count"], "formats": ["<u8"], "offsets": [32], "ite
 # Node ranges of one pack closer than this are read in one request: on a remote store a
 # request costs more than reading past a gap; a local store reads each range by pread.
 _COALESCE_GAP_REMOTE = 16 * 1024
-# a local read costs a syscall, and bytes between two nodes a memcpy: spans up to 4 KiB apart share one
-_COALESCE_GAP_LOCAL = 4 * 1024
 
 # Where a node is: (store key, offset, length); length -1 means the whole object.
 Loc = tuple[str, int, int]
@@ -271,7 +269,7 @@ def _read_nodes(store: Store, refs: list[tuple[str, Loc]], *, cached: bool = Tru
         else:
             by_pack[key].append((off, length, i))
     for key, items in by_pack.items():
-        gap = _COALESCE_GAP_LOCAL if store.local_path(key) is not None else _COALESCE_GAP_REMOTE
+        gap = 0 if store.local_path(key) is not None else _COALESCE_GAP_REMOTE
         jobs.extend((key, start, ln, members) for start, ln, members in _spans(items, gap))
 
     def run(job: tuple[str, int, int, list[tuple[int, int, int]]]) -> list[tuple[int, Node]]:
