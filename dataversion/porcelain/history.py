@@ -65,15 +65,16 @@ def ls_shards(repo: Repo, ref: str) -> list[dict[str, Any]]:
     return [s.to_dict() for s in repo.shard_table(repo.read_packing(commit_id))]
 
 def _describe(repo: Repo, commit_id: str, ids: np.ndarray) -> dict[bytes, dict[str, Any]]:
-    """record id -> {record_id, modality, source} for records `commit_id` holds."""
+    """record id -> {record_id, modality, source, label} for records `commit_id` holds."""
     out: dict[bytes, dict[str, Any]] = {}
     if not len(ids):
         return out
-    for table in (repo.read_some_rows(commit_id, g, ["modality", "source"]) for g in repo.locate(commit_id, ids)):
+    for table in (repo.read_some_rows(commit_id, g, ["modality", "source", "label"]) for g in repo.locate(commit_id, ids)):
         raw = ids_as_numpy(table.column("record_id"))
-        for i, (mod, src) in enumerate(zip(table.column("modality").to_pylist(), table.column("source").to_pylist())):
+        cols = zip(table.column("modality").to_pylist(), table.column("source").to_pylist(), table.column("label").to_pylist())
+        for i, (mod, src, label) in enumerate(cols):
             rid = raw[i : i + 1].tobytes()
-            out[rid] = {"record_id": rid.hex(), "modality": mod, "source": src}
+            out[rid] = {"record_id": rid.hex(), "modality": mod, "source": src, "label": label}
     return out
 
 def diff(repo: Repo, a: str, b: str, *, records: bool = False) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def diff(repo: Repo, a: str, b: str, *, records: bool = False) -> dict[str, Any]
     Walks the two content trees and reads only subtrees that differ (shared nodes are
     skipped unread), then the packing rows of the differing records for their modality:
     the cost follows the change, not the snapshot size. With `records`, each record as a
-    dict (record_id, modality, source), sorted by id."""
+    dict (record_id, modality, source, label), sorted by id."""
     ca, cb = repo.resolve(a), repo.resolve(b)
     only_a, only_b = repo.tree(ca).diff(repo.root_of(cb))
     in_b = np.isin(only_a["id"], only_b["id"])

@@ -184,7 +184,7 @@ def collect(repo: Repo, ref: str, *, against: str | None = None, read_sources: b
         rejects_by_reason=by_reason.most_common(), reject_examples=dict(examples),
         duplicates_total=len(duplicates), duplicate_kinds=dict(Counter(str(d.get("kind", "?")) for d in duplicates)),
         clusters=clusters, features=features, feature_categories=categories,
-        against=_against(repo, change, picked, label_items) if change else None,
+        against=_against(repo, change, picked, label_items, labels, int(unlabeled)) if change else None,
     )
 
 
@@ -291,30 +291,49 @@ def _features(repo: Repo, commit_id: str) -> tuple[list[dict[str, Any]] | None, 
 
 def _change_ids(repo: Repo, against: str, commit_id: str) -> dict[str, Any]:
     other_id = repo.resolve(against)
-    d = repo.diff(other_id, commit_id)
+    # one diff: it describes every differing record anyway (its modality counts), so its
+    # records come at the cost of keeping them; their ids are kept for a small change
+    d = repo.diff(other_id, commit_id, records=True)
+    recs = d.pop("records", {})
     small = 0 < d["added"] + d["removed"] <= MAX_DIFF_IDS
-    ids = None
-    if small:  # diff's records are descriptions (record_id, modality, source): keep the ids
-        recs = repo.diff(other_id, commit_id, records=True)["records"]
-        ids = {k: [r["record_id"] for r in recs.get(k, [])] for k in ("added", "removed", "changed")}
-    return {"ref": against, "commit": other_id, "diff": d, "ids": ids}
+    ids = {k: [r["record_id"] for r in recs.get(k, [])] for k in ("added", "removed", "changed")} if small else None
+    return {"ref": against, "commit": other_id, "diff": d, "ids": ids, "records": recs if small else None}
 
 
-def _against(repo: Repo, change: dict[str, Any], picked: dict[str, dict], label_items) -> dict[str, Any]:
+def _against(repo: Repo, change: dict[str, Any], picked: dict[str, dict], label_items,
+             labels: Counter | None = None, unlabeled: int = 0) -> dict[str, Any]:
     d, other_id = change["diff"], change["commit"]
     out: dict[str, Any] = {"ref": change["ref"], "commit": other_id, "added": d["added"], "removed": d["removed"],
                            "by_modality": d["by_modality"], "added_samples": [], "removed_samples": []}
-    other = SnapshotView(repo, other_id, cache_bytes=16 * 2**20)
+    recs = change.get("records")
+    other = None
     other_labels: Counter[str] = Counter()
-    for t in other.metadata_tables(["label"]):
-        other_labels.update({("(no label)" if r["values"] is None else r["values"]): r["counts"] for r in pc.value_counts(t.column("label")).to_pylist()})
+    if recs is not None and not recs["changed"] and labels is not None:
+        # a small change: the label counts before are those of now, less what was added,
+        # plus what was removed (the diff described each record): no pass over the other
+        # commit's records
+        other_labels.update({k: v for k, v in labels.items()})
+        other_labels["(no label)"] += unlabeled
+        for r in recs["added"]:
+            other_labels["(no label)" if r["label"] is None else r["label"]] -= 1
+        for r in recs["removed"]:
+            other_labels["(no label)" if r["label"] is None else r["label"]] += 1
+        other_labels = Counter({k: v for k, v in other_labels.items() if v > 0})
+    else:
+        other = SnapshotView(repo, other_id, cache_bytes=16 * 2**20)
+        for t in other.metadata_tables(["label"]):
+            other_labels.update({("(no label)" if r["values"] is None else r["values"]): r["counts"] for r in pc.value_counts(t.column("label")).to_pylist()})
     now = {k: v for k, v in label_items if not k.startswith("(") or k == "(no label)"}
     names = sorted(set(now) | set(other_labels), key=lambda k: -(now.get(k, 0) + other_labels.get(k, 0)))[:MAX_LABELS]
     out["labels"] = [(k, int(other_labels.get(k, 0)), int(now.get(k, 0))) for k in names]
-    out["records_before"] = other.record_count
+    out["records_before"] = other.record_count if other is not None else repo.read_commit(other_id).records.count
     if change["ids"]:
         cols = ["modality", "source", "label"]
         out["added_samples"] = [{"record_id": h, **{c: picked[h][c] for c in cols}}
                                 for h in change["ids"]["added"][:MAX_CHANGE_SAMPLES] if h in picked]
-        out["removed_samples"] = list(other.find_records(change["ids"]["removed"][:MAX_CHANGE_SAMPLES], cols).values())
+        if other is None:
+            out["removed_samples"] = [{"record_id": r["record_id"], **{c: r[c] for c in cols}}
+                                      for r in recs["removed"][:MAX_CHANGE_SAMPLES]]
+        else:
+            out["removed_samples"] = list(other.find_records(change["ids"]["removed"][:MAX_CHANGE_SAMPLES], cols).values())
     return out

@@ -386,7 +386,7 @@ def test_diff_walks_trees_and_reports_changed_metadata(repo):
     assert a != b and repo.read_commit(b).records.count == 3
     d = repo.diff(a, b, records=True)
     assert (d["added"], d["removed"], d["changed"]) == (0, 0, 1)
-    assert d["records"]["changed"] == [{"record_id": rid[0:1].tobytes().hex(), "modality": "text", "source": "y.txt"}]
+    assert d["records"]["changed"] == [{"record_id": rid[0:1].tobytes().hex(), "modality": "text", "source": "y.txt", "label": "b"}]
     assert repo.diff(a, a)["changed"] == 0
     # revert restores the old label: the content root returns to the first commit's
     res = repo.revert(b)

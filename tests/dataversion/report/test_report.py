@@ -132,3 +132,36 @@ def test_read_sources_never_follows_a_link_out_of_the_source(report_repo, tmp_pa
     image = next(c for c in data.clusters if c["kept"]["modality"] == "image")
     assert "not readable at the source" in image["duplicates"][0]["html"]
     assert "<img" in image["kept"]["html"]
+
+
+def test_labels_before_a_small_change_come_from_the_diff_and_equal_a_full_count(report_repo, monkeypatch):
+    """`--against` a small change: the label counts before are derived from the diff's
+    records (now, less added, plus removed), without a pass over the other commit; they
+    equal a count of the other commit's own records, and the removed samples are the same."""
+    import importlib
+    from collections import Counter
+
+    from dataversion.interop.snapshot import SnapshotView
+
+    collect_mod = importlib.import_module("dataversion.report.collect")  # the module, not the function
+
+    repo = report_repo.repo
+    fast = collect(repo, "main", against="main~1")
+    views = []
+    real = SnapshotView.__init__
+
+    def spy(self, r, commit_id, **kw):
+        views.append(commit_id)
+        real(self, r, commit_id, **kw)
+
+    monkeypatch.setattr(SnapshotView, "__init__", spy)
+    collect(repo, "main", against="main~1")
+    assert repo.resolve("main~1") not in views  # the other commit is never listed
+    monkeypatch.setattr(SnapshotView, "__init__", real)
+    monkeypatch.setattr(collect_mod, "MAX_DIFF_IDS", 0)  # a large change: the full pass
+    slow = collect(repo, "main", against="main~1")
+    assert fast.against["labels"] == slow.against["labels"]
+    assert fast.against["records_before"] == slow.against["records_before"]
+    truth = Counter(r["label"] if r["label"] is not None else "(no label)" for r in repo.ls("main~1", columns=("record_id", "label")))
+    for name, before, _ in fast.against["labels"]:
+        assert before == truth.get(name, 0), name
