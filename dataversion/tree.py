@@ -34,6 +34,7 @@ Node reads are checked against their names and cached per process (LRU).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import struct
 import threading
@@ -225,6 +226,21 @@ class _NodeCache:
     def clear(self) -> None:
         with self._lock:
             self._d.clear()
+
+    @contextlib.contextmanager
+    def holding(self, nodes: int):
+        """Keep at least `nodes` nodes for the block: for a command that walks the same
+        big trees more than once (a report reads both trees of a diff, then a commit's
+        whole packing), so the second walk does not re-read what the first evicted."""
+        before = self.size
+        self.size = max(before, int(nodes))
+        try:
+            yield self
+        finally:
+            self.size = before
+            with self._lock:
+                while len(self._d) > self.size:
+                    self._d.popitem(last=False)
 
 
 NODE_CACHE = _NodeCache(_CACHE_NODES)
