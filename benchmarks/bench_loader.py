@@ -226,19 +226,25 @@ def bench_pyarrow(files: list[str], n: int, batch: int) -> dict:
     return epoch_rate(run, n)
 
 
-def _child(fn, args, cache):
+def run_child(fn, args, cache: str | None = None, torch_threads: int | None = None):
+    """fn(*args) as a child process runs it (see `in_child`)."""
     # a spawned child inherits "spawn" as its default start method; DataLoader workers of
     # a trainer started from a shell fork (Linux's default), so start them that way here
     multiprocessing.set_start_method("fork", force=True)
     if cache is not None:
         os.environ["DATAVERSION_CACHE_DIR"] = cache
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     return fn(*args)
 
 
-def _in_child(fn, *args, cache: str | None = None) -> dict:
-    """fn(*args) in a fresh spawned process (with DATAVERSION_CACHE_DIR=cache)."""
+def in_child(fn, *args, cache: str | None = None, torch_threads: int | None = None) -> dict:
+    """fn(*args) in a fresh spawned process (with DATAVERSION_CACHE_DIR=cache): no loader
+    inherits another's imports and allocations."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_child, fn, args, cache).result()
+        return pool.submit(run_child, fn, args, cache, torch_threads).result()
 
 
 def main() -> None:
@@ -278,12 +284,12 @@ def main() -> None:
     runs: dict[str, list] = {k: [] for k in ("dataversion_cold_cache", "dataversion", "hf_datasets_stateful_dataloader", "pyarrow")}
     for r in range(args.rounds):
         cache = os.path.join(tmp, f"cache-{r}")  # cold: an empty local cache, decoded into during the epoch
-        runs["dataversion_cold_cache"].append(_in_child(bench_dataversion, repo.url, args.records, args.workers, args.batch, cache=cache))
-        runs["dataversion"].append(_in_child(bench_dataversion, repo.url, args.records, args.workers, args.batch, cache=cache))
+        runs["dataversion_cold_cache"].append(in_child(bench_dataversion, repo.url, args.records, args.workers, args.batch, cache=cache))
+        runs["dataversion"].append(in_child(bench_dataversion, repo.url, args.records, args.workers, args.batch, cache=cache))
         # a fresh HF cache each round: its cold epoch is the Arrow conversion plus the epoch
         runs["hf_datasets_stateful_dataloader"].append(
-            _in_child(bench_hf, files, os.path.join(tmp, f"hf-{r}"), args.records, args.workers, args.batch))
-        runs["pyarrow"].append(_in_child(bench_pyarrow, files, args.records, args.batch))
+            in_child(bench_hf, files, os.path.join(tmp, f"hf-{r}"), args.records, args.workers, args.batch))
+        runs["pyarrow"].append(in_child(bench_pyarrow, files, args.records, args.batch))
     os.environ["DATAVERSION_CACHE_DIR"] = cache
     for k, rs in runs.items():
         results[k] = max(rs, key=lambda r: r["samples_per_s"])

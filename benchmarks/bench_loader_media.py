@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from bench_loader import PeakRSS  # noqa: E402
+from bench_loader import PeakRSS, in_child, run_child  # noqa: E402
 
 from dataversion import Repo  # noqa: E402
 from dataversion.records import make_binary_records  # noqa: E402
@@ -285,27 +285,11 @@ def run_bare(files: list[str], kind: str, n: int, batch: int) -> dict:
 
 
 # --------------------------------------------------------------------------- main
-def _child(fn, args):
-    # a spawned child inherits "spawn" as its default start method; DataLoader workers of a
-    # trainer started from a shell fork (Linux's default), so start them that way here
-    import multiprocessing
-
-    multiprocessing.set_start_method("fork", force=True)
-    import torch
-
-    torch.set_num_threads(1)
-    return fn(*args)
-
-
 def _in_child(fn, *args, python: str | None = None) -> dict:
     """fn(*args) in a fresh process: spawned from this interpreter, or run by `python`
     (a peer's own environment: `--peer-python`), answering one JSON line."""
     if python is None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return pool.submit(_child, fn, args).result()
+        return in_child(fn, *args, torch_threads=1)
     import subprocess
 
     spec = json.dumps({"fn": fn.__name__, "args": list(args)})  # on stdin: thousands of paths
@@ -382,7 +366,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:  # one loader's epoch for a parent run (`_in_child` with a peer's python)
         spec = json.loads(sys.stdin.read() if args.child == "-" else args.child)
-        print(json.dumps(_child(globals()[spec["fn"]], spec["args"])))
+        print(json.dumps(run_child(globals()[spec["fn"]], spec["args"], torch_threads=1)))
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch

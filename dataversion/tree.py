@@ -254,11 +254,11 @@ def _check(data: bytes, node_id: str, where: str, own: str | None) -> Node:
     return decode_node(data, node_id, own)
 
 
-def _spans(items: list[tuple[int, int, int]], gap: int) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
+def _spans(items: list[tuple[int, int, int]], gap: int) -> list[list]:
     """(offset, length, index) ranges of one pack grouped into spans read in one request
-    (ranges at most `gap` bytes apart share one)."""
+    (ranges at most `gap` bytes apart share one): [start, length, members] each."""
     items = sorted(items)
-    spans: list[list] = []  # [start, length, members], extended in place
+    spans: list[list] = []  # extended in place
     for off, length, i in items:
         if spans and off <= spans[-1][0] + spans[-1][1] + gap:
             span = spans[-1]
@@ -266,7 +266,7 @@ def _spans(items: list[tuple[int, int, int]], gap: int) -> list[tuple[int, int, 
             span[2].append((off, length, i))
         else:
             spans.append([off, length, [(off, length, i)]])
-    return [(start, ln, members) for start, ln, members in spans]
+    return spans
 
 
 def _read_nodes(store: Store, refs: list[tuple[str, Loc]], *, cached: bool = True) -> list[Node]:
@@ -385,8 +385,13 @@ def entries_in_order(nodes: dict[str, Node], root: str, dtype: np.dtype) -> np.n
                 walk(c)
 
     walk(root)
-    # one join of the leaves' bytes: np.concatenate promotes a structured dtype once per
-    # array in Python, which costs more than the walk on a tree of thousands of leaves
+    return _joined(parts, dtype)
+
+
+def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """Arrays of entries as one array: one join of their bytes (np.concatenate promotes a
+    structured dtype once per array in Python, which costs more than the walk on a tree of
+    thousands of leaves)."""
     return np.frombuffer(bytearray().join([p.tobytes() for p in parts]), dtype) if parts else np.empty(0, dtype)
 
 
@@ -506,11 +511,7 @@ class TreeReader:
                     offset += count
             frontier = nxt
         parts.sort(key=lambda p: p[0])
-        chunks = [e for _, e in parts if len(e)]
-        if not chunks:
-            return self._empty()
-        # one join of the bytes: np.concatenate promotes a structured dtype per array in Python
-        return np.frombuffer(bytearray().join([c.tobytes() for c in chunks]), self.dtype)
+        return _joined([e for _, e in parts if len(e)], self.dtype)
 
     def index_of(self, ids: np.ndarray) -> np.ndarray:
         """The rank (place in id order) of each of `ids`, -1 where the tree lacks it."""
@@ -580,10 +581,7 @@ class TreeReader:
             frontier = nxt
 
         def in_order(parts: list[np.ndarray]) -> np.ndarray:
-            parts = [p for p in parts if len(p)]
-            if not parts:
-                return self._empty()
-            out = np.frombuffer(bytearray().join([p.tobytes() for p in parts]), self.dtype)
+            out = _joined([p for p in parts if len(p)], self.dtype)
             return out[np.argsort(out["id"], kind="stable")]  # subtrees were met level by level
 
         return in_order(mine), in_order(theirs)

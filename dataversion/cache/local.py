@@ -189,7 +189,7 @@ class LocalDiskCache(ReadTier):
         return self.read_table(store, shard_id)
 
     def prepare(self, store: Any, shard_id: str, *, wait: bool = True) -> bool:
-        if not self.contains(shard_id) and self.ensure(store, shard_id, wait=wait) is None:
+        if self.ensure(store, shard_id, wait=wait) is None:
             return False  # another process is fetching it
         if not os.path.isfile(self._sidecar(shard_id) + ".sum"):
             return self._build_sidecar(store, shard_id, wait=wait)

@@ -310,18 +310,18 @@ def _change_ids(repo: Repo, against: str, commit_id: str) -> dict[str, Any]:
 
 
 def _against(repo: Repo, change: dict[str, Any], picked: dict[str, dict], label_items,
-             labels: Counter | None = None, unlabeled: int = 0) -> dict[str, Any]:
+             labels: Counter, unlabeled: int) -> dict[str, Any]:
     d, other_id = change["diff"], change["commit"]
     out: dict[str, Any] = {"ref": change["ref"], "commit": other_id, "added": d["added"], "removed": d["removed"],
                            "by_modality": d["by_modality"], "added_samples": [], "removed_samples": []}
     recs = change.get("records")
     other = None
     other_labels: Counter[str] = Counter()
-    if recs is not None and not recs["changed"] and labels is not None:
+    if recs is not None and not recs["changed"]:
         # a small change: the label counts before are those of now, less what was added,
         # plus what was removed (the diff described each record): no pass over the other
         # commit's records
-        other_labels.update({k: v for k, v in labels.items()})
+        other_labels.update(labels)
         other_labels["(no label)"] += unlabeled
         for r in recs["added"]:
             other_labels["(no label)" if r["label"] is None else r["label"]] -= 1

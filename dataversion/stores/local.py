@@ -90,9 +90,9 @@ class LocalStore(Store):
         data = self.get(key)
         return data, object_id(data)
 
-    def _write_temp(self, path: str, data: bytes) -> str:
+    def _write_temp(self, path: str, data: bytes, *, fsync: bool = True) -> str:
         try:
-            return write_temp(os.path.dirname(path), data)
+            return write_temp(os.path.dirname(path), data, fsync=fsync)
         except (NotADirectoryError, FileExistsError) as e:
             # makedirs met a file where a directory of the key's path should be.
             key = os.path.relpath(path, self.root)
@@ -100,21 +100,18 @@ class LocalStore(Store):
                              "so it cannot hold other keys") from e
 
     def put(self, key: str, data: bytes) -> None:
-        self.stats["PUT"] += 1
-        self.stats["PUT_BYTES"] += len(data)
-        path = self._path(key)
-        try:
-            move_atomic(self._write_temp(path, data), path)
-        except OSError as e:
-            raise StoreError(f"cannot write {key} in {self.url}: {e.strerror}") from e
+        self._put(key, data, fsync=True)
 
     def put_transient(self, key: str, data: bytes) -> None:
         """Renamed into place whole, not fsynced (two fewer disk flushes per commit)."""
+        self._put(key, data, fsync=False)
+
+    def _put(self, key: str, data: bytes, *, fsync: bool) -> None:
         self.stats["PUT"] += 1
         self.stats["PUT_BYTES"] += len(data)
         path = self._path(key)
         try:
-            move_atomic(self._write_temp_nosync(path, data, fsync=False), path, fsync=False)
+            move_atomic(self._write_temp(path, data, fsync=fsync), path, fsync=fsync)
         except OSError as e:
             raise StoreError(f"cannot write {key} in {self.url}: {e.strerror}") from e
 
@@ -134,7 +131,7 @@ class LocalStore(Store):
 
         def temp(kv: tuple[str, bytes]) -> tuple[str, str]:
             path = self._path(kv[0])
-            return self._write_temp_nosync(path, kv[1], fsync=few), path
+            return self._write_temp(path, kv[1], fsync=few), path
 
         try:
             if few and len(items) > 1:
@@ -159,14 +156,6 @@ class LocalStore(Store):
                 fsync_dir(directories[0])
         else:
             _syncfs(self.root)
-
-    def _write_temp_nosync(self, path: str, data: bytes, *, fsync: bool) -> str:
-        try:
-            return write_temp(os.path.dirname(path), data, fsync=fsync)
-        except (NotADirectoryError, FileExistsError) as e:
-            key = os.path.relpath(path, self.root)
-            raise StoreError(f"cannot write {key} in {self.url}: a shorter key on its path is an object, "
-                             "so it cannot hold other keys") from e
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         self.stats["PUT"] += 1

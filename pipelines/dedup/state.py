@@ -276,6 +276,7 @@ class StateParent:
         self.repo, self.state, self._contains, self.rules = repo, state, contains, rules
         self._cache: dict[str, pa.Table] = {}
         self._fences: dict[str, bandpages.Fence] = {}
+        self._fence_pages = 0  # pages of the fences kept
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         return self._contains(ids) if self._contains is not None else np.zeros(len(ids), bool)
@@ -293,9 +294,11 @@ class StateParent:
         if f is None:
             f = bandpages.Fence.from_bytes(self.repo.read_blob(fence_id))
             # bounded by pages (12 bytes each), not by fences: a run's parts can be large
-            if sum(len(x.first) for x in self._fences.values()) + len(f.first) > FENCE_CACHE_PAGES:
+            if self._fence_pages + len(f.first) > FENCE_CACHE_PAGES:
                 self._fences.clear()
+                self._fence_pages = 0
             self._fences[fence_id] = f
+            self._fence_pages += len(f.first)
         if f.blob != blob:
             raise CorruptObjectError(f"fence {fence_id} names part {f.blob}, not {blob}")
         return f
