@@ -45,6 +45,7 @@ class S3Server:
     endpoint: str
     access_key: str
     secret_key: str
+    master: str = ""  # the SeaweedFS master's HTTP endpoint (volume slots: /dir/status)
 
     def client(self):
         """A `minio.Minio` client for the server (for setup that bypasses dataversion)."""
@@ -62,6 +63,26 @@ class S3Server:
         name = f"test-{uuid.uuid4().hex[:16]}"
         self.client().make_bucket(name)
         return name
+
+    def free_volume_slots(self) -> int:
+        """How many more volumes the server can create (its master's count)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.master}/dir/status", timeout=10) as r:
+            return int(json.load(r)["Topology"]["Free"])
+
+    def drop_buckets_except(self, keep: set[str]) -> None:
+        """Delete every bucket not in `keep`, with what it holds.
+
+        Each bucket is a SeaweedFS collection holding volume slots, and the slots a server has
+        are counted from the free disk: a suite that kept every test's bucket ran out of them
+        on a smaller disk (every write answered 500 near the end of the run). SeaweedFS deletes
+        a bucket that still holds objects, and the bucket's volumes with it.
+        """
+        client = self.client()
+        for bucket in client.list_buckets():
+            if bucket.name not in keep:
+                client.remove_bucket(bucket.name)
 
 
 class _PortTaken(RuntimeError):
@@ -184,6 +205,10 @@ def _start_weed(weed: str, workdir: Path) -> tuple[subprocess.Popen, S3Server, l
             }
         )
     )
+    # weed reads master.toml from its working directory.
+    (workdir / "master.toml").write_text(
+        "[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 2\ncopy_3 = 3\ncopy_other = 1\n"
+    )
     log = workdir / f"weed-{s3_port}.log"
     cmd = [
         weed,
@@ -199,16 +224,20 @@ def _start_weed(weed: str, workdir: Path) -> tuple[subprocess.Popen, S3Server, l
         # Defaults bind fixed ports (Iceberg 8181, Lance 9101): two test sessions would clash.
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
-        # Every bucket is a collection with its own volumes (7 each). Small, non-preallocated
-        # volumes and a slot count derived from free disk keep many buckets cheap.
+        # Every bucket is a collection with its own volumes: one each (master.toml in the
+        # working directory, against 7 by default), small and not preallocated; the slot count
+        # is derived from free disk, and each test's buckets are deleted after it.
         "-master.volumeSizeLimitMB=64",
         "-master.volumePreallocate=false",
         "-volume.max=0",
     ]
-    server = S3Server(f"http://127.0.0.1:{s3_port}", ACCESS_KEY, SECRET_KEY)
+    server = S3Server(
+        f"http://127.0.0.1:{s3_port}", ACCESS_KEY, SECRET_KEY, f"http://127.0.0.1:{master_port}"
+    )
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
             cmd,
+            cwd=workdir,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -256,6 +285,19 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     finally:
         _stop(proc)
         _remove_unix_sockets(ports)
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_buckets(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the S3 server, delete the buckets it (or the code under test)
+    created, so a whole suite's buckets never pile up on the one server."""
+    if "s3_server" not in request.fixturenames:
+        yield
+        return
+    server: S3Server = request.getfixturevalue("s3_server")
+    before = {b.name for b in server.client().list_buckets()}
+    yield
+    server.drop_buckets_except(before)
 
 
 @pytest.fixture
