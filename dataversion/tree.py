@@ -40,7 +40,6 @@ import struct
 import threading
 from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -87,17 +86,22 @@ def standalone(node_id: str) -> Loc:
     return (node_key(node_id), 0, -1)
 
 
-@dataclass(frozen=True)
 class Node:
     """A parsed node: a leaf (`entries`) or an inner node (`nibbles`, `children`, `counts`,
-    and `locs`: where each child is stored)."""
+    and `locs`: where each child is stored). Read-only by convention: nodes are shared
+    through the node cache. A plain slotted class: a tree walk builds one per node, and a
+    frozen dataclass costs ~3x more to construct."""
 
-    dtype: np.dtype
-    entries: np.ndarray | None = None
-    nibbles: tuple[int, ...] = ()
-    children: tuple[str, ...] = ()
-    counts: tuple[int, ...] = ()
-    locs: tuple[Loc, ...] = ()
+    __slots__ = ("dtype", "entries", "nibbles", "children", "counts", "locs")
+
+    def __init__(self, dtype: np.dtype, entries: np.ndarray | None = None, nibbles: tuple[int, ...] = (),
+                 children: tuple[str, ...] = (), counts: tuple[int, ...] = (), locs: tuple[Loc, ...] = ()):
+        self.dtype, self.entries, self.nibbles = dtype, entries, nibbles
+        self.children, self.counts, self.locs = children, counts, locs
+
+    def with_locs(self, locs: tuple[Loc, ...]) -> Node:
+        """The same inner node with its children's locations `locs`."""
+        return Node(self.dtype, self.entries, self.nibbles, self.children, self.counts, locs)
 
     def kids(self) -> list[tuple[str, Loc]]:
         """(child id, location) of each child."""
@@ -396,14 +400,22 @@ def _joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
 
 
 def _entries_not_in(ea: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(entries of `ea` not in `eb`, entries of `eb` not in `ea`), whole entries compared.
-    Sets of the rows' bytes: a leaf pair holds ~100 entries, where `np.isin` on void rows
-    costs 2x more per call (a +1% diff of a 1M tree compares ~15,000 leaf pairs)."""
-    v = np.dtype((np.void, ea.dtype.itemsize))
-    la, lb = ea.view(v).tolist(), eb.view(v).tolist()
-    sa, sb = set(la), set(lb)
-    return (ea[np.fromiter((x not in sb for x in la), bool, len(la))],
-            eb[np.fromiter((x not in sa for x in lb), bool, len(lb))])
+    """(entries of `ea` not in `eb`, entries of `eb` not in `ea`), whole entries compared,
+    each sorted by id. Ids are unique within each side (each is a part of one tree); the
+    sides come in any order. Vectorized over all the leaves a diff met at once: a +10%
+    diff of a 1M tree compares ~65,000 leaf pairs, where set operations per pair cost
+    ~4x more."""
+    a = ea[np.argsort(ea["id"], kind="stable")]
+    b = eb[np.argsort(eb["id"], kind="stable")]
+    if len(a) == 0 or len(b) == 0:
+        return a, b
+    v = np.dtype((np.void, a.dtype.itemsize))
+    pos = np.searchsorted(b["id"], a["id"])
+    pos[pos == len(b)] = 0
+    same = (b["id"][pos] == a["id"]) & (b.view(v)[pos] == a.view(v))
+    keep_b = np.ones(len(b), dtype=bool)
+    keep_b[pos[same]] = False
+    return a[~same], b[keep_b]
 
 
 class TreeReader:
@@ -568,10 +580,9 @@ class TreeReader:
             nxt = []
             for k, (ra, rb) in enumerate(both):
                 na, nb = read[2 * k], read[2 * k + 1]
-                if na.is_leaf or nb.is_leaf:
-                    ea, eb = _entries_not_in(entries(self, ra, na), entries(other, rb, nb))
-                    mine.append(ea)
-                    theirs.append(eb)
+                if na.is_leaf or nb.is_leaf:  # compared all at once below
+                    mine.append(entries(self, ra, na))
+                    theirs.append(entries(other, rb, nb))
                     continue
                 ca, cb = dict(zip(na.nibbles, na.kids())), dict(zip(nb.nibbles, nb.kids()))
                 for nib in range(16):
@@ -580,11 +591,8 @@ class TreeReader:
                         nxt.append((x, y))
             frontier = nxt
 
-        def in_order(parts: list[np.ndarray]) -> np.ndarray:
-            out = _joined([p for p in parts if len(p)], self.dtype)
-            return out[np.argsort(out["id"], kind="stable")]  # subtrees were met level by level
-
-        return in_order(mine), in_order(theirs)
+        return _entries_not_in(_joined([p for p in mine if len(p)], self.dtype),
+                               _joined([p for p in theirs if len(p)], self.dtype))
 
     def node_ids(self, skip: set[str] | None = None) -> list[str]:
         """Every node id this tree reaches, not descending into ids in `skip` (gc's visited
@@ -782,7 +790,7 @@ class TreeWriter:
         self.nodes_written += len(items)
         self.bytes_written += sum(len(d) for _, d in packs) + sum(len(d) for _, d in own)
         for nid, (_, node) in items:  # cached as a reader would parse them: every location known
-            NODE_CACHE.put((self.store.url, nid), node if node.is_leaf else replace(node, locs=tuple(resolve(node))))
+            NODE_CACHE.put((self.store.url, nid), node if node.is_leaf else node.with_locs(tuple(resolve(node))))
 
     def _root(self, root: str) -> str:
         if root != EMPTY_ROOT:

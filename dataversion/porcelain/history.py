@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from .. import history
+from ..objectdb import RowGroup
 from ..records import ids_as_numpy, ids_to_hex
 from ..refs import short_ref
 from ..writer import DEFAULT_BRANCH
@@ -64,12 +65,26 @@ def ls_shards(repo: Repo, ref: str) -> list[dict[str, Any]]:
     commit_id = repo.resolve(ref)
     return [s.to_dict() for s in repo.shard_table(repo.read_packing(commit_id))]
 
-def _describe(repo: Repo, commit_id: str, ids: np.ndarray) -> dict[bytes, dict[str, Any]]:
-    """record id -> {record_id, modality, source, label} for records `commit_id` holds."""
+def _describe(repo: Repo, commit_id: str, ids: np.ndarray, located: list[RowGroup] | None = None) -> dict[bytes, dict[str, Any]]:
+    """record id -> {record_id, modality, source, label} for records `commit_id` holds.
+
+    `located`: every row group of the commit, already located and checked (a caller that
+    reads the whole commit anyway): the ids are found in it instead of through the index."""
     out: dict[bytes, dict[str, Any]] = {}
     if not len(ids):
         return out
-    for table in (repo.read_some_rows(commit_id, g, ["modality", "source", "label"]) for g in repo.locate(commit_id, ids)):
+    if located is None:
+        groups = repo.locate(commit_id, ids)
+    else:
+        wanted = np.sort(np.asarray(ids, dtype="S16"))
+        groups = []
+        for g in located:
+            pos = np.searchsorted(wanted, g.ids)
+            pos[pos == len(wanted)] = 0
+            hit = wanted[pos] == g.ids
+            if hit.any():
+                groups.append(RowGroup(g.shard, g.rows[hit], g.ids[hit], g.key))
+    for table in (repo.read_some_rows(commit_id, g, ["modality", "source", "label"]) for g in groups):
         raw = ids_as_numpy(table.column("record_id"))
         cols = zip(table.column("modality").to_pylist(), table.column("source").to_pylist(), table.column("label").to_pylist())
         for i, (mod, src, label) in enumerate(cols):
@@ -77,20 +92,21 @@ def _describe(repo: Repo, commit_id: str, ids: np.ndarray) -> dict[bytes, dict[s
             out[rid] = {"record_id": rid.hex(), "modality": mod, "source": src, "label": label}
     return out
 
-def diff(repo: Repo, a: str, b: str, *, records: bool = False) -> dict[str, Any]:
+def diff(repo: Repo, a: str, b: str, *, records: bool = False, located_b: list[RowGroup] | None = None) -> dict[str, Any]:
     """Records added, removed and changed (same id, other metadata) from `a` to `b`.
 
     Walks the two content trees and reads only subtrees that differ (shared nodes are
     skipped unread), then the packing rows of the differing records for their modality:
     the cost follows the change, not the snapshot size. With `records`, each record as a
-    dict (record_id, modality, source, label), sorted by id."""
+    dict (record_id, modality, source, label), sorted by id. `located_b`: every row group
+    of `b`, where the caller has located them already (`Repo.locate`)."""
     ca, cb = repo.resolve(a), repo.resolve(b)
     only_a, only_b = repo.tree(ca).diff(repo.root_of(cb))
     in_b = np.isin(only_a["id"], only_b["id"])
     removed_ids, changed_ids = only_a["id"][~in_b], only_a["id"][in_b]
     added_ids = only_b["id"][~np.isin(only_b["id"], only_a["id"])]
     old = _describe(repo, ca, removed_ids)
-    new = _describe(repo, cb, np.concatenate([added_ids, changed_ids]))
+    new = _describe(repo, cb, np.concatenate([added_ids, changed_ids]), located_b)
     raw = lambda ids: [ids[i : i + 1].tobytes() for i in range(len(ids))]  # noqa: E731
     by_mod: dict[str, dict[str, int]] = {}
     for name, ids, desc in (("removed", removed_ids, old), ("added", added_ids, new)):

@@ -125,7 +125,7 @@ def _collect(repo: Repo, ref: str, *, against: str | None, read_sources: bool) -
 
     duplicates = _attachment_json(repo, commit_id, DUPLICATES)
     cluster_keys = _cluster_keys(duplicates)
-    change = _change_ids(repo, against, commit_id) if against else None
+    change = _change_ids(repo, against, view) if against else None
     wanted = cluster_keys + (change["ids"]["added"][:MAX_CHANGE_SAMPLES] if change and change["ids"] else [])
     picked = view.find_records(wanted, ["modality", "source", "label", "meta", "text", "data"]) if wanted else {}
 
@@ -298,11 +298,13 @@ def _features(repo: Repo, commit_id: str) -> tuple[list[dict[str, Any]] | None, 
     return rows, cats
 
 
-def _change_ids(repo: Repo, against: str, commit_id: str) -> dict[str, Any]:
+def _change_ids(repo: Repo, against: str, view: SnapshotView) -> dict[str, Any]:
     other_id = repo.resolve(against)
     # one diff: it describes every differing record anyway (its modality counts), so its
-    # records come at the cost of keeping them; their ids are kept for a small change
-    d = repo.diff(other_id, commit_id, records=True)
+    # records come at the cost of keeping them; their ids are kept for a small change. The
+    # records of this commit are found in the view's layout (located once for the whole
+    # report), not looked up one by one in its index.
+    d = repo.diff(other_id, view.commit_id, records=True, located_b=[p.group for p in view.parts])
     recs = d.pop("records", {})
     small = 0 < d["added"] + d["removed"] <= MAX_DIFF_IDS
     ids = {k: [r["record_id"] for r in recs.get(k, [])] for k in ("added", "removed", "changed")} if small else None
