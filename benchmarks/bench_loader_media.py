@@ -1,6 +1,6 @@
 """Image and audio loading with decode + augmentation, side by side in one run (by hand).
 
-    .venv/bin/python benchmarks/bench_loader_media.py [--images 4000] [--clips 4000] [--workers 2] [--batch 128] [--peer-python PY]
+    .venv/bin/python benchmarks/bench_loader_media.py [--images 4000] [--clips 4000] [--workers 2] [--batch 128] [--rounds 3] [--peer-python PY]
 
 Generates ImageNet-like JPEGs (sizes 320-640 px a side, smooth content + noise, quality 90,
 ~30-80 KB) and ~16 kHz mono FLAC clips (1-3 s), stores the same bytes for every loader, and
@@ -18,7 +18,8 @@ map-style (save_to_disk / load_from_disk, `set_transform`) + torchdata `Stateful
 litdata `StreamingDataset` + `StreamingDataLoader` (data written by `litdata.optimize`);
 MosaicML Streaming where it imports (its import needs torchvision: skipped with the reason
 otherwise); and a bare loop in this one process (read file, decode, same transform, stack),
-which is the per-core reference. Peak RSS is sampled over the process tree.
+which is the per-core reference. Peak RSS is sampled over the process tree. Every loader runs
+once per round, rounds interleaved (`--rounds`, 3): the median round is shown, with each rate.
 """
 
 from __future__ import annotations
@@ -338,12 +339,21 @@ def bench_kind(kind: str, payloads: list[bytes], tmp: str, args, results: dict) 
         "mosaicml_streaming": lambda: _in_child(run_mosaic, files, kind, tmp, n, w, b, python=_mosaic_python(args)),
         "bare_loop_1_process": lambda: _in_child(run_bare, files, kind, n, b),
     }
-    for name, fn in runners.items():
-        try:
-            r[name] = fn()
-        except ImportError as e:
-            r[name] = {"skipped": f"not installed: {e}"}
-        print(f"  {kind} {name}: {r[name]}", file=sys.stderr, flush=True)
+    runs: dict[str, list[dict]] = {name: [] for name in runners}
+    for round_ in range(args.rounds):  # interleaved: every loader once per round
+        for name, fn in runners.items():
+            if runs[name] and "skipped" in runs[name][0]:
+                continue
+            try:
+                got = fn()
+            except ImportError as e:
+                got = {"skipped": f"not installed: {e}"}
+            runs[name].append(got)
+            print(f"  {kind} round {round_ + 1} {name}: {got}", file=sys.stderr, flush=True)
+    for name, got in runs.items():
+        timed = sorted((g for g in got if "samples_per_s" in g), key=lambda g: g["samples_per_s"])
+        # the median round's figures (memory included), and every round's rate
+        r[name] = {**timed[len(timed) // 2], "rounds": [g["samples_per_s"] for g in got]} if timed else got[0]
     peers = [r[k]["samples_per_s"] for k in ("hf_datasets_stateful", "litdata", "mosaicml_streaming") if "samples_per_s" in r[k]]
     dv = r["dataversion"]["samples_per_s"]
     if peers:
@@ -358,6 +368,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=4000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is shown")
     ap.add_argument("--only", choices=["image", "audio"], default=None)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--peer-python", default=None,
@@ -403,9 +414,11 @@ def main() -> None:
             if "skipped" in x:
                 print(f"  {name:24s} skipped: {x['skipped']}")
             else:
+                rounds = "/".join(f"{v:,.0f}" for v in x.get("rounds", []))
                 print(f"  {name:24s} {x['samples_per_s']:>9,.1f} samples/s  first batch {x['first_batch_s']:.2f} s  "
                       f"peak RSS {x['peak_rss_mb']} MB  PSS {x['peak_pss_mb']} MB"
-                      f" (parent {x['peak_pss_parent_mb']}, workers {x['peak_pss_workers_mb']})")
+                      f" (parent {x['peak_pss_parent_mb']}, workers {x['peak_pss_workers_mb']})"
+                      + (f"  rounds {rounds}" if len(x.get("rounds", [])) > 1 else ""))
         print(f"  dataversion / fastest peer: {r.get('ratio_vs_fastest_peer')}x   "
               f"per core / bare loop: {r['ratio_per_core_vs_bare']}x")
 

@@ -60,7 +60,7 @@ def _collate_values(values: list[Any], torch: Any) -> Any:
         first = values[0]
     if isinstance(first, torch.Tensor):
         if all(isinstance(v, torch.Tensor) and v.shape == first.shape and v.dtype == first.dtype for v in values):
-            return torch.stack(values)
+            return _stack(values, torch)
         return list(values)
     if all(type(v) is bool for v in values):
         return torch.tensor(values, dtype=torch.bool)
@@ -72,6 +72,21 @@ def _collate_values(values: list[Any], torch: Any) -> Any:
     if all(type(v) in (int, float) for v in values):
         return torch.tensor(values, dtype=torch.float32)
     return list(values)
+
+
+def _stack(values: list[Any], torch: Any) -> Any:
+    """torch.stack of same-shaped tensors; in a DataLoader worker, straight into shared
+    memory (as torch's default_collate does): a batch sent to the parent is otherwise copied
+    into a new shared-memory segment when it is pickled (8-19 MB per batch of audio clips
+    or 224 px images)."""
+    from torch.utils.data import get_worker_info
+
+    first = values[0]
+    if get_worker_info() is None or first.device.type != "cpu":
+        return torch.stack(values)
+    storage = first._typed_storage()._new_shared(len(values) * first.numel(), device=first.device)
+    out = first.new(storage).resize_(len(values), *first.shape)
+    return torch.stack(values, out=out)
 
 
 class DecodedBatch:
