@@ -39,6 +39,7 @@ import hashlib
 import struct
 import threading
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -480,11 +481,12 @@ class TreeReader:
         """A boolean mask: which of `ids` ('S16') the tree holds."""
         return self.lookup(ids)[0]
 
-    def entries(self) -> np.ndarray:
-        """Every entry, sorted by id (reads the whole tree)."""
-        return self._gather(self.root)
+    def entries(self, visit: Callable[[str, Node], None] | None = None) -> np.ndarray:
+        """Every entry, sorted by id (reads the whole tree). `visit(node_id, node)` is called
+        on each node read (verify counts and checks them)."""
+        return self._gather(self.root, visit=visit)
 
-    def _gather(self, node_id: str, loc: Loc | None = None) -> np.ndarray:
+    def _gather(self, node_id: str, loc: Loc | None = None, visit: Callable[[str, Node], None] | None = None) -> np.ndarray:
         if node_id == EMPTY_ROOT:
             return self._empty()
         frontier = [(node_id, loc or standalone(node_id))]
@@ -494,6 +496,8 @@ class TreeReader:
             nodes = self._nodes(frontier)
             nxt = []
             for (nid, _), node in zip(frontier, nodes):
+                if visit is not None:
+                    visit(nid, node)
                 tree[nid] = node
                 nxt.extend(node.kids())
             frontier = nxt

@@ -22,10 +22,8 @@ from ..tree import (
     ENTRY,
     INDEX,
     SHARDS,
-    _read_nodes,
-    entries_in_order,
+    TreeReader,
     node_key,
-    standalone,
 )
 from .gc import reachable_commits, root_commits
 
@@ -91,28 +89,17 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
 
 def _walk(repo: Repo, root: str, dtype: np.dtype, nodes_seen: set[str], checked: dict[str, int]) -> np.ndarray:
     """Every entry of a tree, each node read from the store (not the cache) and re-hashed."""
-    if root == EMPTY_ROOT:
-        return np.empty(0, dtype)
-    parts: dict[str, object] = {}
-    frontier = [(root, standalone(root))]
-    while frontier:
-        nodes = _read_nodes(repo.store, frontier, cached=False)
-        nxt = []
-        for (nid, _), node in zip(frontier, nodes):
-            if node.dtype != dtype:
-                from ..errors import CorruptObjectError
+    from ..errors import CorruptObjectError
 
-                raise CorruptObjectError(f"tree node {nid} holds the wrong kind of entries")
-            parts[nid] = node
-            if nid not in nodes_seen:
-                nodes_seen.add(nid)
-                checked["tree_nodes"] += 1
-            nxt.extend(node.kids())
-        frontier = nxt
-    entries = entries_in_order(parts, root, dtype)
+    def visit(nid: str, node) -> None:
+        if node.dtype != dtype:
+            raise CorruptObjectError(f"tree node {nid} holds the wrong kind of entries")
+        if nid not in nodes_seen:
+            nodes_seen.add(nid)
+            checked["tree_nodes"] += 1
+
+    entries = TreeReader(repo.store, root, dtype, cached=False).entries(visit)
     if len(entries) > 1 and not (entries["id"][1:] > entries["id"][:-1]).all():
-        from ..errors import CorruptObjectError
-
         raise CorruptObjectError(f"tree {root} is not sorted by id")
     return entries
 
