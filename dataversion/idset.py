@@ -9,15 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .tree import contains_sorted
+
 _MERGE_AT = 65536
-
-
-def _contains_sorted(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
-    if len(haystack) == 0 or len(needles) == 0:
-        return np.zeros(len(needles), dtype=bool)
-    pos = np.searchsorted(haystack, needles)
-    pos[pos == len(haystack)] = 0
-    return haystack[pos] == needles
 
 
 def _sorted_unique(ids: np.ndarray) -> np.ndarray:
@@ -52,9 +46,9 @@ class IdSet:
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """A boolean mask: which of `ids` ('S16') are in the set."""
-        found = _contains_sorted(self._base, ids)
+        found = contains_sorted(self._base, ids)
         if len(self._delta):
-            found |= _contains_sorted(self._delta, ids)
+            found |= contains_sorted(self._delta, ids)
         return found
 
     def with_added(self, ids: np.ndarray) -> IdSet:
@@ -74,4 +68,4 @@ class IdSet:
         if len(ids) == 0:
             return self
         merged = np.union1d(self._base, self._delta)
-        return IdSet(merged[~_contains_sorted(np.unique(ids), merged)], presorted=True)
+        return IdSet(merged[~contains_sorted(np.unique(ids), merged)], presorted=True)

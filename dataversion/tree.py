@@ -354,7 +354,8 @@ def sorted_unique_ids(ids: np.ndarray) -> np.ndarray:
     return s[np.concatenate([[True], s[1:] != s[:-1]])]
 
 
-def _contains_sorted(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+def contains_sorted(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Which of `needles` are in sorted `haystack` (one vectorized binary search)."""
     if len(haystack) == 0 or len(needles) == 0:
         return np.zeros(len(needles), dtype=bool)
     pos = np.searchsorted(haystack, needles)
@@ -816,7 +817,7 @@ class TreeWriter:
         ups = sort_entries(np.asarray(upserts, dtype=self.dtype)) if upserts is not None else np.empty(0, self.dtype)
         dels = sorted_unique_ids(deletes) if deletes is not None and len(deletes) else np.empty(0, "S16")
         if len(dels) and len(ups):
-            dels = dels[~_contains_sorted(ups["id"], dels)]
+            dels = dels[~contains_sorted(ups["id"], dels)]
         if not len(ups) and not len(dels):
             return root
         new_root = self._root(self._apply(root, standalone(root), 0, ups, dels)[0])
@@ -830,9 +831,9 @@ class TreeWriter:
         node = self._get(nid, loc)
         if node.is_leaf:
             e = node.entries
-            drop = _contains_sorted(dels, e["id"]) if len(dels) else np.zeros(len(e), bool)
+            drop = contains_sorted(dels, e["id"]) if len(dels) else np.zeros(len(e), bool)
             if len(ups):
-                drop |= _contains_sorted(ups["id"], e["id"])
+                drop |= contains_sorted(ups["id"], e["id"])
             if not drop.any() and not len(ups):
                 return nid, len(e)
             merged = np.concatenate([e[~drop], ups])

@@ -24,11 +24,16 @@ def branch_command(name, start, delete, as_json, repo):
     if name:
         cid = r.create_branch(name, start)
         return click.echo(f"created branch {name} at {cid[:12]}")
-    branches = r.branches()
+    return _list_refs(r.branches(), as_json)
+
+
+def _list_refs(refs: dict[str, str], as_json: bool) -> None:
+    """Branches or tags by name: `--json` as [{name, commit}], else one line each."""
     if as_json:
-        return emit_json([{"name": k, "commit": v} for k, v in sorted(branches.items())])
-    for k, v in sorted(branches.items()):
+        return emit_json([{"name": k, "commit": v} for k, v in sorted(refs.items())])
+    for k, v in sorted(refs.items()):
         click.echo(f"{k:<24} {v[:12]}")
+    return None
 
 
 @click.command("tag", cls=DataversionCommand)
@@ -42,11 +47,7 @@ def tag_command(name, ref, as_json, repo):
     if name:
         cid = r.create_tag(name, ref)
         return click.echo(f"tagged {cid[:12]} as {name}")
-    tags = r.tags()
-    if as_json:
-        return emit_json([{"name": k, "commit": v} for k, v in sorted(tags.items())])
-    for k, v in sorted(tags.items()):
-        click.echo(f"{k:<24} {v[:12]}")
+    return _list_refs(r.tags(), as_json)
 
 
 @click.command("reset", cls=DataversionCommand)

@@ -13,6 +13,7 @@ from .. import history
 from ..objectdb import RowGroup
 from ..records import ids_as_numpy, ids_to_hex
 from ..refs import short_ref
+from ..tree import contains_sorted
 from ..writer import DEFAULT_BRANCH
 
 if TYPE_CHECKING:
@@ -79,9 +80,7 @@ def _describe(repo: Repo, commit_id: str, ids: np.ndarray, located: list[RowGrou
         wanted = np.sort(np.asarray(ids, dtype="S16"))
         groups = []
         for g in located:
-            pos = np.searchsorted(wanted, g.ids)
-            pos[pos == len(wanted)] = 0
-            hit = wanted[pos] == g.ids
+            hit = contains_sorted(wanted, g.ids)
             if hit.any():
                 groups.append(RowGroup(g.shard, g.rows[hit], g.ids[hit], g.key))
     for table in (repo.read_some_rows(commit_id, g, ["modality", "source", "label"]) for g in groups):
