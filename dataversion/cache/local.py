@@ -3,7 +3,7 @@
 A directory of shards named by id, plus their decoded Arrow IPC copies (memory-mapped by
 every worker: decoded once per machine, not once per worker and epoch). Shards of file://
 stores are read in place, only decoded copies are written. Size-bounded with LRU eviction
-(last use = file mtime). Safe across processes: files are written whole and renamed into
+(last use = file mtime; a decoded copy's: its checksum file's). Safe across processes: files are written whole and renamed into
 place (`stores.atomic`), one fetch per shard at a time (a `FileLock` per shard), eviction
 under a directory lock. Hit/miss/eviction counters live in `stats.json` beside the shards.
 """
@@ -34,6 +34,22 @@ _STAT_FIELDS = ("hits", "misses", "evictions", "bytes_fetched", "bytes_evicted",
 # FileLock polls a non-blocking flock; the sections it guards last microseconds to one
 # download, so a short poll keeps a waiting worker from sleeping past the holder's release.
 _LOCK_POLL_S = 0.005
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:  # not Linux: a vouch lasts for this process's parent tree only
+        return f"pid-{os.getppid()}-{os.getpid()}"
+
+
+_BOOT_ID = _boot_id()
+
+
+def _identity(st: os.stat_result) -> str:
+    """What changes when a file's bytes may have: device, inode, size, mtime, ctime (ns)."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def default_cache_dir() -> str:
@@ -160,21 +176,46 @@ class LocalDiskCache(ReadTier):
     def _open_sidecar(self, shard_id: str) -> pa.Table | None:
         path = self._sidecar(shard_id)
         try:
+            before = _identity(os.stat(path))
             buf = pa.memory_map(path).read_buffer()
             with open(path + ".sum") as f:
                 expected = f.read().strip()
-            os.utime(path)
+            now = _identity(os.stat(path))
+            os.utime(path + ".sum")  # last use, for eviction (the sidecar's own times vouch)
         except FileNotFoundError:
             return None
         if shard_id not in self._verified_sidecars:
-            if object_id(memoryview(buf)) != expected:
+            # `now == before`: the file mapped is the one stat saw (not replaced between)
+            vouched = now == before and self._vouched(path, now, expected)
+            if not vouched and object_id(memoryview(buf)) != expected:
                 log.warning("decoded copy of shard %s is corrupt; decoding it again", shard_id)
-                for p in (path, path + ".sum"):
+                for p in (path, path + ".sum", path + ".ok"):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(p)
                 return None
+            if not vouched and now == before:
+                self._vouch(path, now, expected)
             self._verified_sidecars.add(shard_id)
         return pa.ipc.open_file(buf).read_all()
+
+    # A decoded copy hashed by one process is vouched for to the others until the file
+    # changes: "<id>.arrow.ok" names the boot, the file's identity (device, inode, size,
+    # mtime and ctime in ns) and the checksum it matched. Every worker of a loader takes
+    # rows of every block (round-robin batches), so without it each one read and hashed
+    # every decoded shard of the epoch, and read it from disk again when the page cache had
+    # dropped it. Any write to the file, or its replacement, changes its ctime (which no
+    # tool can set back) or its inode, and a reboot changes the boot id: then the copy is
+    # hashed again before use.
+    def _vouched(self, path: str, identity: str, expected: str) -> bool:
+        try:
+            with open(path + ".ok") as f:
+                return f.read() == f"{_BOOT_ID} {identity} {expected}"
+        except OSError:
+            return False
+
+    def _vouch(self, path: str, identity: str, expected: str) -> None:
+        with contextlib.suppress(OSError):  # a vouch is an optimization: never a failure
+            write_atomic(path + ".ok", f"{_BOOT_ID} {identity} {expected}".encode(), fsync=False)
 
     def read_table(self, store: Any, shard_id: str) -> pa.Table:
         table = self._open_sidecar(shard_id)
@@ -231,6 +272,7 @@ class LocalDiskCache(ReadTier):
                 # power cut damaged is decoded again, never served.
                 write_atomic(path + ".sum", digest.encode(), fsync=False)
                 move_atomic(tmp, path, fsync=False)
+                self._vouch(path, _identity(os.stat(path)), digest)  # hashed just now
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
@@ -287,7 +329,11 @@ class LocalDiskCache(ReadTier):
                         st = e.stat()
                     except FileNotFoundError:
                         continue
-                    out.append((st.st_mtime, st.st_size, e.name.rsplit(".", 1)[0], e.path))
+                    used = st.st_mtime
+                    if e.name.endswith(".arrow"):  # a decoded copy's last use: its .sum's mtime
+                        with contextlib.suppress(FileNotFoundError):
+                            used = max(used, os.stat(e.path + ".sum").st_mtime)
+                    out.append((used, st.st_size, e.name.rsplit(".", 1)[0], e.path))
         return out
 
     def evict(self, keep: str | None = None) -> int:
@@ -308,7 +354,7 @@ class LocalDiskCache(ReadTier):
                     evicted += 1
                     freed += size
                     total -= size
-                for extra in (path + ".sum", os.path.join(self.root, "locks", sid + ".lock"),
+                for extra in (path + ".sum", path + ".ok", os.path.join(self.root, "locks", sid + ".lock"),
                               os.path.join(self.root, "locks", sid + ".arrow.lock")):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(extra)
@@ -324,7 +370,7 @@ class LocalDiskCache(ReadTier):
             for sid in shard_ids:
                 path, side = self.path(sid), self._sidecar(sid)
                 found = False
-                for p in (path, path + ".sum", side, side + ".sum"):
+                for p in (path, path + ".sum", side, side + ".sum", side + ".ok"):
                     try:
                         os.unlink(p)
                         found = True

@@ -89,6 +89,40 @@ def test_a_damaged_decoded_copy_is_decoded_again_never_served(url, tmp_path, dam
     assert CountingCache.reads == 0
 
 
+def test_a_copy_hashed_once_is_vouched_to_other_readers_until_its_file_changes(url, tmp_path, monkeypatch):
+    """Every worker takes rows of every block, so each one hashed every decoded copy of
+    the epoch. One process's hash now vouches for the copy to the others (`<id>.arrow.ok`:
+    boot, file identity, checksum). A write to the copy, even one that keeps its size and
+    puts its mtime back, changes its ctime: it is hashed again, found damaged, decoded
+    again. Another boot hashes every copy again."""
+    import dataversion.cache.local as local
+
+    ref = _reference(url)
+    root = str(tmp_path / "cache")
+    assert _epoch(url, LocalDiskCache(root), num_workers=0) == ref
+    copies = sorted(glob.glob(os.path.join(root, "*", "*.arrow")))
+    hashed = []
+    real = local.object_id
+    monkeypatch.setattr(local, "object_id", lambda data: hashed.append(len(data)) or real(data))
+    assert _epoch(url, LocalDiskCache(root), num_workers=0) == ref
+    assert hashed == []  # vouched: no copy hashed again
+
+    path = copies[0]
+    st = os.stat(path)
+    data = bytearray(Path(path).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    Path(path).write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # the same size and mtime as before
+    CountingCache.reads = 0
+    assert _epoch(url, CountingCache(root), num_workers=0) == ref
+    assert CountingCache.reads == 1  # the damaged copy was hashed, refused, decoded again
+
+    hashed.clear()
+    monkeypatch.setattr(local, "_BOOT_ID", "another-boot")
+    assert _epoch(url, LocalDiskCache(root), num_workers=0) == ref
+    assert len(hashed) == len(copies)  # after a reboot, every copy is hashed before use
+
+
 def test_a_prefetcher_leaves_a_shard_another_process_decodes_and_takes_the_next(url, tmp_path):
     """`prepare(wait=False)` (what the prefetcher calls) does not wait for a shard whose
     decode another process holds: it reports it and does nothing, so the workers of a
