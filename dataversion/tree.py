@@ -34,7 +34,6 @@ Node reads are checked against their names and cached per process (LRU).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import struct
 import threading
@@ -231,21 +230,6 @@ class _NodeCache:
     def clear(self) -> None:
         with self._lock:
             self._d.clear()
-
-    @contextlib.contextmanager
-    def holding(self, nodes: int):
-        """Keep at least `nodes` nodes for the block: for a command that walks the same
-        big trees more than once (a report reads both trees of a diff, then a commit's
-        whole packing), so the second walk does not re-read what the first evicted."""
-        before = self.size
-        self.size = max(before, int(nodes))
-        try:
-            yield self
-        finally:
-            self.size = before
-            with self._lock:
-                while len(self._d) > self.size:
-                    self._d.popitem(last=False)
 
 
 NODE_CACHE = _NodeCache(_CACHE_NODES)
@@ -596,8 +580,7 @@ class TreeReader:
                         nxt.append((x, y))
             frontier = nxt
 
-        return _entries_not_in(_joined([p for p in mine if len(p)], self.dtype),
-                               _joined([p for p in theirs if len(p)], self.dtype))
+        return _entries_not_in(_joined(mine, self.dtype), _joined(theirs, self.dtype))
 
     def node_ids(self, skip: set[str] | None = None) -> list[str]:
         """Every node id this tree reaches, not descending into ids in `skip` (gc's visited

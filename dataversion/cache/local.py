@@ -3,9 +3,10 @@
 A directory of shards named by id, plus their decoded Arrow IPC copies (memory-mapped by
 every worker: decoded once per machine, not once per worker and epoch). Shards of file://
 stores are read in place, only decoded copies are written. Size-bounded with LRU eviction
-(last use = file mtime; a decoded copy's: its checksum file's). Safe across processes: files are written whole and renamed into
-place (`stores.atomic`), one fetch per shard at a time (a `FileLock` per shard), eviction
-under a directory lock. Hit/miss/eviction counters live in `stats.json` beside the shards.
+(last use = file mtime; a decoded copy's: its checksum file's). Safe across processes:
+files are written whole and renamed into place (`stores.atomic`), one fetch per shard at a
+time (a `FileLock` per shard), eviction under a directory lock. Hit/miss/eviction counters
+live in `stats.json` beside the shards.
 """
 
 from __future__ import annotations
@@ -185,16 +186,16 @@ class LocalDiskCache(ReadTier):
         except FileNotFoundError:
             return None
         if shard_id not in self._verified_sidecars:
-            # `now == before`: the file mapped is the one stat saw (not replaced between)
-            vouched = now == before and self._vouched(path, now, expected)
-            if not vouched and object_id(memoryview(buf)) != expected:
-                log.warning("decoded copy of shard %s is corrupt; decoding it again", shard_id)
-                for p in (path, path + ".sum", path + ".ok"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(p)
-                return None
-            if not vouched and now == before:
-                self._vouch(path, now, expected)
+            same = now == before  # the file mapped is the one stat saw (not replaced between)
+            if not (same and self._vouched(path, now, expected)):
+                if object_id(memoryview(buf)) != expected:
+                    log.warning("decoded copy of shard %s is corrupt; decoding it again", shard_id)
+                    for p in (path, path + ".sum", path + ".ok"):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(p)
+                    return None
+                if same:
+                    self._vouch(path, now, expected)
             self._verified_sidecars.add(shard_id)
         return pa.ipc.open_file(buf).read_all()
 

@@ -18,7 +18,6 @@ import pyarrow.compute as pc
 
 from ..errors import DataversionError, NotFoundError
 from ..interop.snapshot import SnapshotView
-from ..tree import NODE_CACHE
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -33,7 +32,6 @@ MAX_DUPS_PER_CLUSTER = 3
 MAX_REJECT_EXAMPLES = 3
 MAX_CHANGE_SAMPLES = 12
 MAX_DIFF_IDS = 200_000
-REPORT_NODES = 65_536  # tree nodes kept while a report is gathered (a 1M-record commit's trees: ~100k)
 SIZE_SAMPLE_RECORDS = 250_000  # payload lengths read for the histograms (metadata: every record)  # above this many changed records, no per-record samples
 
 
@@ -111,14 +109,7 @@ def collect(repo: Repo, ref: str, *, against: str | None = None, read_sources: b
     """Everything the report of `ref` shows (vs `against` when given).
 
     One pass over the commit's parts computes every aggregate and picks the few records
-    shown as examples (the kept side of duplicate clusters, samples of what was added).
-    The diff and the commit's packing walk the same trees: the node cache holds both
-    (`REPORT_NODES`, ~60 MB at most) while the report is gathered."""
-    with NODE_CACHE.holding(REPORT_NODES):
-        return _collect(repo, ref, against=against, read_sources=read_sources)
-
-
-def _collect(repo: Repo, ref: str, *, against: str | None, read_sources: bool) -> ReportData:
+    shown as examples (the kept side of duplicate clusters, samples of what was added)."""
     commit_id = repo.resolve(ref)
     commit = repo.read_commit(commit_id)
     view = SnapshotView(repo, commit_id, cache_bytes=64 * 2**20)
