@@ -45,7 +45,7 @@ class S3Server:
     endpoint: str
     access_key: str
     secret_key: str
-    master: str = ""  # the SeaweedFS master's HTTP endpoint (volume slots: /dir/status)
+    master: str = ""  # the SeaweedFS master's HTTP endpoint (volumes: /vol/status)
 
     def client(self):
         """A `minio.Minio` client for the server (for setup that bypasses dataversion)."""
@@ -64,12 +64,23 @@ class S3Server:
         self.client().make_bucket(name)
         return name
 
-    def free_volume_slots(self) -> int:
-        """How many more volumes the server can create (its master's count)."""
+    def bucket_volumes(self, bucket: str) -> int:
+        """How many volumes the bucket's SeaweedFS collection holds (its master's count).
+
+        Counted per collection, not from the server's free slots: those are derived from the
+        free disk, which anything on the machine changes between two readings.
+        """
         import urllib.request
 
-        with urllib.request.urlopen(f"{self.master}/dir/status", timeout=10) as r:
-            return int(json.load(r)["Topology"]["Free"])
+        with urllib.request.urlopen(f"{self.master}/vol/status", timeout=10) as r:
+            centres = json.load(r)["Volumes"]["DataCenters"]
+        return sum(
+            volume.get("Collection") == bucket
+            for racks in centres.values()
+            for nodes in racks.values()
+            for volumes in nodes.values()
+            for volume in volumes
+        )
 
     def drop_buckets_except(self, keep: set[str]) -> None:
         """Delete every bucket not in `keep`, with what it holds.
