@@ -34,9 +34,11 @@ from .packing import (
 )
 from .records import conform, ids_as_numpy
 from .shards import (
+    ENTRY_COLUMNS,
     TARGET_SHARD_BYTES,
     decode_shard,
     describe_shard,
+    entry_digests,
     indices,
     parquet_bytes,
     plan_shard_rows,
@@ -251,24 +253,36 @@ class ObjectDB:
             self.check_rows(commit_id, group, ids_as_numpy(table.column("record_id")))
             yield table
 
-    def read_some_rows(self, commit_id: str, group: RowGroup, columns: list[str]) -> pa.Table:
+    def read_some_rows(self, commit_id: str, group: RowGroup, columns: list[str],
+                       digests: np.ndarray | None = None) -> pa.Table:
         """Some columns of a few rows of a shard, reading only the Parquet row groups that
         hold them (ranged reads): what a delete needs for its modality counts and diff for
         its descriptions, at a cost that follows the change. The ids of the rows are checked
-        against the content tree; the other columns are not hashed, so this serves counts
-        and descriptions, never payloads (those go through `read_rows`)."""
+        against the content tree. With `digests` (the tree's entry digests of the group's
+        rows, in row order) every row is checked whole: its metadata and payload are read
+        too and hashed (`entry_digests`), so what is printed is what the commit names;
+        without, the other columns are not hashed (counts, never payloads)."""
         import pyarrow.parquet as pq
 
         cols = ["record_id", *[c for c in columns if c != "record_id"]]
+        wanted = cols
+        if digests is not None:
+            wanted = [*cols, *[c for c in (*ENTRY_COLUMNS, "text", "data") if c not in cols]]
         key = shard_key(group.shard)
         try:
             pf = pq.ParquetFile(self.store.open_input(key), pre_buffer=False)
-            table = rows_of_row_groups(pf, group.rows, cols)
+            table = rows_of_row_groups(pf, group.rows, wanted)
         except (FileNotFoundError, NotFoundError):
             raise NotFoundError(f"shard {group.shard} is missing from {self.url}", hint="run `dataversion verify`") from None
-        except (pa.ArrowInvalid, OSError, IndexError) as e:
+        except (pa.ArrowInvalid, OSError, IndexError, KeyError) as e:
             raise CorruptObjectError(f"shard {group.shard} is not a readable Parquet file: {e}", hint="run `dataversion verify`") from e
         self.check_rows(commit_id, group, ids_as_numpy(table.column("record_id")))
+        if digests is not None:
+            if (entry_digests(table) != np.asarray(digests, dtype="S16")).any():
+                raise CorruptObjectError(
+                    f"shard {group.shard} does not hold the records commit {commit_id} names: "
+                    "their metadata or payload was changed", hint="run `dataversion verify`")
+            table = table.select(cols)
         return table
 
     # ------------------------------------------------------------------ shards

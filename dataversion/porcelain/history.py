@@ -66,11 +66,14 @@ def ls_shards(repo: Repo, ref: str) -> list[dict[str, Any]]:
     commit_id = repo.resolve(ref)
     return [s.to_dict() for s in repo.shard_table(repo.read_packing(commit_id))]
 
-def _describe(repo: Repo, commit_id: str, ids: np.ndarray, located: list[RowGroup] | None = None) -> dict[bytes, dict[str, Any]]:
+def _describe(repo: Repo, commit_id: str, ids: np.ndarray, located: list[RowGroup] | None = None,
+              entries: np.ndarray | None = None) -> dict[bytes, dict[str, Any]]:
     """record id -> {record_id, modality, source, label} for records `commit_id` holds.
 
     `located`: every row group of the commit, already located and checked (a caller that
-    reads the whole commit anyway): the ids are found in it instead of through the index."""
+    reads the whole commit anyway): the ids are found in it instead of through the index.
+    `entries`: the content tree's entries (id, digest) of those records, sorted by id: each
+    row read is then checked whole against its digest (what `diff --records` prints)."""
     out: dict[bytes, dict[str, Any]] = {}
     if not len(ids):
         return out
@@ -83,7 +86,13 @@ def _describe(repo: Repo, commit_id: str, ids: np.ndarray, located: list[RowGrou
             hit = contains_sorted(wanted, g.ids)
             if hit.any():
                 groups.append(RowGroup(g.shard, g.rows[hit], g.ids[hit], g.key))
-    for table in (repo.read_some_rows(commit_id, g, ["modality", "source", "label"]) for g in groups):
+    def digests(g: RowGroup) -> np.ndarray | None:
+        if entries is None:
+            return None
+        at = np.searchsorted(entries["id"], g.ids)
+        return entries["digest"][np.minimum(at, len(entries) - 1)]
+
+    for table in (repo.read_some_rows(commit_id, g, ["modality", "source", "label"], digests(g)) for g in groups):
         raw = ids_as_numpy(table.column("record_id"))
         cols = zip(table.column("modality").to_pylist(), table.column("source").to_pylist(), table.column("label").to_pylist())
         for i, (mod, src, label) in enumerate(cols):
@@ -104,8 +113,9 @@ def diff(repo: Repo, a: str, b: str, *, records: bool = False, located_b: list[R
     in_b = np.isin(only_a["id"], only_b["id"])
     removed_ids, changed_ids = only_a["id"][~in_b], only_a["id"][in_b]
     added_ids = only_b["id"][~np.isin(only_b["id"], only_a["id"])]
-    old = _describe(repo, ca, removed_ids)
-    new = _describe(repo, cb, np.concatenate([added_ids, changed_ids]), located_b)
+    # the records printed one by one are checked whole; counts need only their ids checked
+    old = _describe(repo, ca, removed_ids, entries=only_a if records else None)
+    new = _describe(repo, cb, np.concatenate([added_ids, changed_ids]), located_b, entries=only_b if records else None)
     raw = lambda ids: [ids[i : i + 1].tobytes() for i in range(len(ids))]  # noqa: E731
     by_mod: dict[str, dict[str, int]] = {}
     for name, ids, desc in (("removed", removed_ids, old), ("added", added_ids, new)):

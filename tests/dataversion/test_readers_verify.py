@@ -64,9 +64,34 @@ def test_ls_refuses_a_shard_whose_metadata_was_rewritten(repo):
     r = _cli(repo, "ls", "main")
     assert r.exit_code == 5, r.output
     assert sid in r.output and "forged" not in r.output
+
+
+def _rewrite_shard_of(repo, ref: str, change) -> str:
+    """Rewrite (as valid Parquet) the shard that holds the records `ref` added."""
+    before = {s.id for s in repo.shard_table(repo.read_packing(repo.resolve(f"{ref}~1")))}
+    shard = next(s for s in repo.shard_table(repo.read_packing(repo.resolve(ref))) if s.id not in before)
+    table = decode_shard(repo.store.get(shard_key(shard.id)), shard.id)
+    repo.store.put(shard_key(shard.id), bytes(parquet_bytes(change(table))))
+    return shard.id
+
+
+def test_diff_records_refuses_a_shard_whose_metadata_was_rewritten(repo):
+    """diff --records serves each changed record's source and label: they are checked
+    against the content tree's entry digests (a user's tampered repository printed the
+    forged source with exit 0)."""
+    sid = _rewrite_shard_of(repo, "main", lambda t: _set_source(t, 0, "forged/source.txt"))
     r = _cli(repo, "diff", "main~1", "main", "--records")
-    # diff reads only the shards the two commits do not share; main~1's shard is shared
-    assert r.exit_code in (0, 5)
+    assert r.exit_code == 5, r.output
+    assert sid in r.output and "forged" not in r.output
+    r = _cli(repo, "diff", "main~1", "main", "--records", "--json")
+    assert r.exit_code == 5 and "forged" not in r.output
+
+
+def test_diff_records_refuses_a_shard_whose_labels_were_rewritten(repo):
+    sid = _rewrite_shard_of(repo, "main", lambda t: t.set_column(
+        t.schema.get_field_index("label"), "label", pa.array(["x"] * t.num_rows, t.schema.field("label").type)))
+    r = _cli(repo, "diff", "main~1", "main", "--records")
+    assert r.exit_code == 5 and sid in r.output, r.output
 
 
 def _swap_pointer(repo) -> tuple[str, str]:
