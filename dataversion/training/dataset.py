@@ -156,12 +156,19 @@ class SnapshotDataset(tud.IterableDataset):
         return order_mod.RankPlan(self.num_records, self.position if start is None else start, self.batch_size,
                                   self.world_size, self.rank, self.remainder)
 
+    def epoch_finished(self) -> bool:
+        """Whether the current epoch has nothing left for this rank from the position: "pad"
+        at num_records; "drop" once less than one global batch (batch_size * world_size) is
+        left, the dropped tail that is never consumed, so the position stays below
+        num_records. O(1)."""
+        return self.plan().num_batches == 0
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch. The epoch restored by `load_state_dict` keeps its position; any
-        other epoch starts at its beginning."""
+        other epoch, or this one once finished (`epoch_finished`), starts at its beginning."""
         epoch = int(epoch)
         if epoch != self.epoch or not self._resume_pending:
-            if epoch != self.epoch or self.position >= self.num_records:
+            if epoch != self.epoch or self.epoch_finished():
                 self.position = 0
             self._resume_pending = False
         self.epoch = epoch
@@ -222,8 +229,11 @@ class SnapshotDataset(tud.IterableDataset):
 
     # -- iteration (runs in each worker) -------------------------------------------------
     def _begin(self) -> order_mod.RankPlan:
-        """Where an iteration starts: the restored position, or 0 after a finished epoch."""
-        if self.position >= self.num_records and not self._resume_pending:
+        """Where an iteration starts: the restored position, or 0 after a finished epoch
+        (`epoch_finished`: with "drop", the position a finished epoch ends at is below
+        num_records). A restored finished epoch yields nothing once, as a restored unfinished
+        one yields only its rest."""
+        if not self._resume_pending and self.epoch_finished():
             self.position = 0
         self._resume_pending = False
         return self.plan()

@@ -135,9 +135,10 @@ class SnapshotLoader:
         self.dataset.load_state_dict(state, allow_dataset_change=allow_dataset_change)
 
     def __len__(self) -> int:
-        """Batches left in the current epoch for this rank."""
+        """Batches left in the current epoch for this rank; once it is finished (and not just
+        restored), those of the next pass, which starts it again."""
         ds = self.dataset
-        start = ds.position if (ds.position < ds.num_records or ds._resume_pending) else 0
+        start = 0 if ds.epoch_finished() and not ds._resume_pending else ds.position  # as `_begin`
         return ds.plan(start).num_batches
 
     def __iter__(self) -> Iterator[Batch]:

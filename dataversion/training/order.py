@@ -30,7 +30,9 @@ W was before. The remainder (the last R < B*W positions of the epoch) follows a 
   run short are padded with repeats of the epoch's first samples so all ranks take the same
   number of steps. With world size 1 this is just a smaller last batch, nothing repeated.
 - "drop": the remainder is skipped this epoch (every batch is full and all ranks take the
-  same number of steps).
+  same number of steps). It is never consumed: a finished epoch's position stays below the
+  epoch's size, so "finished" is "no batch left" (`RankPlan.num_batches == 0`), not
+  "position == size".
 Workers inside a rank take the rank's batches round-robin (batch i to worker i % nw), which
 is the order a torch DataLoader returns them in: the order does not depend on num_workers.
 """
