@@ -53,6 +53,9 @@ class CommitResult:
     bytes_written: int = 0
     shards_written: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
+    # inputs not stored because another input of the same content was (`add`): each as
+    # `duplicates` lists them (source, duplicate_of: the kept record id, kind "exact")
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +68,7 @@ class CommitResult:
             "bytes_written": self.bytes_written,
             "shards_written": self.shards_written,
             "skipped": self.skipped,
+            "duplicates": self.duplicates,
         }
 
 

@@ -8,6 +8,8 @@ import click
 from ..hashing import ID_HASHES
 from .support import DataversionCommand, emit_json, json_option, progress_bar, repo_options
 
+SHOWN_DUPLICATES = 10  # duplicate lines `add` prints; the rest are counted
+
 
 @click.command("init", cls=DataversionCommand)
 @click.option("--create-bucket", is_flag=True, help="Create the S3 bucket if it does not exist.")
@@ -38,12 +40,18 @@ def add_command(paths, message, branch, sync, text_field, as_json, repo):
         return emit_json(result.to_dict())
     for s in result.skipped:
         click.echo(f"skipped {s['source']}: {s['message']}", err=True)
+    dups = result.duplicates
+    for d in dups[:SHOWN_DUPLICATES]:
+        click.echo(f"duplicate {d['source']}: the same content as another input (record {d['duplicate_of'][:12]}), stored once", err=True)
+    if len(dups) > SHOWN_DUPLICATES:
+        click.echo(f"... and {len(dups) - SHOWN_DUPLICATES:,} more duplicates (`dataversion duplicates {branch}` lists them all)", err=True)
+    dup_s = f", {len(dups):,} duplicate(s) stored once" if dups else ""
     if result.commit_id is None:
-        click.echo(f"nothing new: {result.already_present} record(s) already on {branch}")
+        click.echo(f"nothing new: {result.already_present} record(s) already on {branch}{dup_s}")
     else:
         click.echo(
             f"[{branch} {result.commit_id[:12]}] +{result.added} -{result.removed} records "
-            f"({result.already_present} already present, {result.bytes_written:,} bytes in {result.shards_written} new shard(s))"
+            f"({result.already_present} already present{dup_s}, {result.bytes_written:,} bytes in {result.shards_written} new shard(s))"
         )
 
 

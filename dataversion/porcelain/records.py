@@ -12,7 +12,10 @@ from ..errors import BadInputError, NotFoundError
 from ..hashing import canonical_json
 from ..records import hex_to_id, ids_as_numpy, ids_to_hex
 from ..scan import Scanner, Skipped, scan_tree
+from ..shards import first_occurrences
 from ..writer import DEFAULT_BRANCH, CommitResult
+
+DUPLICATES = "duplicates"  # the attachment `dataversion duplicates` lists (ingest writes it too)
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -38,6 +41,8 @@ def add(
         return _add_streaming(repo, paths, branch=branch, message=message, text_field=text_field, progress=progress)
     scan = scan_tree(paths, text_field=text_field, progress=progress, id_hash=repo.id_hash)
     table = _reject_erased(repo, scan)
+    duplicates = sorted(_exact_duplicates(table, ~first_occurrences(ids_as_numpy(table.column("record_id")))),
+                        key=lambda d: d["source"])
     remove_where = None
     if sync:
         wanted = {}
@@ -54,7 +59,7 @@ def add(
                        t.column("label").to_pylist(), t.column("meta").to_pylist())
             return np.array([wanted.get(h) != (m, s, lab, me) for h, m, s, lab, me in rows], dtype=bool)
 
-    counts = {"inputs": scan.inputs, "rejected": len(scan.skipped)}
+    counts = {"inputs": scan.inputs, "rejected": len(scan.skipped), "duplicates": len(duplicates)}
     result = repo.commit(
         table,
         branch=branch,
@@ -62,9 +67,10 @@ def add(
         remove_where=remove_where,
         remove_columns=["record_id", "modality", "source", "label", "meta"],
         counts=counts,
-        attachments={"rejects": canonical_json([s.to_dict() for s in scan.skipped])} if scan.skipped else None,
+        attachments=_attachments(scan.skipped, duplicates),
     )
     result.skipped = [s.to_dict() for s in scan.skipped]
+    result.duplicates = duplicates
     return result
 
 def _add_streaming(repo: Repo, paths: list[str], *, branch: str, message: str, text_field: str, progress: Any) -> CommitResult:
@@ -72,7 +78,7 @@ def _add_streaming(repo: Repo, paths: list[str], *, branch: str, message: str, t
     the branch (and to the batches before it) are written as shards at once; one commit then
     names them all. The in-flight marker keeps gc off those shards until the commit lands."""
     from ..inflight import InFlight
-    from ..shards import entry_digests, first_occurrences
+    from ..shards import entry_digests
 
     scanner = Scanner(paths, text_field=text_field, progress=progress, id_hash=repo.id_hash)
     with InFlight(repo.store, f"add on {branch}"):
@@ -81,10 +87,12 @@ def _add_streaming(repo: Repo, paths: list[str], *, branch: str, message: str, t
         seen: set[bytes] = set()
         written: list[tuple[Any, np.ndarray, np.ndarray]] = []
         already_present = bytes_written = 0
+        duplicates: list[dict[str, Any]] = []
         for table in scanner.batches():
             table = _drop_denied(table, denied, scanner.skipped)
             ids = ids_as_numpy(table.column("record_id"))
             keep = first_occurrences(ids) & np.fromiter((i not in seen for i in ids.tolist()), bool, len(ids))
+            duplicates.extend(_exact_duplicates(table, ~keep))
             present = repo.contains(parent, ids) & keep
             already_present += int(present.sum())
             keep &= ~present
@@ -98,19 +106,43 @@ def _add_streaming(repo: Repo, paths: list[str], *, branch: str, message: str, t
             digests = entry_digests(new)
             written.extend((ref, new_ids[rows], digests[rows]) for ref, rows in zip(refs, parts))
         scanner.skipped.sort(key=lambda s: s.source)
+        duplicates.sort(key=lambda d: d["source"])
         result = repo.commit(
             None,
             branch=branch,
             message=message or f"add {' '.join(paths)}",
             expected_parent=parent,
             prewritten_rows=written,
-            counts={"inputs": scanner.inputs, "rejected": len(scanner.skipped), "already_present": already_present},
-            attachments={"rejects": canonical_json([s.to_dict() for s in scanner.skipped])} if scanner.skipped else None,
+            counts={"inputs": scanner.inputs, "rejected": len(scanner.skipped), "already_present": already_present,
+                    "duplicates": len(duplicates)},
+            attachments=_attachments(scanner.skipped, duplicates),
         )
     result.already_present += already_present
     result.bytes_written += bytes_written
     result.skipped = [s.to_dict() for s in scanner.skipped]
+    result.duplicates = duplicates
     return result
+
+
+def _exact_duplicates(table: pa.Table, repeated: np.ndarray) -> list[dict[str, Any]]:
+    """The inputs of `table` marked `repeated` (content another input of this `add` holds):
+    what `dataversion duplicates` lists, pointing at the record that was kept."""
+    if not repeated.any():
+        return []
+    ids = ids_to_hex(ids_as_numpy(table.column("record_id"))[repeated])
+    sources = table.column("source").filter(pa.array(repeated)).to_pylist()
+    return [{"source": src or "", "duplicate_of": rid, "kind": "exact", "similarity": 1.0, "cluster": rid}
+            for src, rid in zip(sources, ids)]
+
+
+def _attachments(skipped: list, duplicates: list[dict[str, Any]]) -> dict[str, bytes] | None:
+    """The commit's rejects and duplicates (the attachments `rejects` and `duplicates` read)."""
+    out = {}
+    if skipped:
+        out["rejects"] = canonical_json([s.to_dict() for s in skipped])
+    if duplicates:
+        out[DUPLICATES] = canonical_json(duplicates)
+    return out or None
 
 
 def _drop_denied(table: pa.Table, denied: Any, skipped: list) -> pa.Table:

@@ -12,3 +12,31 @@ def test_checkout_and_rm(cli, tmp_path):
     assert [r["source"] for r in json.loads(cli("ls", "--json").stdout)] and all(
         not r["source"].startswith("sub/") for r in json.loads(cli("ls", "--json").stdout)
     )
+
+
+def test_add_accounts_for_every_file_whose_content_another_file_holds(cli, tmp_path):
+    """Two files with the same content are one record (ids are content hashes): the second is
+    reported as a duplicate of the kept record and `duplicates` lists it (a user's `add`
+    dropped it silently: +1 record, nothing said of b.txt)."""
+    import json
+
+    d = tmp_path / "d2"
+    d.mkdir()
+    (d / "a.txt").write_text("same content in two files here")
+    (d / "b.txt").write_text("same content in two files here")
+    (d / "c.txt").write_text("other content")
+    r = cli("add", d, "--json")
+    out = json.loads(r.stdout)
+    assert out["added"] == 2
+    assert [x["source"] for x in out["duplicates"]] == ["b.txt"]
+    kept = out["duplicates"][0]["duplicate_of"]
+    listed = json.loads(cli("duplicates", "main", "--json").stdout)
+    assert [(x["source"], x["duplicate_of"], x["kind"], x["kept_source"]) for x in listed] == [("b.txt", kept, "exact", "a.txt")]
+    show = json.loads(cli("show", "main", "--json").stdout)
+    counts = show["counts"]
+    assert counts["inputs"] == counts["added"] + counts["already_present"] + counts["duplicates"] + counts["rejected"]
+    (d / "e.txt").write_text("fresh text")
+    (d / "f.txt").write_text("fresh text")
+    r = cli("add", d)
+    assert "duplicate f.txt" in r.stderr and "duplicate b.txt" in r.stderr  # b.txt: the same as a.txt, again
+    assert "+1 -0 records (2 already present, 2 duplicate(s) stored once" in r.stdout
