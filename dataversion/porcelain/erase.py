@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..denylist import ERASED, denied_hex, deny
+from ..denylist import ERASED, alias_ids, content_forms, denied_hex, deny
 from ..errors import BadInputError, ConflictError, CorruptObjectError, NotFoundError
 from ..hashing import canonical_json, object_id
 from ..inflight import InFlight
@@ -185,10 +185,13 @@ def erase(
         resume(repo, unfinished_only=True)  # an earlier erasure a killed run left: finish it first
     started = time.monotonic()
     with InFlight(repo.store, f"erase {eid[:12]}"):
+        # the ids the erased texts get in their other stored forms (ingest's cleaning of what
+        # add stored as it was): read before any shard is rewritten, kept in the intent
+        aliases = [h for h in ids_to_hex(np.array(_alias_ids(repo, hex_ids), dtype="S16")) if h not in targets]
         intent = {"id": eid, "reason": reason.strip(), "records": hex_ids, "sources": prefixes, "state": INTENT,
-                  "created": utc_now(), "shards": {}, "blobs": {}, "commits": [], "features": []}
+                  "created": utc_now(), "shards": {}, "blobs": {}, "commits": [], "features": [], "aliases": aliases}
         repo.store.put_if_absent(erasure_key(eid), canonical_json(intent))
-        deny(repo.store, hex_ids, eid)
+        deny(repo.store, hex_ids + aliases, eid)
         stats = _run(repo, eid, progress=progress)
     record = _finish(repo, eid)
     return _report(record, stats, time.monotonic() - started)
@@ -203,7 +206,7 @@ def resume(repo: Repo, *, progress: Any = None, unfinished_only: bool = False) -
         for r in erasures(repo):
             if unfinished_only and r.get("state") == DONE:
                 continue
-            deny(repo.store, r["records"], r["id"])
+            deny(repo.store, r["records"] + r.get("aliases", []), r["id"])
             started = time.monotonic()
             stats = _run(repo, r["id"], progress=progress)
             out.append(_report(_finish(repo, r["id"]), stats, time.monotonic() - started))
@@ -247,6 +250,29 @@ def _ids_with_source(repo: Repo, prefixes: tuple[str, ...]) -> set[str]:
             if mask.any():
                 out.update(ids_to_hex(ids_as_numpy(t.column("record_id"))[mask]))
     return out
+
+
+def _alias_ids(repo: Repo, hex_ids: list[str]) -> list[bytes]:
+    """The ids the texts of the records `hex_ids` get in their other registered forms
+    (`denylist.alias_ids`), their texts read from the first stored commits that hold them."""
+    if not content_forms():
+        return []
+    wanted = np.array(sorted(bytes.fromhex(h) for h in hex_ids), dtype="S16")
+    texts: list[str] = []
+    for cid in _stored_commits(repo):
+        if not len(wanted):
+            break
+        try:
+            held = wanted[repo.contains(cid, wanted)]
+            if not len(held):
+                continue
+            tables = list(repo.read_rows(cid, ["text"], repo.locate(cid, held)))  # an erased record: no row
+        except NotFoundError:
+            continue
+        for t in tables:
+            texts.extend(x for x in t.column("text").to_pylist() if x is not None)
+            wanted = wanted[~np.isin(wanted, ids_as_numpy(t.column("record_id")))]
+    return alias_ids(texts, repo.id_hash)
 
 
 def _stored_commits(repo: Repo) -> list[str]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from ..denylist import ERASED, denied_ids, denied_mask
+from ..denylist import ERASED, denied_ids, denied_mask, denied_mask_of_texts
 from ..errors import BadInputError, NotFoundError
 from ..hashing import canonical_json
 from ..records import hex_to_id, ids_as_numpy, ids_to_hex
@@ -89,7 +89,7 @@ def _add_streaming(repo: Repo, paths: list[str], *, branch: str, message: str, t
         already_present = bytes_written = 0
         duplicates: list[dict[str, Any]] = []
         for table in scanner.batches():
-            table = _drop_denied(table, denied, scanner.skipped)
+            table = _drop_denied(table, denied, scanner.skipped, repo.id_hash)
             ids = ids_as_numpy(table.column("record_id"))
             keep = first_occurrences(ids) & np.fromiter((i not in seen for i in ids.tolist()), bool, len(ids))
             duplicates.extend(_exact_duplicates(table, ~keep))
@@ -145,9 +145,18 @@ def _attachments(skipped: list, duplicates: list[dict[str, Any]]) -> dict[str, b
     return out or None
 
 
-def _drop_denied(table: pa.Table, denied: Any, skipped: list) -> pa.Table:
-    """`table` minus content an erasure removed (the denylist); those become rejects `erased`."""
+def _erased_mask(table: pa.Table, denied: Any, id_hash: str) -> np.ndarray:
+    """Which records of `table` an erasure removed: by id, or for texts by the id of another
+    form the same text is stored in (ingest's cleaning: `denylist.denied_mask_of_texts`)."""
     erased = denied_mask(ids_as_numpy(table.column("record_id")), denied)
+    if len(denied):
+        erased |= denied_mask_of_texts(table.column("text").to_pylist(), denied, id_hash)
+    return erased
+
+
+def _drop_denied(table: pa.Table, denied: Any, skipped: list, id_hash: str) -> pa.Table:
+    """`table` minus content an erasure removed (the denylist); those become rejects `erased`."""
+    erased = _erased_mask(table, denied, id_hash)
     if not erased.any():
         return table
     for src in table.column("source").filter(pa.array(erased)).to_pylist():
@@ -159,8 +168,7 @@ def _reject_erased(repo: Repo, scan: Any) -> pa.Table:
     """The scanned records minus content an erasure removed (the denylist), which become
     rejects with reason `erased` (counted: inputs == kept + duplicates + rejected)."""
     table = scan.table
-    ids = ids_as_numpy(table.column("record_id"))
-    erased = denied_mask(ids, denied_ids(repo.store))
+    erased = _erased_mask(table, denied_ids(repo.store), repo.id_hash)
     if not erased.any():
         return table
     for src in table.column("source").filter(pa.array(erased)).to_pylist():

@@ -196,6 +196,13 @@ def clean_texts(
     return out  # type: ignore[return-value]
 
 
+def ingest_forms(texts: list[str]) -> list[str | None]:
+    """What `ingest` stores of each text with the default rules (None: it would drop it):
+    the other form of a text `add` stores as it is, registered for the denylist
+    (entry point `dataversion.content_forms`), so erased content stays out by either path."""
+    return [r.text if isinstance(r, CleanText) else None for r in clean_texts(texts)]
+
+
 def _already_clean(texts: Sequence[str | bytes]) -> list[bool]:
     """Per text: ASCII (valid UTF-8, already NFC), non-empty, no control character, no
     leading or trailing space, no double space: every normalization rule leaves it as is

@@ -115,3 +115,34 @@ def test_feast_no_longer_returns_the_record(ingested, tmp_path):
     again = erase_from_feature_repo(repo, fr)
     assert again["offline_rows_removed"] == 0
     assert np.all([publish(repo, "main", fr)["erased"]["offline_rows_removed"] == 0])
+
+
+def test_erased_text_stays_out_whichever_path_brings_it_back(repo_url, tmp_path):
+    """`add` stores a text as it is and `ingest` cleans it (here: the trailing newline), so
+    one file has two ids; an erasure through either path keeps it out of the other (a user's
+    erased text came back through `ingest` with exit 0, and the other way round)."""
+    text = "Personal data of Jane Doe living somewhere in a town nearby\n"
+    src = tmp_path / "src"
+    _write(src, {"jane.txt": text})
+    copy = tmp_path / "copy"
+    _write(copy, {"jane_copy.txt": text, "other.txt": "an unrelated text that stays welcome here\n"})
+    # add -> erase -> ingest
+    repo = Repo.init(repo_url)
+    repo.add([str(src)], message="add")
+    (rid,) = [r["record_id"] for r in repo.ls("main", columns=("record_id",))]
+    repo.erase([rid], reason="gdpr")
+    rep = run_ingest(str(copy), repo_url)
+    assert (rep.kept, rep.rejected) == (1, 1), rep
+    sources = {r["source"] for r in Repo.open(repo_url).ls("main", columns=("source",))}
+    assert sources == {"other.txt"}
+    # ingest -> erase -> add, in another repository
+    url2 = repo_url.rstrip("/") + "-2"
+    Repo.init(url2)
+    run_ingest(str(src), url2)
+    repo2 = Repo.open(url2)
+    (rid2,) = [r["record_id"] for r in repo2.ls("main", columns=("record_id",))]
+    assert rid2 != rid  # the cleaned form: another id
+    repo2.erase([rid2], reason="gdpr")
+    res = repo2.add([str(copy)], message="add the copies")
+    assert [s["reason"] for s in res.skipped] == ["erased"] and res.added == 1
+    assert {r["source"] for r in repo2.ls("main", columns=("source",))} == {"other.txt"}
