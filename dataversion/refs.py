@@ -86,16 +86,35 @@ def default_author() -> str:
     return os.environ.get("DATAVERSION_AUTHOR") or os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
 
+_COMMIT_ID_RE = re.compile(r"[0-9a-f]{64}|[0-9a-f]{32}")  # what a ref file holds (format 1 names commits by 32 hex digits)
+
+
 class Refs:
     def __init__(self, store: Store):
         self.store = store
 
     def read(self, full_name: str) -> RefValue | None:
+        """The commit a ref names, or None where there is no such ref. A ref file that does
+        not hold a commit id (emptied, truncated, overwritten) is CorruptObjectError naming
+        it: never an empty commit id passed on as "not found"."""
+        value = self.read_unchecked(full_name)
+        if value is not None and not _COMMIT_ID_RE.fullmatch(value.commit_id):
+            name = short_ref(full_name)
+            shown = value.commit_id[:40] + ("..." if len(value.commit_id) > 40 else "")
+            hint = ("point it at a commit again: `dataversion reset {0} COMMIT` (`dataversion reflog {0}` lists "
+                    "where it pointed)".format(full_name[len(HEADS):]) if full_name.startswith(HEADS)
+                    else "`dataversion reflog` lists where it pointed; `dataversion verify` what else is damaged")
+            raise CorruptObjectError(f"{name} is corrupt: {full_name} holds {shown!r}, not a commit id", hint=hint)
+        return value
+
+    def read_unchecked(self, full_name: str) -> RefValue | None:
+        """The ref's content as stored, checked or not: what moving or deleting a corrupt ref
+        compares against (`reset`, `branch -d`)."""
         try:
             data, token = self.store.get_versioned(full_name)
         except NotFoundError:
             return None
-        return RefValue(data.decode().strip(), token)
+        return RefValue(data.decode("utf-8", "replace").strip(), token)
 
     def set_if_equals(self, full_name: str, old: RefValue | None, new_commit: str, *, reason: str) -> None:
         """Point `full_name` at `new_commit` only if it still holds `old` (None: must not exist).
@@ -173,7 +192,7 @@ class Refs:
     def delete(self, full_name: str, *, reason: str) -> str:
         """Delete a ref by compare-and-swap from the value read: NotFoundError if it does not
         exist, ConflictError (nothing deleted) if another writer moved it meanwhile."""
-        current = self.read(full_name)
+        current = self.read_unchecked(full_name)  # a corrupt ref can be deleted
         if current is None:
             raise NotFoundError(f"no ref {short_ref(full_name)}")
         try:
