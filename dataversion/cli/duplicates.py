@@ -4,9 +4,12 @@ the record that was kept (its source beside it), grouped by cluster."""
 from __future__ import annotations
 
 import json
+import re
 
 import click
 
+from ..errors import NotFoundError
+from ..porcelain.branches import resolve_ref
 from .support import DataversionCommand, emit_json, json_option, repo_options
 
 DUPLICATES = "duplicates"  # the attachment an ingest commit stores (pipelines.results)
@@ -15,19 +18,34 @@ DUPLICATES = "duplicates"  # the attachment an ingest commit stores (pipelines.r
 def commit_duplicates(repo, ref: str, cluster: str | None = None) -> list[dict]:
     """The duplicates of the commit REF names, each with `kept_source` (the source of the
     record it points at, None when that record is not in the commit), sorted by cluster
-    then source; `cluster`: only the clusters whose id starts with it."""
-    commit_id = repo.resolve(ref)
+    then source; `cluster`: only the clusters whose id starts with it (NotFoundError naming
+    it when none does, or when it is no hex id prefix)."""
+    commit_id = resolve_ref(repo, ref)
     data = repo.read_attachment(commit_id, DUPLICATES)
     dups = json.loads(data) if data else []
     for d in dups:
         d.setdefault("cluster", d["duplicate_of"])
-    if cluster:
-        dups = [d for d in dups if d["cluster"].startswith(cluster.lower())]
+    if cluster is not None:
+        dups = _of_cluster(dups, cluster, ref)
     targets = {d["duplicate_of"] for d in dups}
     sources = _sources_of(repo, commit_id, targets) if targets else {}
     for d in dups:
         d["kept_source"] = sources.get(d["duplicate_of"])
     return sorted(dups, key=lambda d: (d["cluster"], d["source"]))
+
+
+def _of_cluster(dups: list[dict], cluster: str, ref: str) -> list[dict]:
+    """The duplicates of the clusters whose id starts with `cluster`; NotFoundError if none."""
+    prefix = cluster.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]+", prefix):
+        raise NotFoundError(f"no cluster {cluster} in {ref}: a cluster id is hexadecimal (e.g. 5be0c1f0)",
+                            hint=f"list the clusters with `dataversion duplicates {ref}`")
+    hits = [d for d in dups if d["cluster"].startswith(prefix)]
+    if not hits:
+        held = f"{len({d['cluster'] for d in dups})} cluster(s)" if dups else "no duplicates"
+        raise NotFoundError(f"no cluster {cluster} in {ref} (it recorded {held})",
+                            hint=f"list the clusters with `dataversion duplicates {ref}`")
+    return hits
 
 
 def _sources_of(repo, commit_id: str, hex_ids: set[str]) -> dict[str, str]:
@@ -58,7 +76,7 @@ def duplicates_command(ref, cluster, as_json, repo):
     if as_json:
         return emit_json(dups)
     if not dups:
-        click.echo("no duplicates recorded" + (f" in cluster {cluster}" if cluster else ""))
+        click.echo("no duplicates recorded")
         return
     current = None
     for d in dups:

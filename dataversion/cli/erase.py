@@ -20,8 +20,10 @@ def erase_command(record_ids, sources, reason, resume, as_json, repo):
 
     Commit ids, log and diff stay as they were; readers skip the erased records; a loader
     pinned to an affected commit yields every other sample in the same order. Run
-    `dataversion gc` afterwards to delete the replaced objects from the store, and
-    `dataversion features erase --feature-repo DIR` for a Feast repository.
+    `dataversion gc` afterwards to delete the replaced objects from the store,
+    `dataversion cache purge` to drop the cached copies of the replaced shards (a local
+    shard cache keeps them otherwise), and `dataversion features erase --feature-repo DIR`
+    for a Feast repository.
     """
     r = repo.open()
     if resume and not record_ids and not sources:
@@ -40,7 +42,8 @@ def erase_command(record_ids, sources, reason, resume, as_json, repo):
     click.echo(f"held by {len(report['commits'])} commit(s); seen by {len(report['checkpoints'])} recorded checkpoint(s)")
     for c in report["checkpoints"]:
         click.echo(f"  checkpoint {c.get('run', '?')} step {c.get('step', '?')} on {str(c.get('commit', ''))[:12]}: {c.get('checkpoint') or c.get('location') or ''}")
-    click.echo("next: `dataversion gc` deletes the replaced objects; `dataversion features erase` updates a Feast repository")
+    click.echo("next: `dataversion gc` deletes the replaced objects; `dataversion cache purge` drops their cached copies "
+               "(`--cache-dir DIR`, on every machine with a shard cache); `dataversion features erase` updates a Feast repository")
     return None
 
 

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from ..errors import DataversionError
+from ..errors import BadInputError, DataversionError
+from ..porcelain.branches import resolve_ref
 from .support import DataversionCommand, emit_json, json_option, repo_options
 
 
@@ -17,8 +18,10 @@ from .support import DataversionCommand, emit_json, json_option, repo_options
 @repo_options
 def log_command(ref, max_count, as_json, repo):
     """Commits reachable from REF (first parents), newest first."""
+    if max_count is not None and max_count < 0:
+        raise BadInputError(f"-n must be 0 or more, got {max_count}", hint="`dataversion log -n 10` shows the last 10 commits")
     r = repo.open()
-    commits = r.log(ref, max_count)
+    commits = r.log(resolve_ref(r, ref), max_count)
     pins = _pinned_commits(r)
     for c in commits:
         c["pinned"] = c["id"] in pins
@@ -52,7 +55,8 @@ def _pinned_commits(repo) -> set[str]:
 @repo_options
 def show_command(ref, as_json, repo):
     """One commit: its fields, record counts and shards."""
-    d = repo.open().show(ref)
+    r = repo.open()
+    d = r.show(resolve_ref(r, ref))
     if as_json:
         return emit_json(d)
     click.echo(f"commit   {d['id']}")
@@ -78,19 +82,24 @@ def show_command(ref, as_json, repo):
 def ls_command(ref, shards, as_json, repo):
     """Records (or shards) of a snapshot."""
     r = repo.open()
+    commit_id = resolve_ref(r, ref)  # before anything is printed: an error leaves stdout empty
     if shards:
-        rows = r.ls_shards(ref)
+        rows = r.ls_shards(commit_id)
         if as_json:
             return emit_json(rows)
         for s in rows:
             click.echo(f"{s['id']}  {s['live_rows']:>8,}/{s['rows']:<8,} rows  {s['size']:>12,} bytes")
         return
-    records = r.ls(ref, columns=("record_id", "modality", "source", "label", "size"))
+    records = r.ls(commit_id, columns=("record_id", "modality", "source", "label", "size"))
     if as_json:
-        # stream a JSON list without holding every record in memory
-        click.echo("[", nl=False)
-        for i, rec in enumerate(records):
-            click.echo(("," if i else "") + "\n  " + json.dumps(rec), nl=False)
+        # stream a JSON list without holding every record in memory; the first record is
+        # read before `[` is printed, so an error reading the snapshot leaves stdout empty
+        first = next(records, None)
+        if first is None:
+            return click.echo("[]")
+        click.echo("[\n  " + json.dumps(first), nl=False)
+        for rec in records:
+            click.echo(",\n  " + json.dumps(rec), nl=False)
         click.echo("\n]")
         return
     for rec in records:
@@ -106,7 +115,8 @@ def ls_command(ref, shards, as_json, repo):
 @repo_options
 def diff_command(a, b, records, as_json, repo):
     """Records added and removed from A to B."""
-    d = repo.open().diff(a, b, records=records)
+    r = repo.open()
+    d = r.diff(resolve_ref(r, a), resolve_ref(r, b), records=records)
     if as_json:
         return emit_json(d)
     changed = f" ~{d['changed']:,}" if d["changed"] else ""

@@ -6,23 +6,30 @@ import datetime as dt
 
 import click
 
+from ..errors import BadInputError
 from .support import DataversionCommand, emit_json, json_option, repo_options
 
 
 @click.command("branch", cls=DataversionCommand)
 @click.argument("name", required=False)
-@click.argument("start", required=False, default="main")
+@click.argument("start", required=False)
 @click.option("-d", "--delete", is_flag=True, help="Delete branch NAME.")
 @json_option
 @repo_options
 def branch_command(name, start, delete, as_json, repo):
-    """List branches, create NAME at START, or delete NAME with -d."""
+    """List branches, create NAME at START (default main), or delete NAME with -d."""
+    if delete and not name:
+        raise BadInputError("branch -d needs a branch name",
+                            hint="`dataversion branch -d NAME`; list branches with `dataversion branch`")
+    if delete and start:
+        raise BadInputError(f"branch -d takes one branch name, got {name} and {start}",
+                            hint="delete them one at a time: `dataversion branch -d NAME`")
     r = repo.open()
     if name and delete:
         old = r.delete_branch(name)
         return click.echo(f"deleted branch {name} (was {old[:12]})")
     if name:
-        cid = r.create_branch(name, start)
+        cid = r.create_branch(name, start or "main")
         return click.echo(f"created branch {name} at {cid[:12]}")
     return _list_refs(r.branches(), as_json)
 

@@ -12,9 +12,22 @@ import json
 import click
 
 from dataversion.cli.support import DataversionCommand, emit_json, json_option, repo_options
-from dataversion.errors import BadInputError
+from dataversion.errors import BadInputError, NotFoundError
 
-from .options import config_option, read_ingest_config
+from .options import check_source_is_a_directory, config_option, read_ingest_config
+
+# Every reason an object (or a JSONL line) can be rejected for: what this version writes
+# (pipelines.filters, pipelines.process, pipelines.readers, dataversion.scan/jsonl/compression,
+# the erasure denylist), and `unreadable`, which versions before the store-outage rule wrote.
+# A test checks that each `Drop("...")` of the pipelines is here.
+KNOWN_REJECT_REASONS = (
+    "audio_too_long", "audio_too_short", "bad_jsonl_line", "broken_symlink", "corrupt_audio",
+    "corrupt_compressed", "corrupt_image", "decompression_bomb", "empty_audio", "empty_file",
+    "empty_text", "erased", "extension_mismatch", "hidden_file", "image_too_small",
+    "internal_error", "invalid_utf8", "missing_text_field", "nested_compression", "not_a_regular_file",
+    "not_an_image", "not_audio", "symlink_outside_source", "too_large", "too_long", "too_short",
+    "truncated_audio", "unreadable", "unsupported_binary",
+)
 
 
 @click.command("ingest", cls=DataversionCommand, context_settings={"ignore_unknown_options": False})
@@ -105,6 +118,9 @@ def ingest_command(
 
     from ..ingest import run_ingest
 
+    check_source_is_a_directory(source)
+    if retry_rejected:
+        _check_reject_reason(retry_rejected, repo, branch)
     config = read_ingest_config(config_file)
     changes: dict = {}
     if text_field:
@@ -167,6 +183,35 @@ def ingest_command(
         click.echo(f"  rejected {reason}: {n}")
     if written:
         click.echo(f"report: {written['path']}")
+
+
+def _check_reject_reason(reason: str, repo, branch: str) -> None:
+    """BadInputError listing the known reasons when `reason` is none of them: neither one this
+    version rejects for nor one the branch's ingest commits counted (older versions' reasons)."""
+    if reason in KNOWN_REJECT_REASONS:
+        return
+    recorded = _recorded_reasons(repo, branch)
+    if reason in recorded:
+        return
+    known = sorted(set(KNOWN_REJECT_REASONS) | recorded)
+    raise BadInputError(
+        f"unknown reject reason {reason!r} for --retry-rejected",
+        hint=f"known reasons: {', '.join(known)}; `dataversion rejects {branch}` lists the branch's rejects, "
+        "and --retry-rejected without a reason retries them all",
+    )
+
+
+def _recorded_reasons(repo, branch: str) -> set[str]:
+    """The reject reasons the ingest commits of `branch` counted (none without a repository
+    or branch)."""
+    try:
+        r = repo.open()
+        if r.branch_tip(branch) is None:
+            return set()
+        commits = r.log(branch)
+    except NotFoundError:
+        return set()
+    return {k for c in commits for k in ((c.get("counts") or {}).get("reasons") or {})}
 
 
 @click.command("rejects", cls=DataversionCommand)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from urllib.parse import urlparse
 
 import click
 
@@ -32,3 +34,18 @@ def read_ingest_config(config_file: str | None):
         except ValueError as e:
             raise BadInputError(f"--config {config_file} is not valid JSON: {e}") from e
     return IngestConfig.from_dict(overrides)
+
+
+def check_source_is_a_directory(source: str) -> None:
+    """BadInputError when a local SOURCE (a path or file://) exists and is not a directory:
+    ingestion reads a directory or an S3 prefix, `dataversion add FILE` commits one file. (A
+    missing one is left to the reader, which says it does not exist.)"""
+    if "://" in source and not source.startswith("file://"):
+        return
+    path = urlparse(source).path if source.startswith("file://") else os.path.expanduser(source)
+    if os.path.exists(path) and not os.path.isdir(path):
+        what = "a file, not a directory" if os.path.isfile(path) else "not a directory"
+        raise BadInputError(
+            f"source {source} is {what}",
+            hint="ingest takes a directory or an s3://bucket/prefix; `dataversion add FILE` commits single files",
+        )

@@ -22,7 +22,7 @@ from dataversion.cli.support import (
 )
 from dataversion.errors import BadInputError
 
-from .options import config_option, read_ingest_config
+from .options import check_source_is_a_directory, config_option, read_ingest_config
 
 __all__ = ["runner_command", "runs_command", "parse_duration"]
 
@@ -111,6 +111,7 @@ def runner_command(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    check_source_is_a_directory(source)
     url = repo.url_for_workers()
     if not once and (cron is None) == (every is None):
         raise BadInputError(
@@ -178,6 +179,8 @@ def runs_command(repo, branch, limit, as_json):
     """
     from ..run_history import list_runs
 
+    if limit < 0:
+        raise BadInputError(f"-n must be 0 (all) or more, got {limit}", hint="`dataversion runs -n 20` shows the last 20 runs")
     records = list_runs(repo.open().store, branch, limit or None)
     if as_json:
         return emit_json([r.to_dict() for r in records])

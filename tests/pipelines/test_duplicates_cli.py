@@ -68,7 +68,7 @@ def test_chained_duplicate_points_at_the_kept_record(tmp_path, vocab, monkeypatc
     assert "kept" in res.output and "copyright/apache" in res.output
     assert "licenses/Apache-2.0" in res.output and "same content as" in res.output
     res = CliRunner().invoke(duplicates_command, ["main", "--cluster", "ffff0000"])
-    assert "no duplicates" in res.output
+    assert res.exit_code == 3 and "no cluster ffff0000 in main" in res.stderr
 
 
 def test_shortest_policy_keeps_the_clean_license(tmp_path, vocab):
