@@ -120,15 +120,15 @@ def test_delete_of_a_missing_ref_is_not_found(refs: Refs) -> None:
 def test_delete_loses_to_an_update_between_its_read_and_its_delete(refs: Refs, monkeypatch) -> None:
     """The update that lands between delete's read and its delete is kept, not lost."""
     refs.set_if_equals(HEADS + "dev", None, C1, reason="t")
-    real_read = refs.read
+    real_read = refs.read_unchecked  # what delete compares against (a corrupt ref can be deleted)
 
     def read_then_another_writer_moves_it(full_name):
         value = real_read(full_name)
-        monkeypatch.setattr(refs, "read", real_read)
+        monkeypatch.setattr(refs, "read_unchecked", real_read)
         refs.set_if_equals(full_name, value, C2, reason="concurrent commit")
         return value
 
-    monkeypatch.setattr(refs, "read", read_then_another_writer_moves_it)
+    monkeypatch.setattr(refs, "read_unchecked", read_then_another_writer_moves_it)
     with pytest.raises(ConflictError, match="was not deleted") as info:
         refs.delete(HEADS + "dev", reason="t")
     assert info.value.exit_code == 4
