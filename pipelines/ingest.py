@@ -142,6 +142,14 @@ def run_ingest(
             _log(progress, "pipeline done; checking the accounting")
             _fill_report(report, results)
             _check_accounting(report, results, listed=len(work))
+            if _rejected_again(repo, parent, src.url, new, retried, report, results):
+                for scratch_of in (scratch, *(PieceCache(key) for key in pieces)):
+                    _drop_scratch(repo, scratch_of)
+                report.message = (f"nothing new: the {len(retried)} object(s) read again were rejected again, "
+                                  "for the same reasons")
+                report.elapsed_s = round(time.monotonic() - started, 3)
+                _log(progress, report.message)
+                return report
             result = _commit(
                 repo,
                 report,
@@ -305,6 +313,22 @@ def _commit(repo, report, results, *, src, new, consumed, retried, config, branc
         expected_parent=parent,
         allow_empty=True,
     )
+
+
+def _rejected_again(repo, parent, source_url, new, retried, report, results) -> bool:
+    """True when a `--retry-rejected` run changed nothing: it read only objects the branch
+    had rejected, kept none, and rejected each again for a reason the branch already holds
+    for it. Then there is nothing to commit (as a plain run that finds nothing new)."""
+    if not retried or len(retried) != len(new) or report.kept or report.duplicates:
+        return False
+    by_reason: dict[str, set[str]] = {}
+    for r in results.rejects:
+        by_reason.setdefault(r["reason"], set()).add(r["source"])
+    for reason, sources in by_reason.items():
+        before = rejected_keys(repo, parent, source_url, reason)
+        if any(_object_key(s, before) not in before for s in sources):
+            return False
+    return True
 
 
 def _drop_scratch(repo: Repo, scratch: RunScratch | PieceCache) -> None:

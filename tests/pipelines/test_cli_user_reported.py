@@ -94,7 +94,6 @@ def test_every_reject_reason_of_the_pipeline_is_known():
     assert literal and literal <= set(KNOWN_REJECT_REASONS), literal - set(KNOWN_REJECT_REASONS)
 
 
-@pytest.mark.xfail(strict=True, reason="needs a change in pipelines/ingest.py (run_ingest), outside this fix's files")
 def test_retry_rejected_that_changes_nothing_makes_no_commit(ingested):
     """As a plain incremental run that finds nothing new: the empty file is rejected again,
     the same way, so there is nothing to commit."""

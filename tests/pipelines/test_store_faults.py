@@ -154,7 +154,9 @@ def test_retry_rejected_reads_again_what_an_old_run_rejected_unreadable(tmp_path
     assert run_ingest(str(src), repo_url, retry_rejected="unreadable").commit is None
     r = run_ingest(str(src), repo_url, retry_rejected=True)
     assert (r.objects_retried, r.reasons) == (1, {"empty_file": 1})
-    assert read_rejects(repo, "main")[0]["source"] == "docs/empty.txt"
+    # rejected again for the reason the branch holds: nothing changed, nothing committed
+    assert r.commit is None and "rejected again" in r.message
+    assert sorted(x["source"] for x in read_rejects(repo, first.commit)) == ["docs/03.txt", "docs/07.txt", "docs/empty.txt"]
 
 
 def test_gc_during_an_ingest_keeps_its_scratch_and_its_shards(tmp_path, monkeypatch):
