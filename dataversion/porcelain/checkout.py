@@ -32,9 +32,11 @@ _SPILL_BYTES = 64 * 2**20  # JSONL lines held in memory before a sorted run is s
 
 def safe_target(root: str, relative: str) -> str:
     """`root/relative`, refusing any path that would resolve outside `root`."""
-    if not relative or os.path.isabs(relative) or relative.startswith(("/", "\\")):
+    if not relative or os.path.isabs(relative) or relative.startswith(("/", os.sep)):
         raise BadInputError(f"refusing to write {relative!r}: not a relative path inside the checkout directory")
-    parts = relative.replace("\\", "/").split("/")
+    # sources are "/"-separated; a backslash is a separator only where the OS says so (on
+    # POSIX it is a character of a file name, as `add` read it)
+    parts = (relative.replace(os.sep, "/") if os.sep != "/" else relative).split("/")
     if any(p in ("..", "") for p in parts):
         raise BadInputError(f"refusing to write {relative!r}: it points outside the checkout directory")
     root_real = os.path.realpath(root)

@@ -48,8 +48,15 @@ class LocalStore(Store):
         super().__init__()
         self.root = os.path.abspath(root)
         self.url = "file://" + self.root
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise BadInputError(f"{self.root} is a file, not a repository directory",
+                                hint="a repository is a directory: give a path that is one, or one that does not exist yet")
         if create:
-            os.makedirs(self.root, exist_ok=True)
+            try:
+                os.makedirs(self.root, exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as e:
+                raise BadInputError(f"cannot create a repository at {self.url}: {e.filename} is a file, not a directory",
+                                    hint="give a path whose parent directories are directories") from None
         elif not os.path.isdir(self.root):
             raise NotFoundError(f"no dataversion repository at {self.url}: the directory does not exist", hint="create one with `dataversion init`")
 

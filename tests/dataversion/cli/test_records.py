@@ -40,3 +40,38 @@ def test_add_accounts_for_every_file_whose_content_another_file_holds(cli, tmp_p
     r = cli("add", d)
     assert "duplicate f.txt" in r.stderr and "duplicate b.txt" in r.stderr  # b.txt: the same as a.txt, again
     assert "+1 -0 records (2 already present, 2 duplicate(s) stored once" in r.stdout
+
+
+def test_checkout_keeps_backslashes_of_posix_file_names(cli, tmp_path):
+    """On POSIX a backslash is a character of a file name: `add` read `back\\slash.txt` and
+    checkout writes it back so (it wrote `back/slash.txt`, and refused the whole checkout
+    for a file named `\\tmp\\abs.txt`)."""
+    import os
+
+    d = tmp_path / "bs"
+    (d / "extra").mkdir(parents=True)
+    names = ["extra/back\\slash.txt", "\\tmp\\abs.txt", "x\\..\\..\\escape.txt"]
+    for i, n in enumerate(names):
+        (d / n).write_text(f"text of file number {i}")
+    cli("add", d)
+    out = tmp_path / "out"
+    cli("checkout", "main", out)
+    for i, n in enumerate(names):
+        assert (out / n).read_text() == f"text of file number {i}"
+    written = {os.path.relpath(os.path.join(r, f), out) for r, _, fs in os.walk(out) for f in fs}
+    assert not any(os.path.isabs(p) or p.startswith("..") for p in written)
+    assert not (tmp_path / "escape.txt").exists() and not (out / "extra" / "back").exists()
+
+
+def test_init_on_a_file_is_bad_input_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from dataversion.cli import main
+
+    f = tmp_path / "ing1.json"
+    f.write_text("{}")
+    r = CliRunner().invoke(main, ["init", "--repo", str(f)])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("error: ") and "is a file" in r.stderr and "Errno" not in r.stderr
+    r = CliRunner().invoke(main, ["init", "--repo", str(f / "sub")])
+    assert r.exit_code == 2 and "is a file" in r.stderr, r.output
