@@ -8,7 +8,7 @@ import click
 
 from ..errors import BadInputError, DataversionError
 from ..porcelain.branches import resolve_ref
-from .support import DataversionCommand, emit_json, json_option, repo_options
+from .support import DataversionCommand, emit_json, json_option, repo_options, shown
 
 
 @click.command("log", cls=DataversionCommand)
@@ -104,7 +104,7 @@ def ls_command(ref, shards, as_json, repo):
         return
     for rec in records:
         label = f"  [{rec['label']}]" if rec["label"] else ""
-        click.echo(f"{rec['record_id']}  {rec['modality']:<6} {rec['size'] or 0:>10,}  {rec['source'] or ''}{label}")
+        click.echo(f"{rec['record_id']}  {rec['modality']:<6} {rec['size'] or 0:>10,}  {shown(rec['source'])}{label}")
 
 
 @click.command("diff", cls=DataversionCommand)
@@ -126,4 +126,4 @@ def diff_command(a, b, records, as_json, repo):
     if records:
         for sign, name in (("+", "added"), ("-", "removed"), ("~", "changed")):
             for r in d["records"][name]:
-                click.echo(f"{sign} {r['record_id']}  {r['modality']:<6} {r['source'] or ''}")
+                click.echo(f"{sign} {r['record_id']}  {r['modality']:<6} {shown(r['source'])}")

@@ -204,6 +204,18 @@ def emit_json(value: Any, *, indent: int | None = 2, sort_keys: bool = False) ->
     click.echo(json.dumps(value, indent=indent, sort_keys=sort_keys, default=str))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def shown(name: str | None) -> str:
+    """A source path or name for line-oriented output: as it is, or, where it holds a
+    control character (a newline in a file name), quoted with escapes as git quotes such
+    paths, so every record stays on one line. `--json` carries the name unchanged."""
+    if not name:
+        return ""
+    return json.dumps(name, ensure_ascii=False) if _CONTROL.search(name) else name
+
+
 def progress_bar(total: int | None, desc: str, unit: str = "it"):
     """A tqdm bar on stderr, shown only when stderr is a terminal.
 

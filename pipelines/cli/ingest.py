@@ -11,7 +11,7 @@ import json
 
 import click
 
-from dataversion.cli.support import DataversionCommand, emit_json, json_option, repo_options
+from dataversion.cli.support import DataversionCommand, emit_json, json_option, repo_options, shown
 from dataversion.errors import BadInputError, NotFoundError
 
 from .options import check_source_is_a_directory, config_option, read_ingest_config
@@ -229,4 +229,4 @@ def rejects_command(ref, repo, as_json):
     if as_json:
         return emit_json(rows, indent=None, sort_keys=True)
     for r in rows:
-        click.echo(f"{r['source']}\t{r['reason']}\t{r['message']}")
+        click.echo(f"{shown(r['source'])}\t{r['reason']}\t{r['message']}")

@@ -75,3 +75,19 @@ def test_init_on_a_file_is_bad_input_in_one_line(tmp_path):
     assert r.stderr.startswith("error: ") and "is a file" in r.stderr and "Errno" not in r.stderr
     r = CliRunner().invoke(main, ["init", "--repo", str(f / "sub")])
     assert r.exit_code == 2 and "is a file" in r.stderr, r.output
+
+
+def test_a_newline_in_a_file_name_keeps_each_record_on_one_line(cli, tmp_path):
+    import json
+
+    d = tmp_path / "nl"
+    d.mkdir()
+    (d / "two\nlines.txt").write_text("a text whose file name holds a newline")
+    cli("add", d)
+    lines = cli("ls", "main").stdout.splitlines()
+    assert any(line.endswith('"two\\nlines.txt"') for line in lines), lines
+    assert all(line.split()[0].isalnum() and len(line.split()[0]) == 32 for line in lines)
+    diff = cli("diff", "main~1", "main", "--records").stdout.splitlines()
+    assert any('"two\\nlines.txt"' in line for line in diff), diff
+    # --json carries the name as it is
+    assert "two\nlines.txt" in {r["source"] for r in json.loads(cli("ls", "main", "--json").stdout)}
