@@ -138,9 +138,10 @@ def clean_texts(
     """`clean_text` over a batch (what the Beam DoFn calls): the same results, computed over
     the whole batch at once.
 
-    1. Texts that are already clean (ASCII, no control characters, no whitespace to
-       normalize: found with a few numpy passes over the joined bytes) skip normalization;
-       the others go through `normalize_text` one by one.
+    1. Texts that are already clean (ASCII, no control characters but newlines, no
+       whitespace to normalize; or so but for the newlines that end them: found with a few
+       numpy passes over the joined bytes) skip normalization; the others go through
+       `normalize_text` one by one.
     2. PII: one scan of the joined UTF-8 of the batch (`pii.redact_texts`).
     """
     n = len(texts)
@@ -148,7 +149,13 @@ def clean_texts(
     kept: list[int] = []  # indices of texts still alive after normalization
     kept_text: list[str] = []
     kept_raw: list[bytes | None] = []  # UTF-8 of kept_text when at hand
-    fast = _already_clean(texts)
+    codes = _already_clean(texts)
+    if rules.normalize_whitespace:  # it strips the newlines that end a text
+        texts = [t.rstrip(b"\n" if isinstance(t, bytes) else "\n") if c == CLEAN_BUT_TRAILING_NEWLINES else t
+                 for t, c in zip(texts, codes)] if CLEAN_BUT_TRAILING_NEWLINES in codes else texts
+        fast = [c != CHANGES for c in codes]
+    else:
+        fast = [c == CLEAN for c in codes]
     if all(fast):  # the usual batch: one comprehension instead of the general loop
         kept = list(range(n))
         kept_raw = [t if isinstance(t, bytes) else None for t in texts]
@@ -203,13 +210,19 @@ def ingest_forms(texts: list[str]) -> list[str | None]:
     return [r.text if isinstance(r, CleanText) else None for r in clean_texts(texts)]
 
 
-def _already_clean(texts: Sequence[str | bytes]) -> list[bool]:
-    """Per text: ASCII (valid UTF-8, already NFC), non-empty, no control character, no
-    leading or trailing space, no double space: every normalization rule leaves it as is
-    and it is not empty after stripping, whatever the rules. Conservative: False only
-    sends a text down the general path."""
+CHANGES, CLEAN, CLEAN_BUT_TRAILING_NEWLINES = 0, 1, 2  # what `_already_clean` finds
+
+
+def _already_clean(texts: Sequence[str | bytes]) -> list[int]:
+    """Per text, found with a few numpy passes over the joined bytes: CLEAN when every
+    normalization rule leaves it as is and it is not empty after stripping, whatever the
+    rules: ASCII (valid UTF-8, already NFC), no control character but newlines, no space at
+    the start or end of the text or of a line, no double space, no newline first or last,
+    at most one empty line in a row. CLEAN_BUT_TRAILING_NEWLINES: the same once the
+    newlines that end it are stripped (the usual text file; whitespace normalization strips
+    them). CHANGES otherwise. Conservative: CHANGES only sends a text down the general path."""
     n = len(texts)
-    flags = [False] * n
+    flags = [CHANGES] * n
     idx: list[int] = []
     parts: list[bytes] = []
     for i, t in enumerate(texts):
@@ -223,6 +236,30 @@ def _already_clean(texts: Sequence[str | bytes]) -> list[bool]:
         parts.append(t)
     if not parts:
         return flags
+    lens = np.fromiter(map(len, parts), np.int64, len(parts))
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    b = np.frombuffer(b"".join(parts), np.uint8)
+    # bytes < 0x20 but the newline (controls, \t \r \v \f), 0x7f (DEL), >= 0x80 (not ASCII)
+    sp, nl = b == 0x20, b == 0x0A
+    bad = ((b - np.uint8(0x20)) >= np.uint8(0x5F)) & ~nl
+    # pairs and triples found across two texts only ever mark the first text: conservative
+    pair = sp[:-1] & (sp[1:] | nl[1:])  # "  " and " \n"
+    pair |= nl[:-1] & sp[1:]  # "\n "
+    first = b[starts]
+    last = b[ends - 1]
+    ok = (first != 0x20) & (first != 0x0A) & (last != 0x20)
+    for pos in (np.flatnonzero(bad), np.flatnonzero(pair), np.flatnonzero(nl[:-2] & nl[1:-1] & nl[2:])):
+        if len(pos):
+            ok[np.searchsorted(ends, pos, side="right")] = False
+    # a text ending in newlines: clean once they are stripped (no space or third newline
+    # before them: the pair and triple checks above)
+    code = np.where(ok, np.where(last == 0x0A, CLEAN_BUT_TRAILING_NEWLINES, CLEAN), CHANGES)
+    if len(idx) == n:  # every text went in: idx is 0..n-1
+        return code.tolist()
+    for k in np.flatnonzero(ok).tolist():
+        flags[idx[k]] = int(code[k])
+    return flags
     lens = np.fromiter(map(len, parts), np.int64, len(parts))
     ends = np.cumsum(lens)
     starts = ends - lens

@@ -63,3 +63,23 @@ def test_pii_kinds_configurable():
 def test_batch():
     out = clean_texts(["ok", b"\xff", "  "])
     assert [type(o).__name__ for o in out] == ["CleanText", "Drop", "Drop"]
+
+
+def test_batch_equals_one_by_one_on_multiline_and_messy_whitespace():
+    """`clean_texts`' fast path (texts already clean, or clean but for trailing newlines:
+    the usual text file) gives what `clean_text` gives, under every whitespace rule."""
+    import random
+
+    rng = random.Random(7)
+    pieces = ["word", "other", " ", "  ", "\n", "\n\n", "\n\n\n", "\t", "\r\n", "\r", " \n", "\n ", "é", "\x0b", "\x00", "x@y.com"]
+    texts = ["ok\n", "ok\n\n\n", "a\nb", "a\n\nb\n", "\nlead", "trail \n", "a\n \nb\n", "a\n\n\nb", "\n", " \n ", "one line"]
+    for _ in range(3000):
+        texts.append("".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))))
+    for raw in (False, True):
+        batch = [t.encode() if raw else t for t in texts]
+        for rules in (TextRules(), TextRules(normalize_whitespace=False), TextRules(min_chars=3, redact_pii=False)):
+            got = [(type(c).__name__, getattr(c, "text", None), getattr(c, "pii", None), getattr(c, "reason", None))
+                   for c in clean_texts(batch, rules)]
+            want = [(type(c).__name__, getattr(c, "text", None), getattr(c, "pii", None), getattr(c, "reason", None))
+                    for c in (clean_text(t, rules) for t in batch)]
+            assert got == want
