@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .support import DataversionCommand, emit_json, json_option, repo_options
+from .support import DataversionCommand, emit_json, json_option, progress_bar, repo_options
 
 
 @click.command("erase", cls=DataversionCommand)
@@ -27,13 +27,15 @@ def erase_command(record_ids, sources, reason, resume, as_json, repo):
     """
     r = repo.open()
     if resume and not record_ids and not sources:
-        reports = r.resume_erasures()
+        with progress_bar(None, "erasing: commits searched", "commit") as bar:
+            reports = r.resume_erasures(progress=bar)
         if as_json:
             return emit_json(reports)
         click.echo(f"ran {len(reports)} erasure(s) again: {sum(r['shards_rewritten'] for r in reports)} shard(s) rewritten, "
                    f"{sum(r['commits_repointed'] for r in reports)} commit(s) re-pointed")
         return None
-    report = r.erase(list(record_ids), source_prefixes=list(sources), reason=reason)
+    with progress_bar(None, "erasing: commits searched", "commit") as bar:
+        report = r.erase(list(record_ids), source_prefixes=list(sources), reason=reason, progress=bar)
     if as_json:
         return emit_json(report)
     click.echo(f"erased {len(report['records'])} record(s) ({report['erasure'][:12]}): {report['shards_rewritten']} shard(s) "

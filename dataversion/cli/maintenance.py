@@ -70,7 +70,8 @@ def upgrade_command(as_json, repo):
     map is printed and kept in the repository, so old ids (checkpoints) still resolve."""
     from ..porcelain.upgrade import upgrade
 
-    d = upgrade(repo.open(any_format=True))
+    with progress_bar(None, "upgrading commits", "commit") as bar:
+        d = upgrade(repo.open(any_format=True), progress=bar)
     if as_json:
         return emit_json(d)
     if d.get("already"):
@@ -92,7 +93,8 @@ def repack_command(refs, target_size, as_json, repo):
     from ..porcelain.repack import repack
 
     kwargs = {"target_bytes": target_size} if target_size else {}
-    d = repack(repo.open(), list(refs) or None, **kwargs)
+    with progress_bar(None, "repacking records", "rec") as bar:
+        d = repack(repo.open(), list(refs) or None, progress=bar, **kwargs)
     if as_json:
         return emit_json(d)
     click.echo(f"repacked {d['roots']} snapshot(s): {d['shards_before']} -> {d['shards_after']} shards, "

@@ -37,9 +37,11 @@ if TYPE_CHECKING:
 _READ_RECORDS = 16384
 
 
-def repack(repo: Repo, refs: list[str] | None = None, *, target_bytes: int = TARGET_SHARD_BYTES) -> dict[str, Any]:
+def repack(repo: Repo, refs: list[str] | None = None, *, target_bytes: int = TARGET_SHARD_BYTES,
+           progress: Any = None) -> dict[str, Any]:
     """Repack the snapshots `refs` name (default: every branch head). Returns shards and bytes
-    before and after, and seconds. ConflictError if another repack moved a pointer first."""
+    before and after, and seconds. ConflictError if another repack moved a pointer first.
+    `progress` (a tqdm-like bar) counts the records rewritten."""
     t0 = time.perf_counter()
     commits = [repo.resolve(r) for r in refs] if refs else sorted(set(repo.refs.list(HEADS).values()))
     by_root: dict[str, str] = {}
@@ -55,7 +57,7 @@ def repack(repo: Repo, refs: list[str] | None = None, *, target_bytes: int = TAR
                 before[s.id] = s.size
             if old.count == 0:
                 continue
-            new = _rewrite(repo, cid, old, target_bytes)
+            new = _rewrite(repo, cid, old, target_bytes, progress)
             for s in repo.shard_table(new):
                 after[s.id] = s.size
             if new.id != old.id:
@@ -72,7 +74,7 @@ def repack(repo: Repo, refs: list[str] | None = None, *, target_bytes: int = TAR
     }
 
 
-def _rewrite(repo: Repo, cid: str, old: Packing, target_bytes: int) -> Packing:
+def _rewrite(repo: Repo, cid: str, old: Packing, target_bytes: int, progress: Any = None) -> Packing:
     """Write the new shards and trees of one root; the new packing (stored, not pointed to)."""
     index_parts: list[np.ndarray] = []
     table_parts: list[np.ndarray] = []
@@ -95,6 +97,8 @@ def _rewrite(repo: Repo, cid: str, old: Packing, target_bytes: int) -> Packing:
         t = read_block(repo, cid, start, min(old.count, start + _READ_RECORDS), cols, with_erased=True)
         pending.append(t)
         pending_bytes += int(_payload_sizes(t).sum())
+        if progress is not None:
+            progress.update(t.num_rows)
         while pending_bytes >= target_bytes:
             buf = pa.concat_tables(pending).combine_chunks()
             cum = np.cumsum(_payload_sizes(buf))
