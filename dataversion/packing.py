@@ -19,6 +19,7 @@ range read, and the ids of the shard rows read equal the ids the tree says
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,13 +117,20 @@ def shard_entries(infos: list[ShardInfo]) -> np.ndarray:
     return out
 
 
+_PACKING_ID_RE = re.compile(r"[0-9a-f]{64}")  # what a pointer holds: a packing's SHA-256
+
+
 def read_pointer(store, root: str) -> tuple[str, str] | None:
     """(packing id, version token) the pointer of `root` names, or None."""
     try:
         data, token = store.get_versioned(pointer_key(root))
     except NotFoundError:
         return None
-    return data.decode("ascii").strip(), token
+    packing_id = data.decode("ascii", "replace").strip()
+    if not _PACKING_ID_RE.fullmatch(packing_id):
+        raise CorruptObjectError(f"packing pointer {pointer_key(root)} is corrupt: it holds {packing_id[:40]!r}, not a packing id",
+                                 hint="run `dataversion verify`; `dataversion repack` writes the packing again")
+    return packing_id, token
 
 
 def point_packing(store, root: str, packing_id: str) -> str:

@@ -209,3 +209,18 @@ def test_verify_names_a_corrupt_or_missing_tree_node_and_packing(repo):
     repo.store.delete(packing_key(repo.packing_id_of(repo.resolve("main~1"))))
     d = Repo.open(repo.url).verify()
     assert any("packings/" in b["object"] and "missing" in b["problem"] for b in d["bad"]), d["bad"]
+
+
+def test_a_packing_pointer_holding_garbage_is_corrupt_in_every_reader(repo, tmp_path):
+    """A bit flip that makes the pointer's bytes no packing id (here: non-ASCII) is exit 5
+    naming the pointer, in the readers and in verify (not a UnicodeDecodeError)."""
+    root = repo.root_of(repo.resolve("main"))
+    key = pointer_key(root)
+    data = bytearray(repo.store.get(key))
+    data[3] ^= 0x80
+    repo.store.put(key, bytes(data))
+    for args in (["ls", "main"], ["checkout", "main", str(tmp_path / "out")], ["show", "main"]):
+        r = _cli(repo, *args)
+        assert r.exit_code == 5 and key in r.output, (args, r.output)
+    r = _cli(repo, "verify")
+    assert r.exit_code == 5 and key in r.output, r.output
