@@ -6,7 +6,8 @@ endpoint scheme (https by default). Transient failures (connection errors, timeo
 SlowDown) are retried with exponential backoff, DATAVERSION_S3_RETRIES attempts in all (5),
 each retry logged as one WARNING line on the `dataversion.s3` logger; permanent ones raise
 StoreError naming the endpoint, bucket and key. DATAVERSION_S3_CONNECT_TIMEOUT (5 s) and
-DATAVERSION_S3_READ_TIMEOUT (300 s) bound each request.
+DATAVERSION_S3_READ_TIMEOUT (30 s without a byte, as the AWS SDKs wait 60 s) bound each
+request: a stalled endpoint is a WARNING line within half a minute, not minutes of silence.
 
 Compare-and-swap uses S3 conditional requests (`If-None-Match: *`, `If-Match: <etag>` on PUT;
 `If-Match` on DELETE). The SDK's public `put_object` turns unknown headers into user
@@ -135,7 +136,7 @@ class S3Store(Store):
             http = urllib3.PoolManager(
                 timeout=urllib3.Timeout(
                     connect=float(os.environ.get("DATAVERSION_S3_CONNECT_TIMEOUT", "5")),
-                    read=float(os.environ.get("DATAVERSION_S3_READ_TIMEOUT", "300")),
+                    read=float(os.environ.get("DATAVERSION_S3_READ_TIMEOUT", "30")),
                 ),
                 maxsize=16,
                 cert_reqs="CERT_REQUIRED",
