@@ -11,7 +11,14 @@ import json
 
 import click
 
-from dataversion.cli.support import DataversionCommand, emit_json, json_option, repo_options, shown
+from dataversion.cli.support import (
+    DataversionCommand,
+    debug_requested,
+    emit_json,
+    json_option,
+    repo_options,
+    shown,
+)
 from dataversion.errors import BadInputError, NotFoundError
 
 from .options import check_source_is_a_directory, config_option, read_ingest_config
@@ -28,6 +35,16 @@ KNOWN_REJECT_REASONS = (
     "not_an_image", "not_audio", "symlink_outside_source", "too_large", "too_long", "too_short",
     "truncated_audio", "unreadable", "unsupported_binary",
 )
+
+
+def quiet_beam_logs() -> None:
+    """Beam logs the exception of a failing step (with its traceback) at ERROR before the run
+    fails; the run's own error is the one line the user gets (our loggers, e.g. the S3
+    retries' WARNING lines, still print). `--debug` keeps Beam's logs."""
+    import logging
+
+    if not debug_requested(click.get_current_context(silent=True)):
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
 
 
 @click.command("ingest", cls=DataversionCommand, context_settings={"ignore_unknown_options": False})
@@ -117,6 +134,8 @@ def ingest_command(
     import apache_beam  # noqa: F401 - without the pipelines extra, say so before any other work
 
     from ..ingest import run_ingest
+
+    quiet_beam_logs()
 
     check_source_is_a_directory(source)
     if retry_rejected:

@@ -196,3 +196,35 @@ def test_gc_during_an_ingest_keeps_its_scratch_and_its_shards(tmp_path, monkeypa
     assert repo.verify()["ok"]
     assert sorted(x["source"] for x in repo.ls("main")) == sorted(DOCS)
     assert not list(repo.store.list("inflight/"))  # the marker is gone after the run
+
+
+def test_a_failed_run_says_one_line_without_beam_tracebacks(tmp_path):
+    """The CLI's stderr on a store fault: the `error:` line, not Beam's logged tracebacks of
+    the DoFn that raised (a user saw ~90 lines of them before the one line). A real process:
+    its logging is what a user's terminal gets."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("readable")
+    (src / "b.txt").write_text("the disk fails here")
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import errno, sys\n"
+        "import pipelines.readers.source as source\n"
+        "real = source.read_regular_file\n"
+        "def failing(path, **kw):\n"
+        "    if path.endswith('b.txt'):\n"
+        "        raise OSError(errno.EIO, 'Input/output error', path)\n"
+        "    return real(path, **kw)\n"
+        "source.read_regular_file = failing\n"
+        "from dataversion.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    r = subprocess.run([sys.executable, str(driver), "ingest", str(src), "--repo", f"file://{tmp_path}/repo", "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 6, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and len(lines) <= 3, r.stderr
