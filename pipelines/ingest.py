@@ -101,6 +101,9 @@ def run_ingest(
     report.sidecar_errors = resolver.errors
     consumed = read_consumed(repo, parent)
     seen = consumed.get(src.url, {})
+    if not listing and not seen:  # a typo'd prefix lists nothing, as an empty directory
+        raise NotFoundError(f"no objects under {src.url}: nothing to ingest",
+                            hint="check the source path or prefix (S3 keys are case-sensitive); nothing was committed")
     objects = [o for o in listing if o.key not in resolver.sidecars]
     new = [o for o in objects if seen.get(o.key) != o.etag]
     retried: list[str] = []

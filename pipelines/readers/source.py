@@ -97,7 +97,12 @@ class Source:
             u = urlparse(self.url)
             if not u.netloc:
                 raise BadInputError(f"source URL {self.url!r} names no bucket")
-            object.__setattr__(self, "_store", S3Store(u.netloc, u.path.lstrip("/")))
+            try:
+                store = S3Store(u.netloc, u.path.lstrip("/"))
+            except NotFoundError as e:  # the store's hint is for a repository's bucket
+                raise NotFoundError(f"source bucket {u.netloc} does not exist ({e.args[0]})",
+                                    hint="check the source URL and AWS_ENDPOINT_URL") from None
+            object.__setattr__(self, "_store", store)
         return self._store
 
     def list(self, *, include_hidden: bool = False) -> list[RawObject]:

@@ -131,3 +131,20 @@ def _tip(url):
     from dataversion import Repo
 
     return Repo.open(url).branch_tip("main")
+
+
+def test_a_source_with_no_objects_is_not_found(tmp_path, monkeypatch, s3_env):
+    """A typo'd S3 prefix lists nothing: exit 3 saying so, as an empty directory (was exit 0,
+    "nothing new: 0 object(s) already consumed"); a missing source bucket names the source,
+    not `dataversion init --create-bucket`."""
+    monkeypatch.setenv("DATAVERSION_REPO", f"file://{tmp_path}/repo")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bucket = s3_env.new_bucket()
+    for source in (str(empty), f"s3://{bucket}/no/such/prefix/"):
+        res = _invoke("ingest", source, "--no-progress")
+        assert res.exit_code == 3, res.output
+        assert res.stderr.startswith("error: no objects under ") and "nothing was committed" in res.stderr, res.stderr
+    res = _invoke("ingest", "s3://no-such-source-bucket-x/raw/", "--no-progress")
+    assert res.exit_code == 3, res.output
+    assert "source bucket no-such-source-bucket-x does not exist" in res.stderr and "--create-bucket" not in res.stderr
