@@ -49,6 +49,10 @@ class ReadTier:
         """Make the shard local/cached without reading it; True if it had to be fetched."""
         return False
 
+    def contains(self, shard_id: str) -> bool | None:
+        """Whether the tier holds the shard now; None where it cannot tell."""
+        return None
+
     def prepare(self, store: Any, shard_id: str, *, wait: bool = True) -> bool:
         """Make the shard ready to read (what the prefetcher calls ahead of the reader):
         fetched, and for a tier that keeps decoded copies, decoded. With `wait=False` a

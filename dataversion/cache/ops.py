@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import BadInputError
+from ..shards import shard_key
 from .alluxio import AlluxioCache
 from .base import ReadTier, StoreRead
 from .local import LocalDiskCache
@@ -46,6 +47,8 @@ def warm(repo: Any, ref: str, tier: ReadTier | str | None = "local") -> dict[str
             fetched += 1
             nbytes += s.size
     purged = purge(repo, tier)["purged"]
+    # a shard on a local disk is read in place: held whatever the tier says
+    held = [True if repo.store.local_path(shard_key(s.id)) is not None else tier.contains(s.id) for s in _unique(shards)]
     return {
         "commit": commit_id,
         "tier": tier.name,
@@ -54,6 +57,10 @@ def warm(repo: Any, ref: str, tier: ReadTier | str | None = "local") -> dict[str
         "already_cached": len({s.id for s in shards}) - fetched,
         "bytes_fetched": nbytes,
         "purged": purged,
+        # what the tier holds once done (None: it cannot tell); fewer than `shards` when the
+        # snapshot is larger than the tier: the first ones were evicted for the last
+        "held": None if None in held else sum(held),
+        "bytes": sum(s.size for s in _unique(shards)),
         "seconds": round(time.perf_counter() - t0, 3),
     }
 

@@ -46,6 +46,10 @@ def warm_cmd(ref, repo, tier, cache_dir, max_bytes, as_json):
         return emit_json(result)
     click.echo(f"warmed {result['commit'][:12]} into {result['tier']}: {result['shards']} shards, "
                f"{result['fetched']} fetched ({result['bytes_fetched']} bytes), {result['already_cached']} already cached, {result['seconds']} s")
+    if result["held"] is not None and result["held"] < result["shards"]:
+        click.echo(f"warning: the cache holds {result['held']} of the {result['shards']} shards ({result['bytes']:,} bytes): "
+                   "the snapshot is larger than the cache, the first shards were evicted for the last "
+                   "(raise --max-bytes or DATAVERSION_CACHE_MAX_BYTES)", err=True)
 
 
 @cache_group.command("purge")
