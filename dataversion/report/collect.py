@@ -285,7 +285,7 @@ def _features(repo: Repo, commit_id: str) -> tuple[list[dict[str, Any]] | None, 
             continue
         mm = pc.min_max(col)
         rows.append({"name": name, "count": n, "min": mm["min"].as_py(), "mean": pc.mean(col).as_py(),
-                     "median": pc.approximate_median(col).as_py(), "max": mm["max"].as_py()})
+                     "median": pc.quantile(col, q=0.5, interpolation="midpoint")[0].as_py(), "max": mm["max"].as_py()})
     return rows, cats
 
 
