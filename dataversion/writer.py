@@ -202,7 +202,10 @@ def _write_commit(
     current = repo.refs.read(ref_name)
     parent = current.commit_id if current else None
     if expected_parent is not ... and expected_parent != parent:
-        raise ConflictError(f"branch {branch} is at {parent}, expected {expected_parent}", hint="re-run to build on the new tip")
+        now = f"is at {parent[:12]}" if parent else "does not exist any more"
+        was = f"at {expected_parent[:12]}" if expected_parent else "not there yet"
+        raise ConflictError(f"branch {branch} {now}: another writer moved it while this one worked (it found it {was})",
+                            hint="re-run to build on the new tip; nothing was committed")
     base = repo.read_commit(parent).records if parent else RecordSummary(0, EMPTY_ROOT, {})
     packing = repo.read_packing(parent) if parent else Packing(EMPTY_ROOT, 0)
     result = CommitResult(None, branch, parent)
