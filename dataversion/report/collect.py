@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 # Attachment names an ingest commit carries (pipelines.results writes them; the core reads
 # them by name so the report needs no pipelines import).
-REJECTS, DUPLICATES = "rejects", "duplicates"
+REJECTS, DUPLICATES, CONSUMED = "rejects", "duplicates", "consumed"  # attachments an ingest commit stores
 MAX_COMMITS = 60
 MAX_LABELS = 25
 MAX_CLUSTERS = 12
@@ -81,16 +81,17 @@ def _hist(counter: Counter, label=size_label) -> list[tuple[str, int]]:
     return [(label(k), int(counter.get(k, 0))) for k in range(lo, hi + 1)]
 
 
-def _attachment_json(repo: Repo, commit_id: str, name: str) -> list[dict]:
+def _attachment_json(repo: Repo, commit_id: str, name: str, kind: type = list) -> Any:
+    """The attachment's JSON value if it is a `kind` (list or dict), else an empty one."""
     try:
         data = repo.read_attachment(commit_id, name)
     except NotFoundError:
-        return []
+        return kind()
     try:
-        value = json.loads(data) if data else []
+        value = json.loads(data) if data else kind()
     except ValueError:
-        return []
-    return value if isinstance(value, list) else []
+        return kind()
+    return value if isinstance(value, kind) else kind()
 
 
 def _size_sample(view: SnapshotView) -> list[int]:
@@ -165,7 +166,11 @@ def collect(repo: Repo, ref: str, *, against: str | None = None, read_sources: b
     if not rejects and commit.counts.get("reasons"):
         by_reason = Counter({str(k): int(v) for k, v in commit.counts["reasons"].items()})
 
-    clusters = _clusters(commit, duplicates, cluster_keys, picked, read_sources=read_sources)
+    # the change token of every object the branch had consumed at this commit (ingest's
+    # `consumed` attachment): a duplicate read back from a source that changed since is not shown
+    consumed = _attachment_json(repo, commit_id, CONSUMED, dict) if read_sources else {}
+    tokens = consumed.get(commit.provenance.get("source"), {})
+    clusters = _clusters(commit, duplicates, cluster_keys, picked, read_sources=read_sources, tokens=tokens)
     history = [
         {"id": c["id"], "time": c["time"], "message": c["message"], "by_modality": c["records"]["by_modality"],
          "count": c["records"]["count"], "counts": c.get("counts", {})}
@@ -204,9 +209,11 @@ def _cluster_keys(duplicates: list[dict]) -> list[str]:
     return sorted(size, key=lambda k: (k not in near, -size[k], k))[:MAX_CLUSTERS]
 
 
-def _clusters(commit, duplicates: list[dict], chosen: list[str], kept: dict[str, dict], *, read_sources: bool) -> list[dict[str, Any]]:
+def _clusters(commit, duplicates: list[dict], chosen: list[str], kept: dict[str, dict], *, read_sources: bool,
+              tokens: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """A sample of duplicate clusters: the kept record and up to MAX_DUPS_PER_CLUSTER of
-    the inputs dropped as its duplicates (read back from the source with `read_sources`)."""
+    the inputs dropped as its duplicates (read back from the source with `read_sources`,
+    unless the object changed since the commit consumed it: `tokens`, key -> change token)."""
     from . import examples as ex
 
     wanted = set(chosen)
@@ -216,7 +223,7 @@ def _clusters(commit, duplicates: list[dict], chosen: list[str], kept: dict[str,
         if k in wanted:
             groups[k].append(d)
     text_field = ((commit.provenance.get("config") or {}).get("text_field")) or "text"
-    reader = ex.SourceReader(commit.provenance.get("source") if read_sources else None, text_field)
+    reader = ex.SourceReader(commit.provenance.get("source") if read_sources else None, text_field, tokens)
     out = []
     for key in chosen:
         rep = kept.get(key)
@@ -243,6 +250,8 @@ def _clusters(commit, duplicates: list[dict], chosen: list[str], kept: dict[str,
             elif mod == "audio" and data is not None:
                 secs = ex.audio_duration(data)
                 dup["html"] = f'<p class="duration">{secs:.2f} s</p>' if secs is not None else '<span class="note">duration unknown</span>'
+            elif reader.changed(str(d.get("source", ""))):
+                dup["html"] = '<span class="note">changed at the source since this commit: not shown</span>'
             else:
                 dup["html"] = '<span class="note">payload not stored (read with --read-sources)</span>' if not read_sources else '<span class="note">payload not readable at the source</span>'
             card["duplicates"].append(dup)

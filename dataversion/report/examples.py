@@ -17,6 +17,7 @@ import os
 import re
 import wave
 from html import escape
+from typing import Any
 
 _WORD = re.compile(r"\S+")
 _DIFF_CHARS = 20_000  # texts are compared on their first characters only
@@ -114,9 +115,13 @@ class SourceReader:
     """Reads units (an object, or one line of a JSONL object: `key#L<n>`) back from the
     ingest source a commit names (its provenance), bounded in size. Any failure is None."""
 
-    def __init__(self, source_url: str | None, text_field: str = "text"):
+    def __init__(self, source_url: str | None, text_field: str = "text", tokens: dict[str, str] | None = None):
         self.text_field = text_field
         self.store = None
+        # object key -> the change token the commit consumed (size-mtime locally, the ETag on
+        # S3): an object whose token differs now is not read back (it is another object)
+        self.tokens = tokens or {}
+        self._changed: set[str] = set()
         if source_url:
             try:
                 from ..stores import open_store
@@ -124,6 +129,19 @@ class SourceReader:
                 self.store = open_store(source_url)
             except Exception:  # noqa: BLE001 - the source may be gone: examples say so
                 self.store = None
+
+    def changed(self, unit: str) -> bool:
+        """Whether the unit's object was found changed since the commit (by `read`)."""
+        base, sep, line = unit.rpartition("#L")
+        return (base if sep and line.isdigit() else unit) in self._changed
+
+    def _token(self, key: str, info: Any) -> str:
+        """The object's change token as ingest recorded it (`dataversion.scan`, S3 ETags)."""
+        local = self.store.local_path(key)
+        if local is None:
+            return info.etag or ""
+        st = os.stat(local)
+        return f"{st.st_size}-{st.st_mtime_ns}"
 
     def read(self, unit: str) -> tuple[str | None, bytes | None]:
         """(text, data) of a unit: text for JSONL lines and UTF-8 objects, else data."""
@@ -139,7 +157,12 @@ class SourceReader:
                 return None, None
         try:
             for info in self.store.list(key):
-                if info.key == key and info.size > MAX_SOURCE_BYTES:
+                if info.key != key:
+                    continue
+                if info.size > MAX_SOURCE_BYTES:
+                    return None, None
+                if key in self.tokens and self._token(key, info) != self.tokens[key]:
+                    self._changed.add(key)
                     return None, None
             data = self.store.get(key)
         except Exception:  # noqa: BLE001 - gone, unreachable, refused: no example
