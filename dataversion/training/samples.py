@@ -16,7 +16,11 @@ Collation policy (`collate`), key by key over the batch's samples:
 A record whose payload does not decode raises `RecordDecodeError` naming its id
 (`on_decode_error="raise"`, the default) or is left out of its batch and its id listed in
 `batch.skipped` (`"skip"`; the loader counts them in `decode_skipped`). Skipped records
-still count as consumed: positions, and so resume, are unchanged.
+still count as consumed: positions, and so resume, are unchanged. A batch none of whose
+records is left (every one skipped) still has `record_id` and the other columns its rows
+were read with, each an empty list (the collation of no values; "data" not, when decoding,
+nor what decoding would have added: "image", "audio", "sample_rate"), and
+`batch_transform` is not called on it (nor on any batch without samples).
 """
 
 from __future__ import annotations
@@ -175,6 +179,12 @@ class SamplePipeline:
         cols = [c.to_pylist() for c in t.columns[1:]]
         return [{"record_id": rid, **{n: col[j] for n, col in zip(names, cols)}} for j, rid in enumerate(ids)]
 
+    def empty_batch(self, raw: RawBatch) -> Batch:
+        """The batch of a raw batch without samples left (module docstring): record_id and
+        each column read, empty lists; "data" only when not decoding."""
+        names = [n for n in raw.table.schema.names[1:] if not (self.decode and n == "data")]
+        return Batch({"record_id": [], **{n: [] for n in names}})
+
     def run(self, raw: RawBatch, positions: np.ndarray, seed: int) -> DecodedBatch:
         """One batch through the pipeline; `positions` are its samples' global positions."""
         out: list[dict[str, Any]] = []
@@ -200,8 +210,8 @@ class SamplePipeline:
                     raise TypeError(f"transform returned {type(sample).__name__}, not the sample dict")
             out.append(sample)
             kept.append(j)
-        batch = collate(out)
-        if self.batch_transform is not None and len(positions):
+        batch = collate(out) if out else self.empty_batch(raw)
+        if self.batch_transform is not None and out:
             result = self.batch_transform(batch, batch_generator(seed, raw.epoch, int(positions[0])))
             if not isinstance(result, dict):
                 raise TypeError(f"batch_transform returned {type(result).__name__}, not the batch dict")

@@ -6,17 +6,23 @@ only from the `rng` they are given (so they resume bit-identically), on Pillow a
                             transform=Compose([RandomResizedCrop(224), RandomHorizontalFlip()]))
 
 They act on `sample["image"]`, a uint8 (C, H, W) tensor (`decode`), and return one of the
-same kind. RandomResizedCrop follows torchvision's RandomResizedCrop (area scale and aspect
-ratio ranges, 10 tries then a center crop), resizing with Pillow's bilinear filter.
+same kind; a sample without one (text, audio, or no `key` at all: a mixed-modality commit)
+passes through unchanged and draws nothing. RandomResizedCrop follows torchvision's
+RandomResizedCrop (area scale and aspect ratio ranges, 10 tries then a center crop),
+resizing with Pillow's bilinear filter, every channel on its own as torchvision does on
+tensors: an alpha channel is not premultiplied, so 4 channels give the same pixels whether
+they are RGBA or CMYK (`image_mode=None`).
 
 Fused decode: when a loader decodes (`decode=True`) and its transform starts with a
 RandomResizedCrop (alone or first in a Compose), the pipeline calls its `decode_crop` on the
-payload instead: the crop is chosen from the header's size with the same draws and resized
-straight from Pillow's decoded image, so the full-size pixels are never copied into a
-tensor. Same pixels as decode-then-crop. With `draft=True` a JPEG is also decoded at the
-smallest DCT scale (1/2, 1/4, 1/8) that still leaves the crop at least the output size
-(libjpeg's scaled IDCT): much less decode work for large images, pixels close to but not
-equal to a full decode's.
+payload of an image record (other modalities take the unfused transform) instead: the crop
+is chosen from the header's size (after the EXIF orientation, as `decode` applies it) with
+the same draws and resized straight from Pillow's decoded, upright image in the mode decode
+serves (`decode.to_mode`: the same 8-bit mapping, the same channels for `image_mode=None`),
+so the full-size pixels are never copied into a tensor. Same pixels as decode-then-crop.
+With `draft=True` a JPEG is also decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
+still leaves the crop at least the output size (libjpeg's scaled IDCT): much less decode
+work for large images, pixels close to but not equal to a full decode's.
 """
 
 from __future__ import annotations
@@ -26,7 +32,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
+
+def _resize(pil: Any, size: tuple[int, int], box: tuple[float, float, float, float]) -> Any:
+    """Bilinear resize of `box` to `size` (w, h), each band on its own: Pillow premultiplies
+    LA and RGBA by their alpha to resize them, which a 4-channel tensor (RGBA or CMYK?)
+    cannot tell apart, so those are resized band by band (the same arithmetic per band)."""
+    from PIL import Image
+
+    if pil.mode in ("LA", "RGBA"):
+        return Image.merge(pil.mode, [b.resize(size, Image.BILINEAR, box=box) for b in pil.split()])
+    return pil.resize(size, Image.BILINEAR, box=box)
 
 
 def _uniform(rng: Any, lo: float, hi: float) -> float:
@@ -89,48 +104,50 @@ class RandomResizedCrop:
 
     def decode_crop(self, data: bytes, rng: Any, mode: str | None = "RGB", max_pixels: int | None = None) -> Any:
         """Image bytes -> the cropped, resized uint8 (C, H, W) tensor, drawing from `rng` as
-        `__call__` does on the decoded image (the fused decode of the module docstring)."""
-        import torch
+        `__call__` does on the decoded image (the fused decode of the module docstring):
+        the pixels of `decode.decode_image(data, mode=mode)` (upright, 8-bit, `mode`), then
+        `__call__`."""
         from PIL import Image
+
+        from .decode import exif_orientation, orient, oriented_size, pil_to_tensor, to_mode
 
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise ValueError(f"{w}x{h} image is over the {max_pixels:,}-pixel limit")
-            top, left, ch, cw = self.box(h, w, rng)
+            orientation = exif_orientation(im)  # a JPEG's: from the header, still draftable
+            uw, uh = oriented_size(w, h, orientation)
+            top, left, ch, cw = self.box(uh, uw, rng)
             oh, ow = self.size
-            if self.draft and im.format == "JPEG":
-                im.draft(mode or im.mode, (math.ceil(w * ow / cw), math.ceil(h * oh / ch)))
-            sx, sy = im.size[0] / w, im.size[1] / h
-            if mode is not None and im.mode != mode:
-                im = im.convert(mode)
-            elif im.mode not in ("L", "RGB", "RGBA"):
-                im = im.convert("RGB")
-            out = im.resize((ow, oh), Image.BILINEAR, box=(left * sx, top * sy, (left + cw) * sx, (top + ch) * sy))
-        arr = np.asarray(out)
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        return torch.from_numpy(arr.copy() if not arr.flags.writeable else arr).permute(2, 0, 1)
+            if self.draft and im.format in ("JPEG", "MPO"):
+                # the scale each stored axis needs (5..8: the stored x axis is the upright y)
+                need_x, need_y = (oh / ch, ow / cw) if orientation in (5, 6, 7, 8) else (ow / cw, oh / ch)
+                im.draft(mode or im.mode, (math.ceil(w * need_x), math.ceil(h * need_y)))
+            up = orient(to_mode(im, mode), orientation)
+            sx, sy = up.size[0] / uw, up.size[1] / uh
+            out = _resize(up, (ow, oh), (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy))
+        return pil_to_tensor(out)
 
     def __call__(self, sample: dict[str, Any], rng: Any) -> dict[str, Any]:
-        import torch
         from PIL import Image
 
-        img = sample[self.key]
+        from .decode import pil_to_tensor
+
+        img = sample.get(self.key)
+        if img is None:  # not an image (text, audio): unchanged, nothing drawn
+            return sample
         c, h, w = img.shape
         top, left, ch, cw = self.box(h, w, rng)
         hwc = img.permute(1, 2, 0).numpy()  # decode's tensor is a view of HWC pixels: no copy
         pil = Image.fromarray(hwc[:, :, 0] if c == 1 else hwc)
-        out = pil.resize((self.size[1], self.size[0]), Image.BILINEAR, box=(left, top, left + cw, top + ch))
-        arr = np.asarray(out)
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        sample[self.key] = torch.from_numpy(arr.copy() if not arr.flags.writeable else arr).permute(2, 0, 1)
+        out = _resize(pil, (self.size[1], self.size[0]), (left, top, left + cw, top + ch))
+        sample[self.key] = pil_to_tensor(out)
         return sample
 
 
 class RandomHorizontalFlip:
-    """Mirror the image left-right with probability `p`."""
+    """Mirror the image left-right with probability `p` (a sample without one: unchanged,
+    nothing drawn)."""
 
     def __init__(self, p: float = 0.5, key: str = "image"):
         self.p, self.key = p, key
@@ -138,6 +155,8 @@ class RandomHorizontalFlip:
     def __call__(self, sample: dict[str, Any], rng: Any) -> dict[str, Any]:
         import torch
 
+        if sample.get(self.key) is None:
+            return sample
         if float(torch.rand((), generator=rng)) < self.p:
             sample[self.key] = torch.flip(sample[self.key], dims=(2,))
         return sample

@@ -7,17 +7,27 @@ icons hash alike (issue 18). Over a light grey, a black shape and a white shape 
 visible (a white background would erase white-on-transparent icons, a black one
 black-on-transparent ones).
 
+High bit depth: a 16-bit, 32-bit int or float image (modes I;16*, I, F) is first mapped to
+the 8-bit grey a viewer shows, by the loader's own mapping (`dataversion.training.decode.
+to_8bit`: I;16 >> 8, I clipped to 0..65535 then >> 8, F of 0..1 (or divided by its max)
+times 255), so ingest hashes the pixels training is served. Pillow's convert("L") clips
+those modes at 255: three different 16-bit pictures hashed as one white square and two were
+dropped as near-duplicates (similarity 1.000). 8-bit images are hashed as before, bit for bit.
+
 The hash is `imagehash.phash` (32x32 LANCZOS thumbnail, 2-D DCT-II, the 8x8 lowest
 frequencies compared with their median). `phash_image` computes exactly that: the same
 Pillow resize and the same scipy DCT calls, without imagehash's per-call object overhead;
 `tests/pipelines/test_phash.py` checks it bit for bit against `imagehash.phash` on the
 Adwaita icon set and generated images. The dedup index stores these hashes under
-`PHASH_ALGORITHM`: an index built with another algorithm is rebuilt, never compared.
+`PHASH_ALGORITHM`: an index built with another algorithm is rebuilt, never compared (v3:
+the 8-bit mapping of high-bit-depth images; an index of v2 holds their clipped keys).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from dataversion.training.decode import to_8bit
 
 HASH_SIZE = 8
 IMG_SIZE = 32  # HASH_SIZE * 4, imagehash's default highfreq_factor
@@ -33,7 +43,7 @@ MAX_RMS = 7  # root-mean-square grey-level difference, of 255
 MAX_DIFF = 20  # largest grey-level difference of one thumbnail pixel, of 255
 # the name stored in dedup index params: change it whenever a key or the rule would change
 PHASH_ALGORITHM = (
-    f"imagehash-phash-{HASH_SIZE}x{HASH_SIZE}-over-grey{BACKGROUND}-v2"
+    f"imagehash-phash-{HASH_SIZE}x{HASH_SIZE}-over-grey{BACKGROUND}-v3"
     f"+thumb{THUMB_SIZE}-ahash{CANDIDATE_DISTANCE}-rms{MAX_RMS}-max{MAX_DIFF}"
 )
 
@@ -41,9 +51,11 @@ _BITS = np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64)
 
 
 def visible_gray(img):
-    """The image as a person sees it over the fixed grey background, in mode "L"."""
+    """The image as a person sees it over the fixed grey background, in mode "L" (a
+    high-bit-depth image first mapped to 8 bits, `to_8bit`)."""
     from PIL import Image
 
+    img = to_8bit(img)
     if img.mode == "L":
         return img
     has_alpha = "A" in img.getbands() or "transparency" in img.info

@@ -6,7 +6,12 @@ transparency counts).
 The payload is stored as received (its record id is the hash of those bytes). Width and
 height are reported after the EXIF orientation is applied, the orientation itself is kept
 in the metadata (`exif_orientation`) so a loader can rotate the same way, and the pHash is
-computed on the oriented image.
+computed on the oriented image. Which orientation is read, and how it is applied, is the
+loader's own code (`dataversion.training.decode.exif_orientation` / `orient`: JPEG, WebP,
+PNG), so the recorded width and height are those of the tensor `decode=True` serves.
+High-bit-depth images (16-bit PNG/TIFF, 32-bit int and float TIFF) are hashed on their 8-bit
+rendering (`pipelines.dedup.phash.visible_gray`); their recorded width and height are the
+file's, whatever the depth.
 """
 
 from __future__ import annotations
@@ -17,22 +22,11 @@ from dataclasses import dataclass
 
 from dataversion.errors import human_message
 from dataversion.sniff import IMAGE_FORMATS, sniff_format
+from dataversion.training.decode import exif_orientation, orient, oriented_size
 
 from ..config import ImageRules
 from ..dedup.phash import IMG_SIZE, phash_thumbnail, thumbnail_bytes, visible_gray
 from . import Drop
-
-_ORIENTATION_TAG = 0x0112
-_TRANSPOSE = {
-    2: "FLIP_LEFT_RIGHT",
-    3: "ROTATE_180",
-    4: "FLIP_TOP_BOTTOM",
-    5: "TRANSPOSE",
-    6: "ROTATE_270",
-    7: "TRANSVERSE",
-    8: "ROTATE_90",
-}
-
 
 _plugins: list[bool] = []
 
@@ -99,24 +93,14 @@ def check_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageInfo | Dr
         return Drop("decompression_bomb", human_message(e))
     except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, struct.error...
         return Drop("corrupt_image", f"{fmt} does not decode: {human_message(e)}")
-    orientation = 1
-    if rules.apply_exif_orientation and fmt in ("jpeg", "webp", "png") and "exif" in img.info:
-        try:
-            orientation = int(img.getexif().get(_ORIENTATION_TAG, 1) or 1)
-        except Exception:  # noqa: BLE001 - a broken EXIF block is ignored, not fatal
-            orientation = 1
-        if orientation not in _TRANSPOSE:
-            orientation = 1
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
+    orientation = exif_orientation(img) if rules.apply_exif_orientation else 1
+    width, height = oriented_size(width, height, orientation)
     if width < rules.min_width or height < rules.min_height:
         return Drop(
             "image_too_small", f"{width}x{height}, minimum {rules.min_width}x{rules.min_height}"
         )
     try:
-        gray = visible_gray(img)
-        if orientation != 1:
-            gray = gray.transpose(getattr(Image.Transpose, _TRANSPOSE[orientation]))
+        gray = orient(visible_gray(img), orientation)
         ph = phash_thumbnail(gray.resize((IMG_SIZE, IMG_SIZE), Image.Resampling.LANCZOS))
         thumb = thumbnail_bytes(gray)
     except Exception as e:  # noqa: BLE001
