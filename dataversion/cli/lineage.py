@@ -5,10 +5,14 @@ top (torch only inside `inspect`, which must read a torch checkpoint).
 
 JSON shapes: `lineage --json` always prints a list of entries (empty when none), each with
 id, run, step, commit, seed, epoch, position, world_size, batch_size, remainder, shuffle,
-window, num_records, checkpoint, sha256, saved_at, repo, pinned. `inspect --json` prints one
+window, num_records, checkpoint, sha256, saved_at, repo, pinned, commit_exists (False once gc
+collected the commit of an unpinned entry: the entry stays history). `inspect --json` prints one
 object: commit, seed, epoch, position, world_size, batch_size, remainder, num_records, run,
 step, saved_at, sha256, checkpoint, repo, lineage_id, commit_exists, recorded (entries with this
-file's sha256), pinned. A damaged checkpoint, or one whose sha256 is not its entry's, is refused.
+file's sha256), pinned (a pin of its entries, or of its own lineage id when the entry was never
+written, holds its commit). A damaged checkpoint, or one whose sha256 is not its entry's, is
+refused. `unpin --json` prints unpinned (ids of the pins removed), commits (their commits) and
+recorded (ids of entries whose pin was already gone: their release is now recorded).
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ def inspect_checkpoint(path: str, repo_url: str | None = None, *, endpoint_url: 
     dicts = lineage.entry_dicts(repo, found)
     out["recorded"] = [d["id"] for d in dicts]
     out["pinned"] = any(d["pinned"] for d in dicts)
+    if not out["pinned"] and out["lineage_id"] is not None:  # its entry may never have been written
+        out["pinned"] = repo.store.exists(lineage.pin_key(run, out["lineage_id"]))
     return out
 
 
@@ -118,6 +124,7 @@ def lineage_command(ref, run, record_id, repo, as_json):
     Filters combine. Every form prints a list (empty when nothing matches).
     """
 
+    from ..repo import commit_key
     from ..training import lineage
 
     r = repo.open()
@@ -132,12 +139,15 @@ def lineage_command(ref, run, record_id, repo, as_json):
     else:
         found = lineage.entries(r, commit=commit)
     rows = lineage.entry_dicts(r, found)
+    present = {c: r.store.exists(commit_key(c)) for c in dict.fromkeys(row["commit"] for row in rows)}
+    for row in rows:
+        row["commit_exists"] = present[row["commit"]]
     if as_json:
         return emit_json(rows)
     if not rows:
         click.echo("no recorded checkpoints")
     for row in rows:
-        pin = "  [pinned]" if row["pinned"] else ""
+        pin = "  [pinned]" if row["pinned"] else ("" if row["commit_exists"] else "  [unpinned, commit gone]")
         click.echo(f"{row['saved_at']}  {row['run']}  step {row['step']}  commit {row['commit'][:12]}  "
                    f"epoch {row['epoch']} position {row['position']}  {row['checkpoint']}{pin}")
 
@@ -151,8 +161,10 @@ def lineage_command(ref, run, record_id, repo, as_json):
 def unpin_command(run, checkpoint, repo, as_json):
     """Release commits pinned by recorded checkpoints (gc may then collect them).
 
-    Lineage entries stay (they show "pinned": false); only the pins go. A commit still named
-    by a branch, a tag, the reflog or another pin is kept by gc anyway.
+    Lineage entries stay (they show "pinned": false); only the pins go, each release
+    recorded (so `verify` knows a commit gc then collects was released, not lost). Pins are
+    found from the pins themselves: also a pin whose entry a stalled save never wrote. A
+    commit still named by a branch, a tag, the reflog or another pin is kept by gc anyway.
     """
 
     from ..training import lineage
@@ -160,7 +172,10 @@ def unpin_command(run, checkpoint, repo, as_json):
     if not run and not checkpoint:
         raise BadInputError("say what to unpin", hint="pass --run NAME or --checkpoint PATH")
     done = lineage.unpin(repo.open(), run=run, checkpoint=checkpoint)
-    commits = sorted({e.commit for e in done})
+    removed = [x for x in done if x.had_pin]
+    recorded = [x.id for x in done if not x.had_pin]
+    commits = sorted({c for x in removed for c in x.commits})
     if as_json:
-        return emit_json({"unpinned": [e.id for e in done], "commits": commits})
-    click.echo(f"unpinned {len(done)} checkpoint entr{'y' if len(done) == 1 else 'ies'} ({len(commits)} commit{'s' if len(commits) != 1 else ''})")
+        return emit_json({"unpinned": [x.id for x in removed], "commits": commits, "recorded": recorded})
+    click.echo(f"unpinned {len(removed)} checkpoint{'' if len(removed) == 1 else 's'} ({len(commits)} commit{'s' if len(commits) != 1 else ''})"
+               + (f"; recorded the release of {len(recorded)} entr{'y' if len(recorded) == 1 else 'ies'} unpinned earlier" if recorded else ""))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
@@ -41,23 +43,33 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
     commit's root and count, indexes exactly the content tree's ids, and its shard table's
     live counts match the index; each shard's bytes hash to its id, each payload to its
     record id, and the rows the index points to carry the ids and the digests (metadata and
-    payload) the content tree holds; each lineage entry and pin parses and names stored
-    commits.
+    payload) the content tree holds; each lineage entry, pin and release (`unpin`) parses,
+    and each commit a pin names is stored; so is each commit a lineage entry names, unless
+    the entry's pin was released by `unpin` (its release recorded) and its pin is gone: gc
+    may then have collected it, which is history, not a loss.
+
+    Returns {"ok", "checked", "bad", "notes"}: `bad` the corrupt or missing objects (ok is
+    False if any); `notes` what needs no repair, each {"object", "kind", "note"}: kind
+    "released" (a lineage entry whose released commit was collected; with "commit") or
+    "pin_without_entry" (a pin whose lineage entry was never written, e.g. a save whose
+    repository stalled: `dataversion unpin --run RUN` removes it; with "run").
     """
     bad: list[dict[str, str]] = []
+    notes: list[dict[str, str]] = []
     roots = [repo.resolve(ref)] if ref else sorted(root_commits(repo))
     commits = reachable_commits(repo, roots)
     checked = {"refs": 0, "commits": 0, "history": 0, "blobs": 0, "tree_nodes": 0, "packings": 0, "shards": 0,
-               "records": 0, "lineage": 0, "pins": 0}
+               "records": 0, "lineage": 0, "pins": 0, "unpinned": 0}
     if not ref:
         for name, target in sorted(repo.refs.list().items()):
             checked["refs"] += 1
             if not repo.store.exists(commit_key(target)):
                 bad.append({"object": name, "problem": f"{name} names commit {target}, which is missing"})
-        _verify_side_objects(repo, commits, checked, bad)
+    side_at = len(bad)  # lineage entries and pins are reported after the refs
     nodes_seen: set[str] = set()
     roots_seen: dict[str, str] = {}
     shards_seen: set[str] = set()
+    stored: set[str] = set()  # commits read and checked above: no second look for the side objects
     for cid in sorted(commits):
         checked["commits"] += 1
         try:
@@ -66,6 +78,7 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
         except DataversionError as e:
             bad.append({"object": commit_key(cid), "problem": str(e)})
             continue
+        stored.add(cid)
         for parent in commit.parents:
             if parent not in commits or not repo.store.exists(commit_key(parent)):
                 bad.append({"object": commit_key(parent), "problem": f"parent of {cid} is missing"})
@@ -84,7 +97,11 @@ def verify(repo: Repo, ref: str | None = None, *, progress: Any = None) -> dict[
         roots_seen[commit.root] = cid
         problems = _verify_content(repo, cid, commit, nodes_seen, shards_seen, checked, progress)
         bad.extend(problems)
-    return {"ok": not bad, "checked": checked, "bad": bad}
+    if not ref:
+        side: list[dict[str, str]] = []
+        _verify_side_objects(repo, stored, checked, side, notes)
+        bad[side_at:side_at] = side
+    return {"ok": not bad, "checked": checked, "bad": bad, "notes": notes}
 
 
 def _walk(repo: Repo, root: str, dtype: np.dtype, nodes_seen: set[str], checked: dict[str, int]) -> np.ndarray:
@@ -175,26 +192,85 @@ def _verify_history(repo: Repo, cid: str) -> str | None:
     return None
 
 
-def _verify_side_objects(repo: Repo, commits: set[str], checked: dict[str, int], bad: list[dict[str, str]]) -> None:
-    """Lineage entries and pins: each parses, and each commit it names is stored."""
-    for prefix, kind, field in (("lineage/", "lineage", "commit"), ("pins/", "pins", "commits")):
-        for info in repo.store.list(prefix):
+_LINEAGE, _PINS, _UNPINNED = "lineage/", "pins/", "unpinned/"  # training.lineage's layout
+
+
+def _verify_side_objects(repo: Repo, stored: set[str], checked: dict[str, int], bad: list[dict[str, str]],
+                         notes: list[dict[str, str]]) -> None:
+    """Lineage entries, pins and releases: each parses; each commit a pin names is stored, and
+    each commit an entry names unless its release is recorded and its pin gone (a note)."""
+    present: dict[str, bool] = {c: True for c in stored}
+
+    def exists(c: str) -> bool:
+        if c not in present:
+            present[c] = repo.store.exists(commit_key(c))
+        return present[c]
+
+    def read(key: str) -> dict[str, Any] | None:
+        """The object as a dict; None if it went between list and get."""
+        try:
+            d = json.loads(repo.store.get(key))
+        except NotFoundError:
+            return None
+        if not isinstance(d, dict):
+            raise TypeError("not a JSON object")
+        return d
+
+    released: set[str] = set()  # "<run>/<id>.json" of every entry whose pin `unpin` released
+    for info in repo.store.list(_UNPINNED):
+        checked["unpinned"] += 1
+        try:
+            d = read(info.key)
+            if d is None:
+                continue
+            if not isinstance(d["entry"], str) or d["entry"] != _LINEAGE + info.key[len(_UNPINNED):]:
+                raise ValueError("it does not name the lineage entry it releases")
+        except (ValueError, KeyError, TypeError) as e:
+            bad.append({"object": info.key, "problem": f"cannot be parsed: {e}"})
+            continue
+        released.add(info.key[len(_UNPINNED):])
+    pin_infos = list(repo.store.list(_PINS))
+    pinned = {info.key[len(_PINS):] for info in pin_infos}
+    entries: set[str] = set()
+    for prefix, kind, field, infos in ((_LINEAGE, "lineage", "commit", repo.store.list(_LINEAGE)),
+                                       (_PINS, "pins", "commits", pin_infos)):
+        for info in infos:
             if not info.key.endswith(".json"):
                 continue
             checked[kind] += 1
+            rest = info.key[len(prefix):]
+            if kind == "lineage":
+                entries.add(rest)  # an entry that does not parse is still not a missing one
             try:
-                d = json.loads(repo.store.get(info.key))
+                d = read(info.key)
+                if d is None:
+                    continue
                 named = d[field] if isinstance(d[field], list) else [d[field]]
                 if not all(isinstance(c, str) for c in named):
                     raise TypeError(f"{field} must name commit ids")
             except (ValueError, KeyError, TypeError) as e:
                 bad.append({"object": info.key, "problem": f"cannot be parsed: {e}"})
                 continue
-            except NotFoundError:
-                continue
+            if kind == "pins" and rest not in entries and "/" in rest:
+                run = unquote(rest.rsplit("/", 1)[0])
+                notes.append({"object": info.key, "kind": "pin_without_entry", "run": run,
+                              "note": f"a pin whose lineage entry was never written (a save that stalled or failed); "
+                                      f"`dataversion unpin --run {shlex.quote(run)}` removes it"})
             for c in named:
-                if c not in commits and not repo.store.exists(commit_key(c)):
+                if exists(c):
+                    continue
+                if kind == "pins":
                     bad.append({"object": info.key, "problem": f"names commit {c}, which is missing"})
+                elif rest in pinned:
+                    bad.append({"object": info.key, "problem": f"names commit {c}, which is missing, though it is still pinned ({_PINS}{rest})"})
+                elif rest in released:
+                    notes.append({"object": info.key, "kind": "released", "commit": c,
+                                  "note": f"its commit {c} was collected after `unpin` released its pin"})
+                else:
+                    run = unquote(rest.rsplit("/", 1)[0]) if "/" in rest else "?"
+                    bad.append({"object": info.key, "problem": (
+                        f"names commit {c}, which is missing; its pin is gone but no `unpin` recorded releasing it "
+                        f"(if it was released on purpose, `dataversion unpin --run {shlex.quote(run)}` records that)")})
 
 
 def _erased_proven(repo: Repo, packing) -> np.ndarray:

@@ -84,11 +84,12 @@ def save_checkpoint(
 
     `states` (model=..., optimizer=...) are saved beside the loader's state under their
     names. `run`/`step` are stored in the checkpoint's metadata and its lineage entry.
-    Lineage (`dataversion.training.lineage`): unless `record=False`, a save with a loader appends an
-    entry (run, step, commit, seed, epoch, position, world size, location, sha256) and pins
-    the commit against gc; only rank 0 records. If the repository cannot be reached the
-    checkpoint is still written and a RuntimeWarning says the entry was not. Returns the
-    metadata written, plus "lineage": the entry recorded (a dict) or None.
+    Lineage (`dataversion.training.lineage`): unless `record=False`, a save with a loader pins
+    the commit against gc, then appends an entry (run, step, commit, seed, epoch, position,
+    world size, location, sha256); only rank 0 records. If the repository cannot be reached
+    the checkpoint is still written and a RuntimeWarning says the entry was not (a pin may
+    still land without its entry: `dataversion unpin --run/--checkpoint` finds it from the
+    pin). Returns the metadata written, plus "lineage": the entry recorded (a dict) or None.
     """
     ds = getattr(loader, "dataset", loader)
     will_record = loader is not None and record is not False and ds.rank == 0
@@ -132,20 +133,28 @@ def _record_lineage(path: str, loader: SnapshotLoader | SnapshotDataset, meta: d
 
     # Bounded: a preemption notice leaves a minute or two, and an unreachable S3 endpoint
     # would otherwise hold the save for its whole retry budget.
+    # The pin is written before the entry (`lineage.record_checkpoint`): a write still in
+    # flight when this gives up may land later, leaving a pin without its entry. That errs on
+    # the safe side (the commit of a usable checkpoint stays protected) and the pin names its
+    # run and checkpoint, so `dataversion unpin` finds and removes it all the same.
     timeout = float(os.environ.get("DATAVERSION_LINEAGE_TIMEOUT", "15"))
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataversion-lineage")
+    release = (f"its commit may still get pinned (a write in flight can land later); "
+               f"`dataversion unpin --checkpoint {lineage.checkpoint_location(path)}` releases it")
     try:
         entry = pool.submit(record).result(timeout=timeout)
     except FutureTimeout:
         warnings.warn(
             f"checkpoint {path} was written, but its lineage entry was NOT recorded in {ds.url}: "
-            f"no answer within {timeout:g} s (DATAVERSION_LINEAGE_TIMEOUT)",
+            f"no answer within {timeout:g} s (DATAVERSION_LINEAGE_TIMEOUT); {release}",
             RuntimeWarning, stacklevel=3,
         )
         return None
     except Exception as e:  # noqa: BLE001 - the checkpoint must survive a lost repository
         warnings.warn(
-            f"checkpoint {path} was written, but its lineage entry was NOT recorded in {ds.url}: {e}",
+            f"checkpoint {path} was written, but its lineage entry was NOT recorded in {ds.url}: {e}; "
+            "if its pin was written, `dataversion unpin --run "
+            f"{meta['run'] or lineage.DEFAULT_RUN}` releases it",
             RuntimeWarning, stacklevel=3,
         )
         return None

@@ -7,11 +7,20 @@ jobs record at the same time without losing an entry):
                               batch size, remainder, shuffle, window, checkpoint, sha256, saved_at
     pins/<run>/<id>.json      {"commits": [commit], "run", "checkpoint", "entry"}: a gc root
                               (`Repo.root_commits` reads every object under pins/)
+    unpinned/<run>/<id>.json  {"entry", "pin", "run", "commits", "checkpoint", "unpinned_at",
+                              "had_pin"}: `unpin` released that entry's pin on purpose
 
 `<run>` is the run name percent-encoded; `<id>` is "<microseconds since the epoch>-<random>",
-so listing order is save order. The pin is written before the entry: an entry never names
-a commit that gc may take. Unpinning deletes pins and keeps entries (history stays
-queryable; `pinned` says whether the commit is still protected).
+so listing order is save order; an entry, its pin and its release share `<run>/<id>`. The
+pin is written before the entry: an entry never names a commit that gc may take, and a
+checkpoint whose entry was not written (a save whose repository stalled or failed after
+the pin) still has its commit protected. The pin names its run and checkpoint itself, so
+`unpin` finds pins from the pins, not through entries: every pin can be removed, also one
+whose entry was never written. Unpinning writes the release first, then deletes the pin,
+and keeps the entry (history stays queryable; `pinned` says whether the commit is still
+protected); gc may then collect the commit, and `verify` reports an entry whose commit is
+gone as released (a note), not as missing, when its release is recorded. An entry whose
+commit is missing while its pin exists, or whose pin went without a release, is a loss.
 
 "Which records had this checkpoint seen" is recomputed from the loader's pure order
 (`dataversion.training.order`), never by replaying or rereading payloads. For an entry X of run R,
@@ -36,6 +45,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -61,12 +71,17 @@ __all__ = [
     "checkpoints_that_saw",
     "records_seen",
     "unpin",
+    "Release",
+    "Pin",
+    "pins",
+    "pin_key",
     "pinned_entry_ids",
     "checkpoint_location",
 ]
 
 LINEAGE_PREFIX = "lineage/"
 PINS_PREFIX = "pins/"
+UNPINNED_PREFIX = "unpinned/"
 ENTRY_FORMAT = 1
 DEFAULT_RUN = "default"
 
@@ -101,6 +116,10 @@ class LineageEntry:
     @property
     def pin_key(self) -> str:
         return f"{PINS_PREFIX}{_run_key(self.run)}/{self.id}.json"
+
+    @property
+    def unpinned_key(self) -> str:
+        return f"{UNPINNED_PREFIX}{_run_key(self.run)}/{self.id}.json"
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": ENTRY_FORMAT, **asdict(self)}
@@ -139,6 +158,11 @@ def _new_id() -> str:
     return f"{time.time_ns() // 1000:017d}-{secrets.token_hex(4)}"
 
 
+def pin_key(run: str, entry_id: str) -> str:
+    """The key of the pin of entry `entry_id` of `run` (whether or not the entry was written)."""
+    return f"{PINS_PREFIX}{_run_key(run)}/{entry_id}.json"
+
+
 def new_entry_id() -> str:
     """A fresh entry id (time-ordered), chosen before the checkpoint is written."""
     return _new_id()
@@ -172,6 +196,9 @@ def record_checkpoint(
     entry_id: str | None = None,
 ) -> LineageEntry:
     """Append a lineage entry for a checkpoint and pin its commit (pin first, then entry).
+
+    The pin names the run, the checkpoint and the entry, so a pin whose entry write never
+    happened (stalled or failed) is still found by `unpin --run` and `unpin --checkpoint`.
 
     `loader_state` is a loader's `state_dict()`. `entry_id` (from `new_entry_id`, written
     into the checkpoint before it is saved) lets a load find this entry and compare sha256. Two new objects, never an update: safe with
@@ -242,6 +269,8 @@ def _require_run(repo: Repo, run: str, found: list) -> None:
     if not found:
         known = runs(repo)
         hint = f"recorded runs: {', '.join(known[:10])}{' ...' if len(known) > 10 else ''}" if known else "no run has recorded a checkpoint in this repository"
+        if next(iter(repo.store.list(f"{PINS_PREFIX}{_run_key(run)}/")), None) is not None:
+            hint = f"it has pins whose entries were never written (a save that stalled): `dataversion unpin --run {shlex.quote(run)}` removes them"
         raise NotFoundError(f"unknown run {run!r}: no checkpoint of it is recorded in {repo.url}", hint=hint)
 
 
@@ -265,30 +294,119 @@ def pinned_entry_ids(repo: Repo) -> set[str]:
     return out
 
 
-def unpin(repo: Repo, *, run: str | None = None, checkpoint: str | None = None) -> list[LineageEntry]:
-    """Delete the pins of a run's entries and/or of the entries naming a checkpoint.
+@dataclass(frozen=True)
+class Pin:
+    """One pin object, `pins/<run>/<id>.json`: a gc root for `commits`.
 
-    Returns the entries unpinned (entries themselves stay). NotFoundError for an unknown run
-    or a checkpoint no entry names. gc may then collect the commits unless something else
-    (a ref, the reflog, another pin) still holds them.
+    `entry` is the key of its lineage entry, which may not exist (the save's entry write
+    stalled or failed after the pin). A pin that cannot be parsed has no commits and no
+    checkpoint (`readable` False): gc refuses to run while it exists."""
+
+    key: str
+    run: str
+    id: str
+    commits: tuple[str, ...]
+    checkpoint: str | None
+    readable: bool = True
+
+    @property
+    def entry(self) -> str:
+        return LINEAGE_PREFIX + self.key[len(PINS_PREFIX):]
+
+    @property
+    def unpinned_key(self) -> str:
+        return UNPINNED_PREFIX + self.key[len(PINS_PREFIX):]
+
+
+def _parse_pin(key: str, data: bytes) -> Pin:
+    rest = key[len(PINS_PREFIX):]
+    run_part, _, name = rest.rpartition("/")
+    run, eid = unquote(run_part) if run_part else DEFAULT_RUN, name[: -len(".json")] if name.endswith(".json") else name
+    try:
+        d = json.loads(data)
+        commits = d["commits"]
+        if not isinstance(commits, list) or not all(isinstance(c, str) for c in commits):
+            raise TypeError("commits must be a list of commit ids")
+        ckpt = d.get("checkpoint")
+        return Pin(key, str(d.get("run") or run), eid, tuple(commits), ckpt if isinstance(ckpt, str) else None)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return Pin(key, run, eid, (), None, readable=False)
+
+
+def pins(repo: Repo, *, run: str | None = None) -> list[Pin]:
+    """The pins (of one run), oldest first, read from the pins themselves: also those whose
+    lineage entry was never written."""
+    prefix = PINS_PREFIX + (_run_key(run) + "/" if run is not None else "")
+    keys = [i.key for i in repo.store.list(prefix)]
+    out = [_parse_pin(k, data) for k, data in zip(keys, _read_many(repo, keys)) if data is not None]
+    out.sort(key=lambda p: (p.id, p.key))
+    return out
+
+
+@dataclass(frozen=True)
+class Release:
+    """What `unpin` released: one pin (`had_pin`), or an entry whose pin was already gone
+    (unpinned before releases were recorded, or removed by hand) whose release it recorded."""
+
+    id: str
+    run: str
+    commits: tuple[str, ...]
+    checkpoint: str | None
+    entry: str
+    had_pin: bool
+
+
+def _record_release(repo: Repo, key: str, rel: Release) -> None:
+    d = {"entry": rel.entry, "pin": PINS_PREFIX + rel.entry[len(LINEAGE_PREFIX):], "run": rel.run,
+         "commits": list(rel.commits), "checkpoint": rel.checkpoint, "had_pin": rel.had_pin,
+         "unpinned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    repo.store.put_if_absent(key, _json(d))  # an earlier release of the same entry stands
+
+
+def unpin(repo: Repo, *, run: str | None = None, checkpoint: str | None = None) -> list[Release]:
+    """Delete the pins of a run and/or of a checkpoint; record each release.
+
+    Pins are found from the pins (`pins`: their key holds the run, their body the
+    checkpoint), so a pin whose lineage entry was never written is removed too. For each
+    pin, `unpinned/<run>/<id>.json` is written first, then the pin is deleted (a failure in
+    between leaves the pin: nothing is lost); entries themselves stay. An entry of the
+    selection whose pin is already gone without a recorded release gets its release
+    recorded (`had_pin` False): that is how `verify` tells a commit released on purpose,
+    then collected, from a lost one. With `run` alone, a pin under that run that cannot be
+    parsed is removed too (gc refuses to run while it exists).
+
+    Returns what was released, oldest first. NotFoundError for a run with neither pins nor
+    entries, or a checkpoint no pin or entry names. gc may then collect the commits unless
+    something else (a ref, the reflog, another pin) still holds them.
     """
     if run is None and checkpoint is None:
         raise BadInputError("say what to unpin: a run or a checkpoint")
+    found_pins = pins(repo, run=run)
     found = entries(repo, run=run)
-    if run is not None:
+    if run is not None and not found_pins:
         _require_run(repo, run, found)
+    pin_keys = {p.key for p in found_pins}
     if checkpoint is not None:
         loc = checkpoint_location(checkpoint)
         found = [e for e in found if e.checkpoint == loc]
-        if not found:
+        named = {e.key for e in found}
+        found_pins = [p for p in found_pins if p.checkpoint == loc or p.entry in named]
+        if not found_pins and not found:
             raise NotFoundError(f"no recorded checkpoint at {loc}" + (f" in run {run!r}" if run else ""),
                                 hint="list them with `dataversion lineage --json`")
-    pinned = pinned_entry_ids(repo)
-    done = []
+    released = {i.key for i in repo.store.list(UNPINNED_PREFIX + (_run_key(run) + "/" if run is not None else ""))}
+    done: list[Release] = []
+    for p in found_pins:
+        rel = Release(p.id, p.run, p.commits, p.checkpoint, p.entry, had_pin=True)
+        _record_release(repo, p.unpinned_key, rel)
+        repo.store.delete(p.key)
+        done.append(rel)
     for e in found:
-        if e.key in pinned:
-            repo.store.delete(e.pin_key)
-            done.append(e)
+        if e.pin_key not in pin_keys and e.unpinned_key not in released:
+            rel = Release(e.id, e.run, (e.commit,), e.checkpoint, e.key, had_pin=False)
+            _record_release(repo, e.unpinned_key, rel)
+            done.append(rel)
+    done.sort(key=lambda r: (r.id, r.entry))
     return done
 
 
