@@ -167,8 +167,9 @@ class BatchReader:
             if not keep.all():
                 table = table.filter(pa.array(keep))
                 fblock = fblock[keep] if fblock is not None else None
+                positions = positions[keep]  # the others keep theirs (their augmentations too)
         batch = table.combine_chunks().to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
-        return RawBatch(batch, self.ds.epoch, i, plan.position_after(i), fblock)
+        return RawBatch(batch, self.ds.epoch, i, plan.position_after(i), fblock, positions)
 
 
 def _erased(packing) -> np.ndarray:
@@ -182,15 +183,18 @@ class RawBatch:
     features table row, -1 where it lacks the record, then the values), which the main
     process only turns into lists."""
 
-    __slots__ = ("table", "epoch", "index", "position", "fblock")
+    __slots__ = ("table", "epoch", "index", "position", "fblock", "positions")
 
     def __init__(self, table: pa.RecordBatch, epoch: int, index: int, position: int,
-                 fblock: np.ndarray | None = None):
+                 fblock: np.ndarray | None = None, positions: np.ndarray | None = None):
         self.table, self.epoch, self.index, self.position = table, epoch, index, position
         self.fblock = fblock
+        # the global position of each row (an erased row's is left out with it): what seeds
+        # each sample's augmentation
+        self.positions = positions
 
     def __reduce__(self):
-        return (RawBatch, (self.table, self.epoch, self.index, self.position, self.fblock))
+        return (RawBatch, (self.table, self.epoch, self.index, self.position, self.fblock, self.positions))
 
     def to_batch(self, fmt: str) -> Batch:
         """Python lists ("python") or Arrow arrays ("arrow"); record_id always hex strings."""

@@ -247,7 +247,7 @@ class SnapshotDataset(tud.IterableDataset):
             for i in plan.worker_batches(wid, nw):
                 raw = reader.batch(plan, i)
                 if self.pipeline is not None:
-                    raw = self.pipeline.run(raw, plan.batch_positions(i), self.seed)
+                    raw = self.pipeline.run(raw, raw.positions, self.seed)
                 yield raw if self._raw else raw.to_batch(self.format)
         finally:
             reader.close()

@@ -190,7 +190,7 @@ class SamplePipeline:
         out: list[dict[str, Any]] = []
         skipped: list[str] = []
         kept: list[int] = []
-        for j, (sample, pos) in enumerate(zip(self.samples(raw), positions.tolist())):
+        for j, (sample, pos) in enumerate(zip(self.samples(raw), positions.tolist(), strict=True)):
             rng = sample_generator(seed, raw.epoch, pos) if self.transform is not None else None
             transform = self.transform
             if self.decode:
