@@ -55,6 +55,8 @@ def verify_command(ref, all_refs, as_json, repo):
         c = d["checked"]
         for b in d["bad"]:
             click.echo(f"BAD {b['object']}: {b['problem']}")
+        for n in d.get("notes", []):
+            click.echo(f"note {n['object']}: {n['note']}")
         click.echo(f"{'ok' if d['ok'] else 'FAILED'}: {c['commits']} commits, {c['tree_nodes']} tree nodes, {c['packings']} packings, {c['shards']} shards, {c['records']:,} records checked; {len(d['bad'])} bad")
     if not d["ok"]:
         sys.exit(VERIFY_FAILED_EXIT)
