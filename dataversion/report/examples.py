@@ -19,6 +19,8 @@ import wave
 from html import escape
 from typing import Any
 
+from ..pixels import exif_orientation, orient, to_8bit
+
 _WORD = re.compile(r"\S+")
 _DIFF_CHARS = 20_000  # texts are compared on their first characters only
 MAX_SOURCE_BYTES = 8 * 2**20  # a duplicate read back from its source
@@ -70,7 +72,9 @@ def thumbnail(data: bytes | None, size: int = 112) -> str:
         return '<span class="note">no thumbnail (Pillow not installed)</span>'
     try:
         with Image.open(io.BytesIO(data)) as img:
+            orientation = exif_orientation(img)  # the picture as the loader serves it:
             img.draft("RGB", (size * 2, size * 2))
+            img = orient(to_8bit(img), orientation)  # upright, 8-bit (a 16-bit one is not white)
             img.thumbnail((size, size))
             if img.mode in ("RGBA", "LA", "P"):
                 rgba = img.convert("RGBA")

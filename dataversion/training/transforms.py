@@ -18,7 +18,7 @@ RandomResizedCrop (alone or first in a Compose), the pipeline calls its `decode_
 payload of an image record (other modalities take the unfused transform) instead: the crop
 is chosen from the header's size (after the EXIF orientation, as `decode` applies it) with
 the same draws and resized straight from Pillow's decoded, upright image in the mode decode
-serves (`decode.to_mode`: the same 8-bit mapping, the same channels for `image_mode=None`),
+serves (`pixels.to_mode`: the same 8-bit mapping, the same channels for `image_mode=None`),
 so the full-size pixels are never copied into a tensor. Same pixels as decode-then-crop.
 With `draft=True` a JPEG is also decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
 still leaves the crop at least the output size (libjpeg's scaled IDCT): much less decode
@@ -109,7 +109,8 @@ class RandomResizedCrop:
         `__call__`."""
         from PIL import Image
 
-        from .decode import exif_orientation, orient, oriented_size, pil_to_tensor, to_mode
+        from ..pixels import exif_orientation, orient, oriented_size, to_mode
+        from .decode import pil_to_tensor
 
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size

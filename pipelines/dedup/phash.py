@@ -8,8 +8,7 @@ visible (a white background would erase white-on-transparent icons, a black one
 black-on-transparent ones).
 
 High bit depth: a 16-bit, 32-bit int or float image (modes I;16*, I, F) is first mapped to
-the 8-bit grey a viewer shows, by the loader's own mapping (`dataversion.training.decode.
-to_8bit`: I;16 >> 8, I clipped to 0..65535 then >> 8, F of 0..1 (or divided by its max)
+the 8-bit grey a viewer shows, by the loader's own mapping (`dataversion.pixels.to_8bit`: I;16 >> 8, I clipped to 0..65535 then >> 8, F of 0..1 (or divided by its max)
 times 255), so ingest hashes the pixels training is served. Pillow's convert("L") clips
 those modes at 255: three different 16-bit pictures hashed as one white square and two were
 dropped as near-duplicates (similarity 1.000). 8-bit images are hashed as before, bit for bit.
@@ -27,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataversion.training.decode import to_8bit
+from dataversion.pixels import to_8bit
 
 HASH_SIZE = 8
 IMG_SIZE = 32  # HASH_SIZE * 4, imagehash's default highfreq_factor

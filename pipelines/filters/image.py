@@ -7,7 +7,7 @@ The payload is stored as received (its record id is the hash of those bytes). Wi
 height are reported after the EXIF orientation is applied, the orientation itself is kept
 in the metadata (`exif_orientation`) so a loader can rotate the same way, and the pHash is
 computed on the oriented image. Which orientation is read, and how it is applied, is the
-loader's own code (`dataversion.training.decode.exif_orientation` / `orient`: JPEG, WebP,
+code the loader uses (`dataversion.pixels.exif_orientation` / `orient`: JPEG, WebP,
 PNG), so the recorded width and height are those of the tensor `decode=True` serves.
 High-bit-depth images (16-bit PNG/TIFF, 32-bit int and float TIFF) are hashed on their 8-bit
 rendering (`pipelines.dedup.phash.visible_gray`); their recorded width and height are the
@@ -21,8 +21,8 @@ import warnings
 from dataclasses import dataclass
 
 from dataversion.errors import human_message
+from dataversion.pixels import exif_orientation, orient, oriented_size
 from dataversion.sniff import IMAGE_FORMATS, sniff_format
-from dataversion.training.decode import exif_orientation, orient, oriented_size
 
 from ..config import ImageRules
 from ..dedup.phash import IMG_SIZE, phash_thumbnail, thumbnail_bytes, visible_gray

@@ -186,3 +186,29 @@ def test_the_features_median_is_the_exact_median(monkeypatch):
         monkeypatch.setattr(features, "commit_features", lambda repo, cid, t=table: t)
         (row,) = [r for r in collect_module._features(None, "c")[0] if r["name"] == "width"]
         assert row["median"] == np.median(v) and row["min"] == v.min() and row["max"] == v.max()
+
+
+def test_thumbnails_are_upright_and_16_bit_images_are_not_white():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from dataversion.report import examples
+
+    def shown(data):
+        html = examples.thumbnail(data)
+        b64 = html.split("base64,", 1)[1].split('"', 1)[0]
+        return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+    y, x = np.mgrid[0:64, 0:64]
+    buf = io.BytesIO()
+    Image.fromarray((1000 + 59000 * x / 63).astype(np.uint16)).save(buf, "PNG")
+    px = np.asarray(shown(buf.getvalue()).convert("L"), dtype=float)
+    assert px.mean() < 200 and px[:, -1].mean() > px[:, 0].mean() + 150  # a gradient, not white
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 80x40, shown 40x80
+    Image.new("RGB", (80, 40), (200, 30, 30)).save(buf, "JPEG", exif=exif)
+    assert shown(buf.getvalue()).size == (40, 80)
