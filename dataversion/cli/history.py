@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import click
@@ -9,6 +10,8 @@ import click
 from ..errors import BadInputError, DataversionError
 from ..porcelain.branches import resolve_ref
 from .support import DataversionCommand, emit_json, json_option, repo_options, shown
+
+LS_HELD = 100_000  # records `ls` reads before it prints (all or nothing up to there)
 
 
 @click.command("log", cls=DataversionCommand)
@@ -91,18 +94,20 @@ def ls_command(ref, shards, as_json, repo):
             click.echo(f"{s['id']}  {s['live_rows']:>8,}/{s['rows']:<8,} rows  {s['size']:>12,} bytes")
         return
     records = r.ls(commit_id, columns=("record_id", "modality", "source", "label", "size"))
+    # The first LS_HELD records are read (every shard they come from checked) before anything
+    # is printed: a listing that fits is all or nothing (a corrupt shard leaves stdout empty,
+    # exit 5); a longer one streams on, without holding the snapshot in memory.
+    head = list(itertools.islice(records, LS_HELD))
+    rest = itertools.chain(head, records)
     if as_json:
-        # stream a JSON list without holding every record in memory; the first record is
-        # read before `[` is printed, so an error reading the snapshot leaves stdout empty
-        first = next(records, None)
-        if first is None:
+        if not head:
             return click.echo("[]")
-        click.echo("[\n  " + json.dumps(first), nl=False)
-        for rec in records:
+        click.echo("[\n  " + json.dumps(next(rest)), nl=False)
+        for rec in rest:
             click.echo(",\n  " + json.dumps(rec), nl=False)
         click.echo("\n]")
         return
-    for rec in records:
+    for rec in rest:
         label = f"  [{rec['label']}]" if rec["label"] else ""
         click.echo(f"{rec['record_id']}  {rec['modality']:<6} {rec['size'] or 0:>10,}  {shown(rec['source'])}{label}")
 

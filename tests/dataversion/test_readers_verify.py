@@ -224,3 +224,18 @@ def test_a_packing_pointer_holding_garbage_is_corrupt_in_every_reader(repo, tmp_
         assert r.exit_code == 5 and key in r.output, (args, r.output)
     r = _cli(repo, "verify")
     assert r.exit_code == 5 and key in r.output, r.output
+
+
+def test_ls_of_a_snapshot_with_one_corrupt_shard_prints_nothing(repo):
+    """A listing that fits `LS_HELD` is all or nothing: the good shard's rows are not printed
+    before the corrupt one's exit 5, and `--json` never leaves a cut-off array on stdout."""
+    listed = [r["record_id"] for r in repo.ls("main", columns=("record_id",))]
+    shard_of = {h: g.shard for g in repo.locate(repo.resolve("main")) for h in (x.hex() for x in g.ids.tolist())}
+    sid = shard_of[listed[-1]]  # the shard read last: rows of another one come first
+    assert shard_of[listed[0]] != sid
+    table = decode_shard(repo.store.get(shard_key(sid)), sid)
+    repo.store.put(shard_key(sid), bytes(parquet_bytes(_set_source(table, 0, "forged/source.txt"))))
+    for args in (["ls", "main"], ["ls", "main", "--json"]):
+        r = CliRunner().invoke(main, [*args, "--repo", repo.url])
+        assert r.exit_code == 5 and sid in r.stderr, r.output
+        assert r.stdout == "", r.stdout
