@@ -1,5 +1,6 @@
-"""Shared by the training tests: `trainer`, which runs a training script in a real subprocess
-(to SIGKILL or SIGTERM it mid-epoch and resume from its checkpoint)."""
+"""Shared by the training tests: each test's own shard cache (`DATAVERSION_CACHE_DIR` under its
+tmp_path), and `trainer`, which runs a training script in a real subprocess (to SIGKILL or
+SIGTERM it mid-epoch and resume from its checkpoint)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from pathlib import Path
 import pytest
 
 ROOT = str(Path(__file__).resolve().parents[3])
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAVERSION_CACHE_DIR", str(tmp_path / "cache"))
 
 
 class Trainer:

@@ -22,11 +22,6 @@ def _texts(lo: int, hi: int) -> list[str]:
     return [f"sample {i}" for i in range(lo, hi)]
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATAVERSION_CACHE_DIR", str(tmp_path / "cache"))
-
-
 @pytest.fixture(scope="module")
 def two_repos(tmp_path_factory):
     """The same records: one commit in one repo; six commits, a delete and a re-add in another."""

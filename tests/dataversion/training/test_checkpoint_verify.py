@@ -22,11 +22,6 @@ from dataversion.training.checkpoint import check_lineage_sha256, parse_checkpoi
 from dataversion.training.state import state_checksum, validate_loader_state  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATAVERSION_CACHE_DIR", str(tmp_path / "cache"))
-
-
 @pytest.fixture(scope="module")
 def url(tmp_path_factory) -> str:
     u = "file://" + str(tmp_path_factory.mktemp("ckverify") / "repo")

@@ -31,11 +31,6 @@ from .scripts import resumable_trainer  # noqa: E402
 N_IMG = 60
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATAVERSION_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def _jpeg(rng, h, w, fmt="JPEG", mode="RGB") -> bytes:
     a = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
     a[: h // 2] //= 3  # some structure, so a crop's position matters

@@ -26,11 +26,6 @@ from dataversion.training.randomness import sample_generator  # noqa: E402
 from dataversion.training.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATAVERSION_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def _repo(tmp_path, payloads, modalities=None, extra=None) -> str:
     url = "file://" + str(tmp_path / "repo")
     t = make_binary_records(payloads, modalities or ["image"] * len(payloads))

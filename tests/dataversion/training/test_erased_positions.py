@@ -14,11 +14,6 @@ from dataversion.records import make_text_records  # noqa: E402
 from dataversion.torch import SnapshotLoader  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATAVERSION_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def draw(sample, rng):
     sample["draw"] = float(torch.rand((), generator=rng))
     return sample

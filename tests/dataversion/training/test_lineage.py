@@ -39,11 +39,6 @@ def _make_repo(url: str, n: int = N, tag: str = "") -> Repo:
     return repo
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATAVERSION_CACHE_DIR", str(tmp_path / "cache"))
-
-
 @pytest.fixture(scope="module")
 def shared_url(tmp_path_factory) -> str:
     url = "file://" + str(tmp_path_factory.mktemp("lineage") / "repo")

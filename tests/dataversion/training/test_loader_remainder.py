@@ -19,11 +19,6 @@ WINDOW = 200
 FULL = N // B
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATAVERSION_CACHE_DIR", str(tmp_path / "cache"))
-
-
 @pytest.fixture(scope="module")
 def repo_url(tmp_path_factory) -> str:
     url = "file://" + str(tmp_path_factory.mktemp("remainder") / "repo")

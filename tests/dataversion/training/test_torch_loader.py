@@ -37,11 +37,6 @@ def _texts(n: int, tag: str = "") -> list[str]:
     return [f"{tag}record {i} " + "lorem ipsum " * (i % 7) for i in range(n)]
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATAVERSION_CACHE_DIR", str(tmp_path / "cache"))
-
-
 @pytest.fixture(scope="module")
 def repo_url(tmp_path_factory) -> str:
     url = "file://" + str(tmp_path_factory.mktemp("loader") / "repo")
