@@ -348,8 +348,8 @@ def rejected_keys(repo: Repo, tip: str | None, source_url: str, reason: str | No
     """Keys of the objects of `source_url` whose latest reading on the branch (first-parent
     history from `tip`) rejected them, or one of their lines (for `reason`, if given).
 
-    Walks the ingest commits back while each carries its `consumed` attachment; an object a
-    newer run read (consumed anew, or retried) is settled by that run.
+    Walks the first-parent history back (commits of other kinds consume nothing: passed
+    through); an object a newer run read (consumed anew, or retried) is settled by that run.
     """
     keys: set[str] = set()
     settled: set[str] = set()
@@ -357,9 +357,10 @@ def rejected_keys(repo: Repo, tip: str | None, source_url: str, reason: str | No
     now = read_consumed(repo, cid).get(source_url, {})
     while cid is not None:
         commit = repo.read_commit(cid)
-        if commit.provenance.get("pipeline") != "pipelines.ingest":
-            break
         parent = commit.parents[0] if commit.parents else None
+        if commit.provenance.get("pipeline") != "pipelines.ingest":
+            cid = parent
+            continue
         before = read_consumed(repo, parent).get(source_url, {})
         if commit.provenance.get("source") == source_url:
             run_keys = {k for k, v in now.items() if before.get(k) != v}

@@ -52,11 +52,19 @@ class IngestReport:
 
 
 def read_consumed(repo: Repo, commit_id: str | None) -> dict[str, dict[str, str]]:
-    """The objects the branch had consumed at `commit_id`: {source url: {key: token}}."""
-    if commit_id is None:
-        return {}
-    data = repo.read_attachment(commit_id, CONSUMED)
-    return json.loads(data) if data else {}
+    """The objects the branch had consumed at `commit_id`: {source url: {key: token}}.
+
+    Ingest commits carry the record; a commit of another kind (`add`, `rm`, `revert`,
+    `reset` targets) consumes nothing and carries none, so the first-parent history is
+    walked back to the newest commit that does (an incremental ingest after an `rm` read
+    every object again and brought the removed records back)."""
+    while commit_id is not None:
+        data = repo.read_attachment(commit_id, CONSUMED)
+        if data:
+            return json.loads(data)
+        parents = repo.read_commit(commit_id).parents
+        commit_id = parents[0] if parents else None
+    return {}
 
 
 def read_rejects(repo: Repo, ref: str) -> list[dict]:

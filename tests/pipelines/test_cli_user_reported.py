@@ -148,3 +148,32 @@ def test_a_source_with_no_objects_is_not_found(tmp_path, monkeypatch, s3_env):
     res = _invoke("ingest", "s3://no-such-source-bucket-x/raw/", "--no-progress")
     assert res.exit_code == 3, res.output
     assert "source bucket no-such-source-bucket-x does not exist" in res.stderr and "--create-bucket" not in res.stderr
+
+
+def test_incremental_ingest_after_rm_revert_and_add_reads_only_what_is_new(tmp_path, monkeypatch):
+    """Commits of other kinds carry no `consumed` record: the next ingest read every object
+    again and brought an `rm`-removed record back."""
+    url = f"file://{tmp_path}/repo"
+    monkeypatch.setenv("DATAVERSION_REPO", url)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"doc{i}.txt").write_text(f"document number {i} with words of its own, {i * 7} of them")
+    assert _invoke("ingest", src, "--no-progress").exit_code == 0
+    assert _invoke("rm", "--source", "doc1").exit_code == 0
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "added.txt").write_text("a text committed with add, not ingest")
+    assert _invoke("add", extra).exit_code == 0
+    (src / "new.txt").write_text("a new document in the ingest source")
+    res = _invoke("ingest", src, "--no-progress", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["objects"] == 1 and out["kept"] == 1, out
+    sources = {r["source"] for r in json.loads(_invoke("ls", "main", "--json").stdout)}
+    assert "doc1.txt" not in sources and {"new.txt", "added.txt", "doc0.txt"} <= sources
+    # a revert at the head: the same
+    assert _invoke("revert", "main").exit_code == 0
+    (src / "newer.txt").write_text("one more document in the ingest source")
+    out = json.loads(_invoke("ingest", src, "--no-progress", "--json").stdout)
+    assert out["objects"] == 1, out
