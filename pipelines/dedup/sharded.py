@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataversion.errors import DataversionError
 from dataversion.records import RECORD_ID, ids_as_numpy, ids_to_array, ids_to_hex
 
 from ..config import POLICIES, DedupRules
@@ -960,8 +961,18 @@ class IndexParent:
         return [h[p].tobytes() for p in pos.tolist()]
 
 
-class NotConverged(Exception):
-    """Label propagation still changed labels in its last round."""
+# one string (the hint inside it): Beam re-raises a step's exception with the step's name
+# appended, from its message alone
+NOT_CONVERGED = (
+    "near-duplicate clusters not settled after dedup.max_rounds rounds of label propagation: a "
+    "chain of near duplicates is longer than that (e.g. overlapping windows of one text); nothing "
+    'was committed; raise it with --config FILE holding {"dedup": {"max_rounds": 64}}'
+)
+
+
+class NotConverged(DataversionError):
+    """Label propagation still changed labels in its last round (exit 1, one line: what to
+    raise; a chain of near duplicates longer than the rounds allow)."""
 
 
 def settle(state, msgs, parts: int) -> None:
@@ -969,10 +980,7 @@ def settle(state, msgs, parts: int) -> None:
     NotConverged (a chain of near duplicates longer than `dedup.max_rounds` hops)."""
     for p, (n, a) in state.items():
         if propagate(n, a, concat(msgs.get(p, []), MSG_SCHEMA), parts)[3]:
-            raise NotConverged(
-                "near-duplicate clusters not settled after the configured rounds "
-                "(dedup.max_rounds); raise it"
-            )
+            raise NotConverged(NOT_CONVERGED)
 
 
 def run_local(tables, parent: IndexParent, rules: DedupRules, parts: int, mtimes=None):

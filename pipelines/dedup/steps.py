@@ -205,10 +205,7 @@ class Propagate(beam.DoFn):
 
     def _members(self, nodes, changed):
         if changed:
-            raise sharded.NotConverged(
-                "near-duplicate clusters not settled after dedup.max_rounds rounds of "
-                "label propagation (a chain of near duplicates longer than that); raise it"
-            )
+            raise sharded.NotConverged(sharded.NOT_CONVERGED)
         for q, members in sharded.near_members(nodes, self.parts):
             yield q, ("member", members)
 

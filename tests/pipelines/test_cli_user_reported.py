@@ -177,3 +177,25 @@ def test_incremental_ingest_after_rm_revert_and_add_reads_only_what_is_new(tmp_p
     (src / "newer.txt").write_text("one more document in the ingest source")
     out = json.loads(_invoke("ingest", src, "--no-progress", "--json").stdout)
     assert out["objects"] == 1, out
+
+
+def test_a_near_duplicate_chain_longer_than_the_rounds_is_one_error_line(tmp_path, monkeypatch):
+    """Overlapping windows of one text make a chain of near duplicates; with too few rounds
+    the run fails with one `error:` line saying what to raise (it was a 96-line traceback)."""
+    import random
+
+    monkeypatch.setenv("DATAVERSION_REPO", f"file://{tmp_path}/repo")
+    rng = random.Random(1)
+    words = [rng.choice(["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]) + str(rng.randrange(500))
+             for _ in range(2000)]
+    src = tmp_path / "windows"
+    src.mkdir()
+    for i in range(40):  # each window 2 words on from the last: neighbours share ~99% of shingles
+        (src / f"w{i:03d}.txt").write_text(" ".join(words[2 * i : 2 * i + 300]))
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"dedup": {"max_rounds": 1}}))
+    res = _invoke("ingest", src, "--config", cfg, "--no-progress")
+    assert res.exit_code == 1, res.output
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert lines and lines[-1].startswith("error: near-duplicate clusters not settled") and "max_rounds" in lines[-1]
+    assert "Traceback" not in res.stderr and len(lines) <= 2, res.stderr
