@@ -182,6 +182,9 @@ def rm(repo: Repo, *, branch: str = DEFAULT_BRANCH, ids: list[str] | None = None
 
     if not ids and not source_prefixes:
         raise BadInputError("nothing to remove: give record ids or --source prefixes")
+    if any(not p for p in source_prefixes or ()):
+        raise BadInputError("an empty --source prefix would match every record",
+                            hint="give the prefix of the sources to remove (`dataversion ls` shows them)")
     raw = np.array([hex_to_id(h) for h in ids or []], dtype="S16")
     prefixes = tuple(source_prefixes or ())
 

@@ -75,16 +75,15 @@ class LocalStore(Store):
                 data = f.read()
             self.stats["GET_BYTES"] += len(data)
             return data
-        except FileNotFoundError:
-            raise NotFoundError(f"object {key} not found in {self.url}") from None
-        except IsADirectoryError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            # NotADirectoryError: a shorter key on the path is an object (`a` for `a/b`)
             raise NotFoundError(f"object {key} not found in {self.url}") from None
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         self.stats["GET"] += 1
         try:
             fd = os.open(self._path(key), os.O_RDONLY)
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError(f"object {key} not found in {self.url}") from None
         try:
             data = os.pread(fd, length, offset)
@@ -289,7 +288,7 @@ class LocalStore(Store):
 
         try:
             f = _Counting(self._path(key), "rb")
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError(f"object {key} not found in {self.url}") from None
         stats["GET"] += 1
         return io.BufferedReader(f)

@@ -115,3 +115,19 @@ def test_erase_next_steps_name_cache_purge(cli):
     nxt = [line for line in out.splitlines() if line.startswith("next:")]
     assert nxt and "dataversion gc" in nxt[0] and "dataversion cache purge" in nxt[0]
     assert "dataversion features erase" in nxt[0]
+
+
+def test_rm_of_an_empty_source_prefix_is_refused(cli):
+    """`--source ""` matched every record: the whole branch was removed with exit 0."""
+    before = json.loads(cli("ls", "main", "--json").stdout)
+    r = cli("rm", "--source", "", code=2)
+    assert r.stderr.startswith("error: an empty --source prefix")
+    assert json.loads(cli("ls", "main", "--json").stdout) == before
+
+
+def test_a_branch_under_an_existing_branch_name_is_refused_in_one_line(cli):
+    """`branch main/x` beside branch main: file:// met a file where a directory would be
+    (NotADirectoryError, exit 1); now the clash message of every backend, exit 2."""
+    r = cli("branch", "main/x", code=2)
+    assert r.stderr.startswith("error: cannot create branch main/x: branch main exists"), r.stderr
+    assert "NotADirectoryError" not in r.stderr
