@@ -1,6 +1,7 @@
 """Materializing a snapshot as files: the inverse of `add`.
 
-Every target path is checked before anything is written: a record whose source would land
+The directory must be new or empty (a checkout is one commit's files, never a mix with
+what was there). Every target path is checked before anything is written: a record whose source would land
 outside the directory (`../../x`, an absolute path, a symlink escaping it) aborts the
 checkout with a clear error and no file written. Every record lands: records that share a
 source path (a file edited and added again without `--sync`) are each written under the
@@ -131,6 +132,11 @@ def _plan(repo: Repo, commit_id: str, groups, directory: str) -> tuple[dict[str,
 
 
 def materialize(repo: Repo, commit_id: str, directory: str, *, progress: Any = None) -> dict[str, Any]:
+    if os.path.isdir(directory) and any(os.scandir(directory)):
+        # files of another commit would stay beside this one's, and a user's file of the same
+        # name would be overwritten without a word
+        raise BadInputError(f"cannot check out into {directory}: the directory is not empty",
+                            hint="give a new or empty directory (checkout writes a commit's files, it does not merge)")
     os.makedirs(directory, exist_ok=True)
     groups = repo.locate(commit_id)  # the checked packing: every row read is the tree's
     plan_files, jsonl_files, renamed = _plan(repo, commit_id, groups, directory)

@@ -91,3 +91,19 @@ def test_a_newline_in_a_file_name_keeps_each_record_on_one_line(cli, tmp_path):
     assert any('"two\\nlines.txt"' in line for line in diff), diff
     # --json carries the name as it is
     assert "two\nlines.txt" in {r["source"] for r in json.loads(cli("ls", "main", "--json").stdout)}
+
+
+def test_checkout_into_a_non_empty_directory_is_refused(cli, tmp_path):
+    """A second checkout into the same directory left the first commit's files beside the
+    second's, and overwrote a user's file of the same name without a word."""
+    out = tmp_path / "co"
+    cli("checkout", "main", out)
+    mine = out / "a.txt"
+    mine.write_text("my notes")
+    r = cli("checkout", "main~1", out, code=2)
+    assert r.stderr.startswith("error: cannot check out into") and "not empty" in r.stderr
+    assert mine.read_text() == "my notes"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cli("checkout", "main~1", empty)  # an existing empty directory is fine
+    assert (empty / "a.txt").exists() and not (empty / "c.txt").exists()
