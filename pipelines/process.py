@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -328,6 +329,16 @@ def declared_pixels(data: bytes) -> int:
         return 0
 
 
+UNSUPPORTED_FORMAT = "unsupported_format"  # a text-looking format that is not prose (SVG)
+_SVG = re.compile(rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*|<!DOCTYPE[^>]*>\s*)*<svg[\s>]", re.I | re.S)
+
+
+def is_svg(head: bytes) -> bool:
+    """Whether the first bytes open an SVG document (an XML prolog, comments and a doctype
+    may come before the <svg> element)."""
+    return _SVG.match(head) is not None
+
+
 def _process_one(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig) -> None:
     key = item.key
     if not data:
@@ -365,7 +376,10 @@ def _process_one(b: _Builder, item: WorkItem, data: bytes, config: IngestConfig)
         _process_jsonl(b, item, data, config, meta)
         return
     b.inputs += 1
-    if modality == "text":
+    if modality == "text" and is_svg(data[:SNIFF_BYTES]):
+        b.reject(key, 0, Drop(UNSUPPORTED_FORMAT, "SVG vector image: not rasterized, and not kept as text "
+                                                  "(cleaning would rewrite its markup and coordinates)"))
+    elif modality == "text":
         b.add_text(key, 0, data, item.label, meta)
     elif modality == "image":
         res = check_image(data, config.image)

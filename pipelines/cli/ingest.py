@@ -33,7 +33,7 @@ KNOWN_REJECT_REASONS = (
     "empty_text", "erased", "extension_mismatch", "hidden_file", "image_too_small",
     "internal_error", "invalid_utf8", "missing_text_field", "nested_compression", "not_a_regular_file",
     "not_an_image", "not_audio", "symlink_outside_source", "too_large", "too_long", "too_short",
-    "truncated_audio", "unreadable", "unsupported_binary",
+    "truncated_audio", "unreadable", "unsupported_binary", "unsupported_format",
 )
 
 

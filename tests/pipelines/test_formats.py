@@ -242,3 +242,23 @@ def test_add_reads_compressed_files_and_new_formats(tmp_path):
     }
     assert [(s.source, s.reason) for s in res.skipped] == [("cut.txt.gz", "corrupt_compressed")]
     assert res.inputs == 7
+
+
+def test_svg_is_rejected_not_cleaned_as_prose(tmp_path):
+    """An SVG was ingested as text: PII redaction turned coordinates into <PHONE> and the
+    whitespace rules re-spaced the markup (a corrupted file, exit 0). It is rejected with a
+    reason; an XML or HTML text that is not SVG stays text."""
+    from dataversion import Repo
+    from pipelines.ingest import read_rejects, run_ingest
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "icon.svg").write_text('<?xml version="1.0"?>\n<!-- made by hand -->\n<svg xmlns="http://www.w3.org/2000/svg">'
+                                  '<path d="m 11.007812 14 l -6 -6 6 -6"/></svg>\n')
+    (src / "plain.svg").write_text('<svg width="16" height="16"><rect width="16" height="16"/></svg>')
+    (src / "notes.xml").write_text('<?xml version="1.0"?>\n<notes><note>call 555 0100 about the svg export</note></notes>\n')
+    url = f"file://{tmp_path}/repo"
+    rep = run_ingest(str(src), url)
+    assert (rep.kept, rep.rejected) == (1, 2), rep
+    rejects = {r["source"]: r["reason"] for r in read_rejects(Repo.open(url), "main")}
+    assert rejects == {"icon.svg": "unsupported_format", "plain.svg": "unsupported_format"}
