@@ -131,7 +131,8 @@ _NOT_PHONE = re.compile(
     + b")"
 )
 _VERSION_BEFORE = re.compile(
-    rb"(?:\bv|\bversion|\bver|\brev|\brevision|\brelease|\bsection|\bpolicy|\bisbn|,v)(?:[ .:]|[ ]to[ ])?[ \t]*$",
+    rb"(?:\bv|\bversion|\bver|\brev|\brevision|\brelease|\bsection|\bpolicy|\bisbn|,v"
+    rb"|\bclause|\bc\.f\.r|\bcfr|\bdfars|\bfar|\bparagraph)(?:[ .:]|[ ]to[ ])?[ \t]*$",
     re.IGNORECASE,
 )
 _IPV6 = re.compile(
@@ -379,6 +380,17 @@ def _numeric_spans(b: np.ndarray, d: np.ndarray) -> list[tuple[int, int, int]]:
     return out
 
 
+def _is_range(a: bytes, b: bytes) -> bool:
+    """`a-b` reads as a range: equal lengths of 5 or more, b above a, and the first half of
+    their digits shared (a phone's two groups are not ordered like that)."""
+    n = len(a)
+    return n >= 5 and len(b) == n and b > a and a[: (n + 1) // 2] == b[: (n + 1) // 2]
+
+
+# a Debian changelog header: "package (version) distribution; urgency=..."
+_CHANGELOG_HEADER = re.compile(rb"(?:^|\n)[a-z0-9][a-z0-9.+-]* \($")
+
+
 def _is_version_context(data: bytes, start: int) -> bool:
     return _VERSION_BEFORE.search(data[max(0, start - 16) : start]) is not None
 
@@ -404,6 +416,8 @@ def _not_phone(p: bytes, data: bytes, start: int) -> bool:
         return True  # versions and section numbers end in one digit; phones do not
     if b"." in p and any(len(g) < 2 for g in groups):
         return True  # 1.2.10: a version, not 555.123.4567
+    if len(groups) == 2 and p == groups[0] + b"-" + groups[1] and _is_range(groups[0], groups[1]):
+        return True  # 64040-64044: a range of numbers (ids, ports, pages)
     end = start + len(p)
     after = data[end : end + 2]
     if after[:1] in (b".", b":", b",") and after[1:2].isdigit():
@@ -495,6 +509,7 @@ def _numeric_span(data: bytes, s: int, e: int, nd: int, kinds: frozenset, out: l
                 _is_version_context(data, a)
                 or data[z : z + 1] in (b"-", b"+", b"~")
                 or data[a - 1 : a].isalpha()
+                or _CHANGELOG_HEADER.search(data[max(0, a - 80) : a]) is not None
             )
             if not version:
                 out.append((a, z, "ipv4"))

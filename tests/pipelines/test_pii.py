@@ -125,3 +125,18 @@ def test_secrets_at_the_edges_of_a_text():
     pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----"
     assert redact_pii(pem) == ("<API_KEY>", {"api_key": 1})
     assert redact_pii("a " + pem + " b") == ("a <API_KEY> b", {"api_key": 1})
+
+
+def test_versions_ranges_and_regulation_numbers_of_real_debian_files_are_kept():
+    """False positives a user found in Debian changelogs and copyright files (README: years,
+    postal codes and versions are kept); real numbers next to them are still redacted."""
+    kept = [
+        "base-passwd (2.0.3.5) unstable; urgency=low",  # a changelog header's version
+        "Allocate gid 64040-64044 for the new groups",  # a range of ids
+        "as set forth in Clause 52.227-19 (c) of the FAR",  # regulation numbers
+        "48 C.F.R. 227.7202-1",
+    ]
+    for text in kept:
+        assert redact_pii(text) == (text, {}), text
+    assert redact_pii("mail the server (10.0.0.2) today")[0] == "mail the server (<IPV4>) today"
+    assert redact_pii("call 555-123-4567 or 030 1234567")[0] == "call <PHONE> or <PHONE>"
