@@ -239,3 +239,16 @@ def test_ls_of_a_snapshot_with_one_corrupt_shard_prints_nothing(repo):
         r = CliRunner().invoke(main, [*args, "--repo", repo.url])
         assert r.exit_code == 5 and sid in r.stderr, r.output
         assert r.stdout == "", r.stdout
+
+
+def test_verify_names_a_shared_corrupt_shard_once(repo):
+    """Both commits' packings hold the first commit's shard: one flipped byte was two BAD
+    lines ("2 bad")."""
+    first = {s.id for s in repo.shard_table(repo.read_packing(repo.resolve("main~1")))}
+    (sid,) = first
+    key = shard_key(sid)
+    data = bytearray(repo.store.get(key))
+    data[100] ^= 1
+    repo.store.put(key, bytes(data))
+    d = Repo.open(repo.url).verify()
+    assert [b["object"] for b in d["bad"]] == [key]
