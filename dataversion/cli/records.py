@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import NotFoundError
 from ..hashing import ID_HASHES
 from .support import DataversionCommand, emit_json, json_option, progress_bar, repo_options
 
@@ -19,8 +20,16 @@ SHOWN_DUPLICATES = 10  # duplicate lines `add` prints; the rest are counted
 @repo_options
 def init_command(repo, create_bucket, id_hash):
     """Create a repository (an existing one is left unchanged; --id-hash must then match it)."""
+    try:
+        repo.open()
+        existed = True
+    except NotFoundError:
+        existed = False
     r = repo.init(create_bucket=create_bucket, id_hash=id_hash)
-    click.echo(f"initialized dataversion repository at {r.url} (record ids: {r.id_hash})")
+    if existed:
+        click.echo(f"a dataversion repository is already at {r.url} (record ids: {r.id_hash}): left unchanged")
+    else:
+        click.echo(f"initialized dataversion repository at {r.url} (record ids: {r.id_hash})")
 
 
 @click.command("add", cls=DataversionCommand)

@@ -107,3 +107,8 @@ def test_checkout_into_a_non_empty_directory_is_refused(cli, tmp_path):
     empty.mkdir()
     cli("checkout", "main~1", empty)  # an existing empty directory is fine
     assert (empty / "a.txt").exists() and not (empty / "c.txt").exists()
+
+
+def test_init_of_an_existing_repository_says_so(cli):
+    r = cli("init")
+    assert r.stdout.startswith("a dataversion repository is already at ") and "left unchanged" in r.stdout
