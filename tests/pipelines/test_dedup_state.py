@@ -96,10 +96,10 @@ def test_a_removed_record_is_not_matched(tmp_path, vocab):
     repo.rm(branch="main", source_prefixes=["a.txt"])
     (raw / "a.txt").unlink()
     _write(raw, {"c.txt": doc.replace(doc.split()[2], "qq", 1)})
-    # the rm commit carries no dedup state (rebuilt from its records) and no consumed list
-    # (b.txt is read again: an exact duplicate of the branch's record)
+    # the rm commit carries no dedup state (rebuilt from its records) and no consumed list:
+    # the ingest's is read from the commit before it (only c.txt is new; b.txt stays consumed)
     report = run_ingest(str(raw), url, config=IngestConfig())
-    assert (report.kept, report.duplicate_kinds) == (1, {"exact": 1})
+    assert (report.objects, report.kept, report.duplicate_kinds) == (1, 1, {})
     assert sorted(r["source"] for r in repo.ls("main")) == ["b.txt", "c.txt"]  # ls is in id order
 
 
