@@ -68,8 +68,12 @@ def read_consumed(repo: Repo, commit_id: str | None) -> dict[str, dict[str, str]
 
 
 def read_rejects(repo: Repo, ref: str) -> list[dict]:
-    """The rejects stored with a commit: [{source, reason, message}], sorted by source."""
-    data = repo.read_attachment(repo.resolve(ref), REJECTS)
+    """The rejects stored with the commit REF names, or past commits that read no inputs
+    (`rm`, `revert`) with the newest one that did: [{source, reason, message}], sorted by
+    source."""
+    from dataversion.porcelain.history import inputs_commit
+
+    data = repo.read_attachment(inputs_commit(repo, repo.resolve(ref)), REJECTS)
     return json.loads(data) if data else []
 
 

@@ -10,17 +10,19 @@ import click
 
 from ..errors import NotFoundError
 from ..porcelain.branches import resolve_ref
+from ..porcelain.history import inputs_commit
 from .support import DataversionCommand, emit_json, json_option, repo_options
 
 DUPLICATES = "duplicates"  # the attachment an ingest commit stores (pipelines.results)
 
 
 def commit_duplicates(repo, ref: str, cluster: str | None = None) -> list[dict]:
-    """The duplicates of the commit REF names, each with `kept_source` (the source of the
+    """The duplicates of the commit REF names (past commits that read no inputs, `rm` and
+    `revert`: of the newest one that did), each with `kept_source` (the source of the
     record it points at, None when that record is not in the commit), sorted by cluster
     then source; `cluster`: only the clusters whose id starts with it (NotFoundError naming
     it when none does, or when it is no hex id prefix)."""
-    commit_id = resolve_ref(repo, ref)
+    commit_id = inputs_commit(repo, resolve_ref(repo, ref))  # past rm/revert commits: the run's
     data = repo.read_attachment(commit_id, DUPLICATES)
     dups = json.loads(data) if data else []
     for d in dups:

@@ -61,6 +61,19 @@ def ls(repo: Repo, ref: str, *, columns: tuple[str, ...] = ("record_id", "modali
         for i, h in enumerate(hexes):
             yield {"record_id": h, **{c: v[i] for c, v in cols.items()}}
 
+def inputs_commit(repo: Repo, commit_id: str) -> str:
+    """The newest commit at or before `commit_id` (first parents) that read inputs (`add`,
+    `ingest`: its counts have "inputs"): whose rejects and duplicates a ref means after
+    commits that read none (`rm`, `revert`). `commit_id` itself when none did."""
+    cid: str | None = commit_id
+    while cid is not None:
+        commit = repo.read_commit(cid)
+        if "inputs" in commit.counts:
+            return cid
+        cid = commit.parents[0] if commit.parents else None
+    return commit_id
+
+
 def ls_shards(repo: Repo, ref: str) -> list[dict[str, Any]]:
     """The shards of a snapshot's packing: id, rows, live rows, size, store key."""
     commit_id = repo.resolve(ref)

@@ -199,3 +199,21 @@ def test_a_near_duplicate_chain_longer_than_the_rounds_is_one_error_line(tmp_pat
     lines = [x for x in res.stderr.splitlines() if x.strip()]
     assert lines and lines[-1].startswith("error: near-duplicate clusters not settled") and "max_rounds" in lines[-1]
     assert "Traceback" not in res.stderr and len(lines) <= 2, res.stderr
+
+
+def test_rejects_and_duplicates_of_a_branch_after_an_rm_are_its_last_run_s(tmp_path, monkeypatch):
+    """After an `rm` at the head, `rejects main` printed nothing and `duplicates main` said
+    "no duplicates recorded", with exit 0."""
+    monkeypatch.setenv("DATAVERSION_REPO", f"file://{tmp_path}/repo")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a text that is kept once and dropped once as its exact copy")
+    (src / "b.txt").write_text("a text that is kept once and dropped once as its exact copy")
+    (src / "c.txt").write_text("another text entirely, to be removed afterwards by the user")
+    (src / "empty.txt").write_text("")
+    assert _invoke("ingest", src, "--no-progress").exit_code == 0
+    before = (json.loads(_invoke("rejects", "main", "--json").stdout), json.loads(_invoke("duplicates", "main", "--json").stdout))
+    assert [r["source"] for r in before[0]] == ["empty.txt"] and len(before[1]) == 1
+    assert _invoke("rm", "--source", "c.txt").exit_code == 0
+    after = (json.loads(_invoke("rejects", "main", "--json").stdout), json.loads(_invoke("duplicates", "main", "--json").stdout))
+    assert after == before
