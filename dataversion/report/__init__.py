@@ -10,6 +10,7 @@ import os
 import tempfile
 from typing import TYPE_CHECKING, Any
 
+from ..stores.atomic import FILE_MODE
 from .collect import ReportData, collect
 from .render import render
 
@@ -31,9 +32,7 @@ def write_report(repo: Repo, ref: str, path: str, *, against: str | None = None,
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-report-")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # a report is a normal file to share, not mkstemp's 0600
+        os.fchmod(fd, FILE_MODE)  # a report is a normal file to share, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             f.write(page)
         os.replace(tmp, path)

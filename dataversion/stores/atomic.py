@@ -14,6 +14,17 @@ import tempfile
 TMP_PREFIX = ".tmp-"
 
 
+def _file_mode() -> int:
+    """0666 less the process's umask: the mode `open()` gives a new file (mkstemp's is 0600).
+    Read once, at import: reading the umask sets it, which is not thread-safe."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()  # objects of a shared file:// repository are readable as the umask says
+
+
 def fsync_dir(directory: str) -> None:
     """Make a rename or link in `directory` durable (no-op where directories cannot be opened)."""
     try:
@@ -42,6 +53,7 @@ def write_temp(directory: str, data: bytes, *, fsync: bool = True, name: str = "
             if attempt == 2:
                 raise
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if fsync:

@@ -427,3 +427,20 @@ def test_a_commit_flushes_what_must_survive_a_power_cut_and_not_its_inflight_mar
     assert not [p for p in flushed if p.startswith("inflight")], flushed
     for kind in ("shards", "tree", "commits", "history", "packing", "refs", "reflog"):
         assert any(p.startswith(kind) for p in flushed), (kind, flushed)
+
+
+def test_local_objects_get_the_mode_the_umask_gives(tmp_path):
+    """mkstemp's 0600 made a shared file:// repository unreadable to other users: objects are
+    written with 0666 less the umask, as `open()` creates files."""
+    import os
+    import stat
+
+    from dataversion import Repo
+    from dataversion.records import make_text_records
+
+    umask = os.umask(0)
+    os.umask(umask)
+    repo = Repo.init(f"file://{tmp_path}/repo")
+    repo.commit(make_text_records(["one text"]), message="m")
+    modes = {stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode) for d, _, fs in os.walk(tmp_path / "repo") for f in fs}
+    assert modes == {0o666 & ~umask}, sorted(map(oct, modes))
