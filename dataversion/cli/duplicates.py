@@ -11,9 +11,8 @@ import click
 from ..errors import NotFoundError
 from ..porcelain.branches import resolve_ref
 from ..porcelain.history import inputs_commit
+from ..porcelain.records import DUPLICATES
 from .support import DataversionCommand, emit_json, json_option, repo_options
-
-DUPLICATES = "duplicates"  # the attachment an ingest commit stores (pipelines.results)
 
 
 def commit_duplicates(repo, ref: str, cluster: str | None = None) -> list[dict]:

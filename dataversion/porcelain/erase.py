@@ -187,7 +187,7 @@ def erase(
     with InFlight(repo.store, f"erase {eid[:12]}"):
         # the ids the erased texts get in their other stored forms (ingest's cleaning of what
         # add stored as it was): read before any shard is rewritten, kept in the intent
-        aliases = [h for h in ids_to_hex(np.array(_alias_ids(repo, hex_ids), dtype="S16")) if h not in targets]
+        aliases = [a.hex() for a in _alias_ids(repo, hex_ids) if a.hex() not in targets]
         intent = {"id": eid, "reason": reason.strip(), "records": hex_ids, "sources": prefixes, "state": INTENT,
                   "created": utc_now(), "shards": {}, "blobs": {}, "commits": [], "features": [], "aliases": aliases}
         repo.store.put_if_absent(erasure_key(eid), canonical_json(intent))

@@ -40,7 +40,10 @@ def add(
     if not sync:
         return _add_streaming(repo, paths, branch=branch, message=message, text_field=text_field, progress=progress)
     scan = scan_tree(paths, text_field=text_field, progress=progress, id_hash=repo.id_hash)
-    table = _reject_erased(repo, scan)
+    before = len(scan.skipped)
+    table = _drop_denied(scan.table, denied_ids(repo.store), scan.skipped, repo.id_hash)
+    if len(scan.skipped) > before:  # the erased ones join the rejects, in source order
+        scan.skipped.sort(key=lambda s: s.source)
     duplicates = sorted(_exact_duplicates(table, ~first_occurrences(ids_as_numpy(table.column("record_id")))),
                         key=lambda d: d["source"])
     remove_where = None
@@ -161,19 +164,6 @@ def _drop_denied(table: pa.Table, denied: Any, skipped: list, id_hash: str) -> p
         return table
     for src in table.column("source").filter(pa.array(erased)).to_pylist():
         skipped.append(Skipped(src or "", ERASED, "this content was erased from the repository (see `dataversion erasures`)"))
-    return table.filter(pa.array(~erased))
-
-
-def _reject_erased(repo: Repo, scan: Any) -> pa.Table:
-    """The scanned records minus content an erasure removed (the denylist), which become
-    rejects with reason `erased` (counted: inputs == kept + duplicates + rejected)."""
-    table = scan.table
-    erased = _erased_mask(table, denied_ids(repo.store), repo.id_hash)
-    if not erased.any():
-        return table
-    for src in table.column("source").filter(pa.array(erased)).to_pylist():
-        scan.skipped.append(Skipped(src or "", ERASED, "this content was erased from the repository (see `dataversion erasures`)"))
-    scan.skipped.sort(key=lambda s: s.source)
     return table.filter(pa.array(~erased))
 
 
