@@ -137,14 +137,16 @@ def task_read(args):
     piece, n, run = args
     from pipelines.config import IngestConfig
     from pipelines.dedup import sharded
+    from pipelines.gcpause import gc_paused
     from pipelines.process import WorkItem, process_objects
 
     docs = _docs(run * 1_000_003 + piece, n)
     t0 = time.process_time()
-    items = [
-        (WorkItem(f"r{run}/p{piece:05d}/{i:06d}.txt", "1-1", len(d)), d.encode())
-        for i, d in enumerate(docs)
-    ]
+    with gc_paused():  # as ReadAndProcess builds its work items
+        items = [
+            (WorkItem(f"r{run}/p{piece:05d}/{i:06d}.txt", "1-1", len(d)), d.encode())
+            for i, d in enumerate(docs)
+        ]
     cand = process_objects(items, IngestConfig()).candidates
     ids = sharded._ids(cand)
     import numpy as np

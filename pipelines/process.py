@@ -42,6 +42,7 @@ from .filters import Drop
 from .filters.audio import check_audio
 from .filters.image import check_image
 from .filters.text import clean_texts
+from .gcpause import gc_paused
 from .readers.labels import normalize_label
 
 IMAGE_EXTENSIONS = {
@@ -220,7 +221,8 @@ def process_objects(
     handling one object or line rejects that unit `internal_error`; one in a step of the
     whole batch reruns the batch object by object, so it lands on the object that caused it."""
     try:
-        return _process_batch(items, config, id_hash)
+        with gc_paused():
+            return _process_batch(items, config, id_hash)
     except Exception as e:  # noqa: BLE001 - isolate the object that caused it
         if len(items) == 1:
             b = _Builder(config, id_hash)

@@ -21,11 +21,12 @@ permutations. Same text, same signature, in every process (no Python `hash()`).
 
 from __future__ import annotations
 
-import gc
 from array import array
 from collections.abc import Sequence
 
 import numpy as np
+
+from ..gcpause import gc_paused
 
 # names how texts become shingles: stored in dedup index params (another scheme: rebuild)
 SHINGLE_SCHEME = "words+unspaced-chars-v2"
@@ -174,15 +175,10 @@ def signatures_from_shingles(
     # rensa hands the matrix out only as Python lists: build them with the cyclic GC off
     # (a batch is ~100 container allocations per row, which would trigger collections
     # that scan every live object) and pack each row with `array` (C-level conversion)
-    gc_was_on = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         rows = matrix.to_rows()
         packed = bytearray().join([array("I", r) for r in rows])
-    finally:
-        if gc_was_on:
-            gc.enable()
-    del rows
+        del rows
     return np.frombuffer(packed, np.uint32).reshape(n_docs, num_perm)
 
 

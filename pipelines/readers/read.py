@@ -28,6 +28,7 @@ from ..config import IngestConfig
 from ..dedup.state import part_bytes, read_part
 from ..dedup.steps import id_ranges_of, mtimes_of, rows_for
 from ..filters import Drop
+from ..gcpause import gc_paused
 from ..process import (
     WorkItem,
     declared_pixels,
@@ -76,7 +77,10 @@ class ReadAndProcess(beam.DoFn):
     def process(self, piece: int):
         scratch = RunScratch(self.scratch)
         store = self.repo.store
-        doc = json.loads(store.get(scratch.listing_piece(piece)))
+        raw_piece = store.get(scratch.listing_piece(piece))
+        with gc_paused():  # thousands of small containers (`gcpause`)
+            doc = json.loads(raw_piece)
+            items = [WorkItem(*wi) for wi in doc["items"]]
         cache = PieceCache(doc["cache"])
         if store.exists(cache.done):  # finished by an earlier, killed run: reuse it
             audit = json.loads(store.get(cache.done))
@@ -86,7 +90,6 @@ class ReadAndProcess(beam.DoFn):
                     _, tag, part = name[: -len(".arrow")].split("-")
                     yield tag, int(part), read_part(store.get(info.key))
         else:
-            items = [WorkItem(*wi) for wi in doc["items"]]
             audit = {"objects": len(items), "inputs": 0, "rejects": []}
             mtimes = mtimes_of(items)
             denied = np.frombuffer(self.denied, dtype="S16") if self.denied else np.empty(0, "S16")

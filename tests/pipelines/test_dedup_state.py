@@ -301,3 +301,32 @@ def test_on_a_remote_store_a_part_costs_a_bounded_number_of_requests(tmp_path, m
     requests = repo.store.stats["GET"] - before
     assert _sorted_rows(remote).equals(_sorted_rows(local))
     assert requests <= n_parts * (1 + 3 * 16), (requests, n_parts)  # a fence, then <= 16 runs of each
+
+
+def test_band_rows_sort_like_arrows_three_column_sort():
+    """`sort_bands` sorts keys with numpy and only the tied ones by (band, id): the order
+    (and so the part bytes) equals Arrow's sort by (key, band, record_id), ties included."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pipelines.dedup import sharded
+    from pipelines.dedup import state as dstate
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    keys = rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
+    keys[rng.integers(0, n, 1500)] = keys[rng.integers(0, n, 1500)]  # buckets
+    keys[:40] = 7  # a long run
+    band = rng.integers(0, 3, n).astype(np.uint8)
+    ids = np.frombuffer(rng.bytes(16 * n), "S16").copy()
+    ids[100:140] = ids[0]  # equal ids under equal keys and bands
+    keys[100:140], band[100:140] = keys[0], band[0]
+    t = pa.Table.from_arrays(
+        [pa.array(band), pa.array(keys), sharded._id_col(ids)], names=["band", "key", "record_id"]
+    )
+    want = t.sort_by([("key", "ascending"), ("band", "ascending"), ("record_id", "ascending")])
+    for perm in (np.arange(n), rng.permutation(n)):
+        got = dstate.sort_bands(t.take(pa.array(perm)))
+        assert got.equals(want)
+    assert dstate.sort_bands(t.slice(0, 1)).equals(t.slice(0, 1))
+    assert dstate.sort_bands(t.slice(0, 0)).num_rows == 0
