@@ -161,9 +161,13 @@ class _Builder:
             sigs = minhash_signatures(
                 texts, shingle_size=cfg.shingle_size, num_perm=cfg.num_perm, seed=cfg.seed
             )
-            return list(np.asarray(sigs, np.uint32).reshape(len(texts), cfg.num_perm))
+            return np.asarray(sigs, np.uint32).reshape(len(texts), cfg.num_perm)
 
-        out = _each_alone_on_error(sign, self.texts)
+        try:  # the usual batch: one matrix, no row-by-row detour
+            return sign(self.texts)
+        except Exception:  # noqa: BLE001 - find the text that caused it (below)
+            pass
+        out = _each_alone_on_error(lambda texts: list(sign(texts)), self.texts)
         failed = [i for i, r in enumerate(out) if isinstance(r, Drop)]
         for i in failed:
             key, line = self.t_rows[i][0], self.t_rows[i][1]

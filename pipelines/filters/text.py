@@ -143,7 +143,27 @@ def clean_texts(
        numpy passes over the joined bytes) skip normalization; the others go through
        `normalize_text` one by one.
     2. PII: one scan of the joined UTF-8 of the batch (`pii.redact_texts`).
+
+    Both run over chunks of ~`_CHUNK_BYTES` of text: the numpy passes over a whole batch
+    (tens of MB) made temporaries the allocator mapped afresh on every batch, page faults
+    that cost more than the passes themselves.
     """
+    out: list[CleanText | Drop] = []
+    i, n = 0, len(texts)
+    while i < n:
+        j, size = i, 0
+        while j < n and (size < _CHUNK_BYTES or j == i):
+            size += len(texts[j])
+            j += 1
+        out.extend(_clean_chunk(texts[i:j] if i or j < n else texts, rules))
+        i = j
+    return out
+
+
+_CHUNK_BYTES = 1 << 19
+
+
+def _clean_chunk(texts: Sequence[str | bytes], rules: TextRules) -> list[CleanText | Drop]:
     n = len(texts)
     out: list[CleanText | Drop | None] = [None] * n
     kept: list[int] = []  # indices of texts still alive after normalization
@@ -259,21 +279,4 @@ def _already_clean(texts: Sequence[str | bytes]) -> list[int]:
         return code.tolist()
     for k in np.flatnonzero(ok).tolist():
         flags[idx[k]] = int(code[k])
-    return flags
-    lens = np.fromiter(map(len, parts), np.int64, len(parts))
-    ends = np.cumsum(lens)
-    starts = ends - lens
-    b = np.frombuffer(b"".join(parts), np.uint8)
-    # bytes < 0x20 (controls, \t \n \r \v \f), 0x7f (DEL) and >= 0x80 (not ASCII)
-    bad_pos = np.flatnonzero((b - np.uint8(0x20)) >= np.uint8(0x5F))
-    sp = b == 0x20
-    dbl = np.flatnonzero(sp[:-1] & sp[1:])
-    ok = (b[starts] != 0x20) & (b[ends - 1] != 0x20)
-    for pos in (bad_pos, dbl):
-        if len(pos):
-            ok[np.searchsorted(ends, pos, side="right")] = False
-    if len(idx) == n:  # every text went in: idx is 0..n-1
-        return ok.tolist()
-    for k in np.flatnonzero(ok).tolist():
-        flags[idx[k]] = True
     return flags

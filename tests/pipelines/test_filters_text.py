@@ -1,3 +1,5 @@
+import pytest
+
 from pipelines.config import TextRules
 from pipelines.filters import Drop
 from pipelines.filters.text import CleanText, clean_text, clean_texts, luhn_valid, redact_pii
@@ -65,10 +67,17 @@ def test_batch():
     assert [type(o).__name__ for o in out] == ["CleanText", "Drop", "Drop"]
 
 
-def test_batch_equals_one_by_one_on_multiline_and_messy_whitespace():
+@pytest.mark.parametrize("chunk_bytes", [None, 97])
+def test_batch_equals_one_by_one_on_multiline_and_messy_whitespace(monkeypatch, chunk_bytes):
     """`clean_texts`' fast path (texts already clean, or clean but for trailing newlines:
-    the usual text file) gives what `clean_text` gives, under every whitespace rule."""
+    the usual text file) gives what `clean_text` gives, under every whitespace rule; also
+    when the batch is cleaned in many chunks."""
     import random
+
+    import pipelines.filters.text as text_filter
+
+    if chunk_bytes:
+        monkeypatch.setattr(text_filter, "_CHUNK_BYTES", chunk_bytes)
 
     rng = random.Random(7)
     pieces = ["word", "other", " ", "  ", "\n", "\n\n", "\n\n\n", "\t", "\r\n", "\r", " \n", "\n ", "é", "\x0b", "\x00", "x@y.com"]

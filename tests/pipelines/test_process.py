@@ -122,3 +122,26 @@ def test_a_batch_runs_without_cyclic_collections(monkeypatch):
     out, reasons = run(texts[:3])
     assert set(reasons.values()) == {"internal_error"}
     assert gc.isenabled()
+
+
+def test_a_text_whose_signature_fails_rejects_only_itself(monkeypatch):
+    import numpy as np
+
+    import pipelines.process as process
+    from pipelines.dedup.minhash import minhash_signatures
+
+    def fragile(texts, **kw):
+        if any("POISON" in t for t in texts):
+            raise ValueError("cannot sign this")
+        return minhash_signatures(texts, **kw)
+
+    monkeypatch.setattr(process, "minhash_signatures", fragile)
+    out, reasons = run(
+        [("a.txt", b"the first text, fine"), ("b.txt", b"a POISON text"), ("c.txt", b"the third one, fine")]
+    )
+    assert reasons == {"b.txt": "internal_error"}
+    kept = out.candidates
+    assert kept.column("source").to_pylist() == ["a.txt", "c.txt"]
+    sigs = np.array(kept.column("sig").to_pylist(), np.uint32)
+    assert (sigs == minhash_signatures(kept.column("text").to_pylist())).all()
+    assert not (sigs == 0).all(axis=1).any()
