@@ -147,7 +147,17 @@ def task_read(args):
             (WorkItem(f"r{run}/p{piece:05d}/{i:06d}.txt", "1-1", len(d)), d.encode())
             for i, d in enumerate(docs)
         ]
-    cand = process_objects(items, IngestConfig()).candidates
+    # in the chunks of `max_batch_bytes` that `readers.read.chunked_process` makes
+    config = IngestConfig()
+    tables, chunk, size = [], [], 0
+    for it in items:
+        if chunk and size + it[0].size > config.max_batch_bytes:
+            tables.append(process_objects(chunk, config).candidates)
+            chunk, size = [], 0
+        chunk.append(it)
+        size += it[0].size
+    tables.append(process_objects(chunk, config).candidates)
+    cand = pa.concat_tables(tables)
     ids = sharded._ids(cand)
     import numpy as np
 

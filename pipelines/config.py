@@ -116,9 +116,12 @@ class IngestConfig:
     include_hidden: bool = False  # dot-files and dot-dirs: rejected `hidden_file`, or read
     # bounded memory: an object over max_object_bytes is `too_large` before it is read; a
     # worker processes its batch in chunks of at most max_batch_bytes of raw bytes and
-    # max_batch_pixels of declared image pixels (an object over a budget is a chunk alone)
+    # max_batch_pixels of declared image pixels (an object over a budget is a chunk alone).
+    # A few MiB is also the fastest chunk: its numpy temporaries stay in cache and the
+    # allocator reuses them (10,000 ~1 KB texts: 18-19 us/doc in chunks of ~2-4 MiB,
+    # 26-29 us in one chunk of 10 MiB)
     max_object_bytes: int = 256 * 1024 * 1024
-    max_batch_bytes: int = 256 * 1024 * 1024
+    max_batch_bytes: int = 4 * 1024 * 1024
     max_batch_pixels: int = 100_000_000
     target_shard_bytes: int = 32 * 1024 * 1024
 
